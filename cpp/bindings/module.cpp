@@ -1,0 +1,81 @@
+// PYBIND11_MODULE(_core): numpy arrays -> pointers, shape/dtype checks, GIL release. No search logic here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "array_checks.hpp"
+#include "georag/search.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace georag::bindings {
+void register_cuda(py::module_& m);
+}  // namespace georag::bindings
+
+namespace {
+
+using georag::FlatIndex;
+using georag::bindings::Matrix;
+using georag::bindings::as_matrix;
+using georag::bindings::as_ranges;
+using georag::bindings::make_output;
+
+py::tuple search(const FlatIndex& self, const py::array& queries, int64_t k_near, int64_t k_far,
+                 const py::object& row_ranges, int num_threads, int64_t blas_min_batch, int64_t tile_rows) {
+  Matrix q = as_matrix(queries, "queries", self.dim());
+  std::vector<georag::RowRange> ranges;
+  const bool restricted = as_ranges(row_ranges, &ranges);
+  georag::SearchParams params;
+  params.k_near = k_near;
+  params.k_far = k_far;
+  params.num_threads = num_threads;
+  params.blas_min_batch = blas_min_batch;
+  params.tile_rows = tile_rows;
+  auto out = make_output(q.rows, k_near, k_far);
+  georag::SearchFootprint fp;
+  {
+    py::gil_scoped_release release;
+    fp = self.search(q.data, q.rows, params, out.view, restricted ? &ranges : nullptr);
+  }
+  return py::make_tuple(out.near_ids, out.near_scores, out.far_ids, out.far_scores, fp.bytes);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "georag's C++ search core: exact nearest AND farthest neighbours in one pass over the database.";
+  m.attr("__version__") = GEORAG_VERSION_INFO;
+
+  py::class_<FlatIndex>(m, "FlatIndex")
+      .def(py::init([](const py::array& vectors, bool normalize, int num_threads) {
+             Matrix v = as_matrix(vectors, "vectors", -1);
+             py::gil_scoped_release release;
+             return new FlatIndex(v.data, v.rows, v.cols, normalize, num_threads);
+           }),
+           "vectors"_a, "normalize"_a = true, "num_threads"_a = 0)
+      .def("search", &search, "queries"_a, "k_near"_a = 16, "k_far"_a = 16, "row_ranges"_a = py::none(),
+           "num_threads"_a = 0, "blas_min_batch"_a = georag::SearchParams{}.blas_min_batch,
+           "tile_rows"_a = 0)
+      .def_property_readonly("ntotal", &FlatIndex::size)
+      .def_property_readonly("dim", &FlatIndex::dim)
+      .def_property_readonly("normalized", &FlatIndex::normalized)
+      .def_property("num_threads", &FlatIndex::num_threads, &FlatIndex::set_num_threads)
+      .def("vectors",
+           [](py::object self_obj) {
+             const auto& self = self_obj.cast<const FlatIndex&>();
+             py::array_t<float> view({self.size(), self.dim()},
+                                     {static_cast<py::ssize_t>(self.stride() * sizeof(float)),
+                                      static_cast<py::ssize_t>(sizeof(float))},
+                                     self.row(0), self_obj);
+             py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+             return view;
+           },
+           "A read-only view of the stored rows (normalized when the index normalizes).");
+
+  m.def("kernel_name", &FlatIndex::kernel_name, "The CPU kernel variant chosen for this processor.");
+  m.def("blas_info", &georag::blas_info, "The BLAS library the core was built with.");
+  georag::bindings::register_cuda(m);
+}

@@ -1,0 +1,95 @@
+// The C++ API of the exact search core: a flat index returning nearest AND farthest neighbours in one pass.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace georag {
+
+// A half-open range [start, end) of database rows (a submap that the store keeps contiguous).
+struct RowRange {
+  int64_t start = 0;  // first row, inclusive; default 0
+  int64_t end = 0;    // one past the last row; default 0 (empty)
+};
+
+struct SearchParams {
+  int64_t k_near = 16;  // nearest neighbours per query (highest cosine); default 16, as in the papers
+  int64_t k_far = 16;   // farthest neighbours per query (lowest cosine); default 16
+  int num_threads = 0;  // worker threads; default 0 = the index's setting (all hardware threads if that is 0)
+  // Batches of at least this many queries score tiles with BLAS SGEMM; smaller batches use georag's
+  // register-blocked kernel, which streams the database once without BLAS packing. Default 48.
+  int64_t blas_min_batch = 48;
+  // Database rows per work tile; default 0 = automatic (scores of one tile for a block of queries fit in L2).
+  int64_t tile_rows = 0;
+};
+
+// Output buffers, caller-owned, row-major (B, k): scores are cosine similarities. Near rows are sorted by
+// descending score, far rows by ascending score, ties by lower id. When fewer than k rows are searchable the
+// tail of each row is padded with id -1 and score NaN.
+struct SearchOutput {
+  int64_t* near_ids;
+  float* near_scores;
+  int64_t* far_ids;
+  float* far_scores;
+};
+
+// Extra memory of one search, in bytes, for reporting: per-thread score tiles and heaps, normalized queries.
+struct SearchFootprint {
+  std::size_t bytes = 0;
+};
+
+class FlatIndex {
+ public:
+  // Copies an (n, d) row-major float32 database. With `normalize`, rows are L2-normalized once here and a
+  // row of zero norm is rejected; NaN/Inf are always rejected (std::invalid_argument names the first bad row).
+  FlatIndex(const float* vectors, int64_t n, int64_t d, bool normalize = true, int num_threads = 0);
+  ~FlatIndex();
+  FlatIndex(const FlatIndex&) = delete;
+  FlatIndex& operator=(const FlatIndex&) = delete;
+
+  int64_t size() const { return n_; }
+  int64_t dim() const { return d_; }
+  bool normalized() const { return normalize_; }
+  int num_threads() const { return num_threads_; }
+  void set_num_threads(int t);
+  // Row i of the stored (normalized) database: dim() floats, rows `stride()` floats apart.
+  const float* row(int64_t i) const { return data_.get() + static_cast<std::size_t>(i) * stride_; }
+  int64_t stride() const { return stride_; }
+
+  // Searches `nq` raw queries (row-major (nq, d) float32, normalized inside this call) over all rows, or
+  // over the union of `ranges` when given (ranges may come in any order; overlaps are merged). Releases
+  // nothing itself; safe to call concurrently from several threads. Throws std::invalid_argument on bad
+  // input (non-finite or zero-norm query, k < 0, bad or empty ranges).
+  SearchFootprint search(const float* queries, int64_t nq, const SearchParams& params, const SearchOutput& out,
+                         const std::vector<RowRange>* ranges = nullptr) const;
+
+  // Which CPU kernel variant the dispatcher chose ("avx512", "avx2" or "generic").
+  static std::string kernel_name();
+
+ private:
+  struct AlignedFree {
+    void operator()(float* p) const;
+  };
+  int64_t n_;
+  int64_t d_;
+  int64_t stride_;  // d rounded up to a multiple of 16 floats (64 bytes), zero-padded
+  bool normalize_;
+  int num_threads_;
+  std::unique_ptr<float[], AlignedFree> data_;
+};
+
+// A description of the BLAS the core was built with (OpenBLAS's configuration string, or "system BLAS").
+std::string blas_info();
+
+// Normalizes `nq` queries into `out` (rows `stride` floats apart, zero-padded). Throws std::invalid_argument
+// naming the first non-finite or zero-norm query. Shared by the CPU and CUDA paths.
+void normalize_queries(const float* queries, int64_t nq, int64_t d, int64_t stride, float* out);
+
+// Validates, sorts and merges row ranges against n rows; throws std::invalid_argument when a range is out of
+// bounds or reversed, or when the union is empty.
+std::vector<RowRange> canonical_ranges(const std::vector<RowRange>& ranges, int64_t n);
+
+}  // namespace georag

@@ -1,0 +1,263 @@
+// FlatIndex: owns the normalized database and drives one search: tiles, worker threads, per-thread heaps,
+// and the final merge. The arithmetic lives in the kernels (kernels_impl.hpp) and the BLAS tile (blas.cpp).
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "blas.hpp"
+#include "georag/search.hpp"
+#include "georag/topk.hpp"
+#include "kernels.hpp"
+
+namespace georag {
+namespace {
+
+constexpr std::size_t kAlign = 64;
+constexpr int64_t kBlasQueryBlock = 256;       // queries per SGEMM call on the BLAS path
+constexpr std::size_t kTileBytes = 1u << 20;   // score tile budget: half of a 2 MiB L2
+constexpr int64_t kSmallTileRows = 4096;       // rows per work item on the small-batch path
+constexpr int64_t kMinRowsPerThread = 16384;   // below this, extra threads cost more than they save
+
+float* aligned_floats(std::size_t count) {
+  std::size_t bytes = (std::max<std::size_t>(count, 1) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+  void* p = std::aligned_alloc(kAlign, bytes);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(std::size_t count) : p(aligned_floats(count)) {}
+  ~AlignedBuffer() { std::free(p); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  float* p;
+};
+
+int available_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+int64_t round_up16(int64_t d) { return (d + 15) / 16 * 16; }
+
+// Runs fn(worker) on `workers` threads (the calling thread is worker 0) and rethrows the first exception.
+template <class Fn>
+void run_workers(int workers, Fn fn) {
+  if (workers <= 1) {
+    fn(0);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(workers);
+  std::vector<std::thread> threads;
+  threads.reserve(workers - 1);
+  for (int w = 1; w < workers; ++w)
+    threads.emplace_back([&, w] {
+      try {
+        fn(w);
+      } catch (...) {
+        errors[w] = std::current_exception();
+      }
+    });
+  try {
+    fn(0);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+int heap_capacity(int64_t k, int64_t searchable, const char* name) {
+  if (k < 0) throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(k));
+  if (k > INT_MAX) throw std::invalid_argument(std::string(name) + " is too large: " + std::to_string(k));
+  return static_cast<int>(std::min(k, searchable));
+}
+
+// The heaps of one worker: nq near heaps of capacity kn and nq far heaps of capacity kf.
+struct WorkerHeaps {
+  WorkerHeaps(int64_t nq, int kn, int kf)
+      : near_s(nq * kn), far_s(nq * kf), near_i(nq * kn), far_i(nq * kf) {
+    near.reserve(nq);
+    far.reserve(nq);
+    for (int64_t q = 0; q < nq; ++q) {
+      near.emplace_back(near_s.data() + q * kn, near_i.data() + q * kn, kn);
+      far.emplace_back(far_s.data() + q * kf, far_i.data() + q * kf, kf);
+    }
+  }
+  detail::Selectors selectors(int64_t q0 = 0) { return {near.data() + q0, far.data() + q0}; }
+  std::vector<float> near_s, far_s;
+  std::vector<int64_t> near_i, far_i;
+  std::vector<BoundedHeap<NearOrder>> near;
+  std::vector<BoundedHeap<FarOrder>> far;
+};
+
+// Merges the workers' heaps for one query into the output row (the output row is the final heap's storage).
+template <class Order, class Member>
+void merge_into(std::vector<WorkerHeaps>& workers, Member member, int64_t q, int64_t k, float* out_s,
+                int64_t* out_i) {
+  BoundedHeap<Order> final_heap(out_s, out_i, static_cast<int>(k));
+  for (auto& w : workers) {
+    const auto& h = (w.*member)[q];
+    for (int j = 0; j < h.size; ++j) final_heap.push(h.scores[j], h.ids[j]);
+  }
+  final_heap.drain_sorted(out_s, out_i);
+}
+
+}  // namespace
+
+void FlatIndex::AlignedFree::operator()(float* p) const { std::free(p); }
+
+FlatIndex::FlatIndex(const float* vectors, int64_t n, int64_t d, bool normalize, int num_threads)
+    : n_(n), d_(d), stride_(round_up16(d)), normalize_(normalize), num_threads_(0) {
+  if (n < 0) throw std::invalid_argument("the database must have >= 0 rows, got " + std::to_string(n));
+  if (d <= 0) throw std::invalid_argument("the embedding dimension must be > 0, got " + std::to_string(d));
+  set_num_threads(num_threads);
+  data_.reset(aligned_floats(static_cast<std::size_t>(n) * stride_));
+  const auto& kern = detail::kernels();
+  const int workers = static_cast<int>(std::clamp<int64_t>(n / kMinRowsPerThread, 1, num_threads_));
+  std::vector<int64_t> first_bad(workers, -1);
+  run_workers(workers, [&](int w) {
+    const int64_t r0 = n * w / workers, r1 = n * (w + 1) / workers;
+    for (int64_t i = r0; i < r1; ++i) std::memcpy(data_.get() + i * stride_, vectors + i * d, d * sizeof(float));
+    const int64_t bad = kern.normalize_rows(data_.get() + r0 * stride_, r1 - r0, d, stride_, normalize, normalize);
+    first_bad[w] = bad < 0 ? -1 : r0 + bad;
+  });
+  for (int64_t bad : first_bad)
+    if (bad >= 0)
+      throw std::invalid_argument("database row " + std::to_string(bad) +
+                                  (normalize ? " has zero norm or a NaN/Inf value" : " has a NaN/Inf value") +
+                                  "; remove or fix it before building the index");
+}
+
+FlatIndex::~FlatIndex() = default;
+
+void FlatIndex::set_num_threads(int t) {
+  if (t < 0) throw std::invalid_argument("num_threads must be >= 0 (0 = all cores), got " + std::to_string(t));
+  num_threads_ = t == 0 ? available_cpus() : t;
+}
+
+std::string FlatIndex::kernel_name() { return detail::kernels().name; }
+
+void normalize_queries(const float* queries, int64_t nq, int64_t d, int64_t stride, float* out) {
+  for (int64_t i = 0; i < nq; ++i) std::memcpy(out + i * stride, queries + i * d, d * sizeof(float));
+  const int64_t bad = detail::kernels().normalize_rows(out, nq, d, stride, true, true);
+  if (bad >= 0) {
+    const float* q = queries + bad * d;
+    const bool finite = std::all_of(q, q + d, [](float v) { return std::isfinite(v); });
+    throw std::invalid_argument("query " + std::to_string(bad) +
+                                (finite ? " has zero norm" : " has a NaN/Inf value") +
+                                "; a query embedding must be finite and non-zero");
+  }
+}
+
+std::vector<RowRange> canonical_ranges(const std::vector<RowRange>& ranges, int64_t n) {
+  std::vector<RowRange> rs;
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    const RowRange& r = ranges[i];
+    if (r.start < 0 || r.end > n || r.start > r.end)
+      throw std::invalid_argument("row range " + std::to_string(i) + " [" + std::to_string(r.start) + ", " +
+                                  std::to_string(r.end) + ") is not within [0, " + std::to_string(n) + ")");
+    if (r.end > r.start) rs.push_back(r);
+  }
+  if (rs.empty())
+    throw std::invalid_argument("row_ranges selects no rows; pass None to search the whole index");
+  std::sort(rs.begin(), rs.end(), [](const RowRange& a, const RowRange& b) { return a.start < b.start; });
+  std::vector<RowRange> merged{rs.front()};
+  for (std::size_t i = 1; i < rs.size(); ++i) {
+    if (rs[i].start <= merged.back().end)
+      merged.back().end = std::max(merged.back().end, rs[i].end);
+    else
+      merged.push_back(rs[i]);
+  }
+  return merged;
+}
+
+SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const SearchParams& params,
+                                  const SearchOutput& out, const std::vector<RowRange>* ranges) const {
+  if (nq < 0) throw std::invalid_argument("the number of queries must be >= 0");
+  if (params.tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
+  if (params.num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0 = the index's setting)");
+  const std::vector<RowRange> rs = ranges ? canonical_ranges(*ranges, n_) : std::vector<RowRange>{{0, n_}};
+  int64_t searchable = 0;
+  for (const auto& r : rs) searchable += r.end - r.start;
+  const int kn = heap_capacity(params.k_near, searchable, "k_near");
+  const int kf = heap_capacity(params.k_far, searchable, "k_far");
+
+  SearchFootprint fp;
+  AlignedBuffer qn(static_cast<std::size_t>(nq) * stride_);
+  fp.bytes += static_cast<std::size_t>(nq) * stride_ * sizeof(float);
+  normalize_queries(queries, nq, d_, stride_, qn.p);
+  if (nq == 0) return fp;
+
+  const bool use_blas = nq >= std::max<int64_t>(params.blas_min_batch, 1);
+  const int64_t qblock = std::min(nq, kBlasQueryBlock);
+  int64_t tile = params.tile_rows;
+  if (tile == 0)
+    tile = use_blas ? std::clamp<int64_t>(kTileBytes / (sizeof(float) * qblock), 256, 8192) / 16 * 16
+                    : kSmallTileRows;
+
+  // Work items: fixed tiles of each range. Their bounds do not depend on the thread count, and the merge
+  // orders candidates totally (score, then id), so results are identical for any number of threads.
+  std::vector<RowRange> tiles;
+  for (const auto& r : rs)
+    for (int64_t s = r.start; s < r.end; s += tile) tiles.push_back({s, std::min(r.end, s + tile)});
+
+  const int want = params.num_threads > 0 ? params.num_threads : num_threads_;
+  const int64_t work_threads = std::max<int64_t>(1, searchable * std::max<int64_t>(nq, 1) / kMinRowsPerThread);
+  const int workers = static_cast<int>(std::min<int64_t>({want, static_cast<int64_t>(tiles.size()), work_threads}));
+
+  std::vector<WorkerHeaps> heaps;
+  heaps.reserve(workers);
+  for (int w = 0; w < workers; ++w) heaps.emplace_back(nq, kn, kf);
+  fp.bytes += static_cast<std::size_t>(workers) * nq * (kn + kf) * (sizeof(float) + sizeof(int64_t));
+
+  const auto& kern = detail::kernels();
+  std::atomic<std::size_t> next{0};
+  const std::size_t score_floats = use_blas ? static_cast<std::size_t>(qblock) * tile : 0;
+  fp.bytes += static_cast<std::size_t>(workers) * score_floats * sizeof(float);
+  run_workers(workers, [&](int w) {
+    WorkerHeaps& h = heaps[w];
+    std::unique_ptr<AlignedBuffer> scores;
+    if (use_blas) scores = std::make_unique<AlignedBuffer>(score_floats);
+    for (std::size_t t = next++; t < tiles.size(); t = next++) {
+      const RowRange tr = tiles[t];
+      if (!use_blas) {
+        kern.scan_small(data_.get(), stride_, tr.start, tr.end, qn.p, nq, h.selectors());
+        continue;
+      }
+      const int64_t cols = tr.end - tr.start;
+      for (int64_t q0 = 0; q0 < nq; q0 += qblock) {
+        const int64_t qb = std::min(qblock, nq - q0);
+        detail::score_tile(qn.p + q0 * stride_, qb, row(tr.start), cols, d_, stride_, scores->p, cols);
+        kern.select_block(scores->p, qb, cols, cols, tr.start, h.selectors(q0));
+      }
+    }
+  });
+
+  // The merge is O(nq * workers * k); split it over queries when there are enough of them.
+  const int merge_parts = static_cast<int>(std::min<int64_t>(workers, std::max<int64_t>(1, nq / 64)));
+  run_workers(merge_parts, [&](int w) {
+    for (int64_t q = nq * w / merge_parts; q < nq * (w + 1) / merge_parts; ++q) {
+      merge_into<NearOrder>(heaps, &WorkerHeaps::near, q, params.k_near, out.near_scores + q * params.k_near,
+                            out.near_ids + q * params.k_near);
+      merge_into<FarOrder>(heaps, &WorkerHeaps::far, q, params.k_far, out.far_scores + q * params.k_far,
+                           out.far_ids + q * params.k_far);
+    }
+  });
+  return fp;
+}
+
+}  // namespace georag

@@ -1,0 +1,16 @@
+"""georag: image geolocalization with retrieval-augmented multimodal LLMs."""
+
+from __future__ import annotations
+
+from georag._version import __version__
+from georag.errors import GeoRagError, MissingDependencyError
+from georag.search import FaissIndex, FlatIndex, Neighbors
+
+__all__ = [
+    "FaissIndex",
+    "FlatIndex",
+    "GeoRagError",
+    "MissingDependencyError",
+    "Neighbors",
+    "__version__",
+]

@@ -1,0 +1,10 @@
+"""Contrastive search: k nearest AND k farthest neighbours, exact (C++ core) or approximate (faiss)."""
+
+from __future__ import annotations
+
+from georag.search.faiss_index import FaissIndex
+from georag.search.flat import FlatIndex
+from georag.search.neighbors import Neighbors
+from georag.search.ranges import as_row_ranges
+
+__all__ = ["FaissIndex", "FlatIndex", "Neighbors", "as_row_ranges"]
