@@ -217,7 +217,8 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
 
   const int want = params.num_threads > 0 ? params.num_threads : num_threads_;
   const int64_t work_threads = std::max<int64_t>(1, searchable * std::max<int64_t>(nq, 1) / kMinRowsPerThread);
-  const int workers = static_cast<int>(std::min<int64_t>({want, static_cast<int64_t>(tiles.size()), work_threads}));
+  const int workers = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({want, static_cast<int64_t>(tiles.size()), work_threads})));
 
   std::vector<WorkerHeaps> heaps;
   heaps.reserve(workers);
