@@ -1,7 +1,350 @@
-"""Approximate contrastive search with faiss (placeholder until the faiss wrapper lands)."""
+"""Approximate (or exact) contrastive search with faiss: nearest AND farthest neighbours in one call.
+
+faiss is an optional dependency, imported lazily: ``import georag`` works without it, and building a
+:class:`FaissIndex` without it raises :class:`~georag.errors.MissingDependencyError`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
+import os
+import re
+from types import ModuleType
+from typing import Any
 
-class FaissIndex:  # replaced in the next step
-    pass
+import numpy as np
+import numpy.typing as npt
+
+from georag.errors import GeoRagError, MissingDependencyError
+from georag.search.neighbors import Neighbors
+from georag.search.ranges import RowRanges, as_row_ranges
+
+_FAISS_MISSING = "faiss is not installed: pip install faiss-cpu (or faiss-gpu for CUDA)"
+_CHUNK_ROWS = 1 << 16  # rows normalized and added per step, to keep the build's extra memory small
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _faiss() -> ModuleType:
+    """Imports faiss on first use; MissingDependencyError when it is not installed."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise MissingDependencyError(_FAISS_MISSING) from exc
+    return faiss
+
+
+class FaissIndex:
+    """Nearest and farthest search by cosine similarity over a faiss index built from a factory string.
+
+    The index uses the inner-product metric on L2-normalized rows: the (N, d) float32 database is
+    normalized at add time (in chunks, never copied whole) and queries inside each search, so for unit
+    vectors inner product is cosine similarity. The farthest rows of q are the nearest rows of -q, so a
+    search is ONE faiss call on the stacked batch [q; -q] with k = max(k_near, k_far); far scores are
+    negated back to cosine similarities. Results follow :class:`FlatIndex`: near sorted by descending
+    score, far by ascending score, ties by lower id, missing results padded with id -1 and score NaN.
+    With ``factory="Flat"`` (or an IVF probing every list) the answer is exact; HNSW/IVF answers are
+    approximate, and for the far set the approximation is that of a nearest search for -q.
+
+    ``train_size``: rows sampled (seeded) to train an index that needs it (IVF, PQ, ...); by default
+    ``max(50 x nlist, 20000)`` capped at N. ``nprobe`` / ``efSearch`` are set through
+    ``faiss.ParameterSpace``; a ValueError if the factory has no such parameter. ``use_gpu=True`` moves the
+    index to GPU 0 before training (faiss-gpu needed, else MissingDependencyError); that path has NOT been
+    run on a GPU, and faiss may refuse ``row_ranges`` on GPU indexes. Searches use faiss's OpenMP threads.
+    """
+
+    def __init__(
+        self,
+        vectors: npt.NDArray[np.float32],
+        factory: str = "Flat",
+        *,
+        train_size: int | None = None,
+        nprobe: int | None = None,
+        efSearch: int | None = None,  # noqa: N803 - faiss's parameter name
+        use_gpu: bool = False,
+        seed: int = 1234,
+    ) -> None:
+        """Builds, trains if needed, and fills the index with the normalized rows of ``vectors``."""
+        faiss = _faiss()
+        _check_matrix(vectors, "vectors")
+        n, d = vectors.shape
+        norms = np.concatenate(
+            [_row_norms(vectors[i : i + _CHUNK_ROWS]) for i in range(0, n, _CHUNK_ROWS)]
+        ) if n else np.zeros(0)
+        bad = ~(np.isfinite(norms) & (norms > 0))
+        if bad.any():
+            raise ValueError(
+                f"database row {int(np.argmax(bad))} has zero norm or a NaN/Inf value; remove or fix it"
+                " before building the index"
+            )
+        try:
+            index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ValueError(f"faiss cannot build factory {factory!r}: {_first_line(exc)}") from exc
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.cp.seed = seed
+        space = faiss.ParameterSpace()
+        for name, value in (("nprobe", nprobe), ("efSearch", efSearch)):
+            if value is not None:
+                try:
+                    space.set_index_parameter(index, name, int(value))
+                except RuntimeError as exc:
+                    raise ValueError(f"{name} does not apply to factory {factory!r}") from exc
+        self._gpu_resources: Any = None
+        if use_gpu:
+            index = self._to_gpu(faiss, index, factory)
+
+        def normalized(rows: slice) -> npt.NDArray[np.float32]:
+            return (vectors[rows] / norms[rows, None]).astype(np.float32)
+
+        if not index.is_trained:
+            nlist = 0 if ivf is None else int(ivf.nlist)
+            size = min(n, max(50 * nlist, 20_000) if train_size is None else int(train_size))
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+            sample = (vectors[rows] / norms[rows, None]).astype(np.float32)
+            try:
+                index.train(sample)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"faiss could not train {factory!r} on {size} rows: {_first_line(exc)}"
+                ) from exc
+            del sample
+        for start in range(0, n, _CHUNK_ROWS):
+            index.add(normalized(slice(start, start + _CHUNK_ROWS)))
+        self._index: Any = index
+        self._dim = d
+        self.factory: str | None = factory
+
+    @staticmethod
+    def _to_gpu(faiss: ModuleType, index: Any, factory: str) -> Any:
+        """Moves an (untrained) CPU index to GPU 0. Not run on a GPU in this project's tests."""
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+            raise MissingDependencyError(
+                "use_gpu=True needs faiss with GPU support and a visible CUDA device:"
+                " pip install faiss-gpu-cu12 (this faiss has "
+                + ("no GPU support)" if not hasattr(faiss, "StandardGpuResources") else "no GPU)")
+            )
+        resources = faiss.StandardGpuResources()
+        try:
+            gpu_index = faiss.index_cpu_to_gpu(resources, 0, index)
+        except RuntimeError as exc:
+            raise ValueError(f"faiss has no GPU version of factory {factory!r}") from exc
+        gpu_index.georag_resources = resources  # the resources must outlive the index
+        return gpu_index
+
+    @property
+    def ntotal(self) -> int:
+        """Number of database rows."""
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension d."""
+        return self._dim
+
+    @property
+    def index(self) -> Any:
+        """The underlying faiss index (inner-product metric, normalized rows)."""
+        return self._index
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return f"FaissIndex(factory={self.factory!r}, ntotal={self.ntotal}, dim={self.dim})"
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        k_near: int = 16,
+        k_far: int = 16,
+        *,
+        row_ranges: RowRanges | None = None,
+    ) -> Neighbors:
+        """Returns the ``k_near`` most and ``k_far`` least similar rows for each of the (B, d) queries.
+
+        Same contract as :meth:`FlatIndex.search`: ``row_ranges`` restricts the search to the union of
+        these [start, end) row ranges (one range is a ``faiss.IDSelectorRange``, several a bitmap
+        selector); a restriction selecting no row is a ValueError. Raises TypeError for a non-float32
+        array and ValueError for a wrong shape or dimension, a non-finite or zero-norm query, or k < 0.
+        """
+        _check_matrix(queries, "queries")
+        if queries.shape[1] != self._dim:
+            raise ValueError(
+                f"queries have dimension {queries.shape[1]} but the index has dimension {self._dim}"
+            )
+        _check_k(k_near, "k_near")
+        _check_k(k_far, "k_far")
+        ranges = _merged_ranges(as_row_ranges(row_ranges), self.ntotal)
+        qn = _normalized_queries(queries)
+        b, k = qn.shape[0], max(int(k_near), int(k_far))
+        if b == 0 or k == 0 or self.ntotal == 0:
+            ids = np.full((b, k), -1, dtype=np.int64)
+            scores = np.full((b, k), np.nan, dtype=np.float32)
+        else:
+            faiss = _faiss()
+            keep: list[Any] = []  # faiss parameter objects hold raw pointers: keep them alive
+            params = None if ranges is None else _search_params(faiss, self._index, ranges, keep)
+            scores, ids = self._index.search(np.concatenate([qn, -qn]), k, params=params)
+        near = _ordered(ids[:b, :k_near], scores[:b, :k_near], descending=True)
+        far = _ordered(ids[b:, :k_far] if b and k else ids[:, :k_far],
+                       -scores[b:, :k_far] if b and k else scores[:, :k_far], descending=False)
+        return Neighbors(near[0], near[1], far[0], far[1])
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Writes the index to ``path`` (atomically) and returns its SHA-256, to pass to :meth:`load`."""
+        faiss = _faiss()
+        index = self._index
+        if self._gpu_resources is not None or hasattr(index, "georag_resources"):
+            index = faiss.index_gpu_to_cpu(index)
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as out:
+
+            def write(chunk: bytes) -> int:
+                digest.update(chunk)
+                return out.write(chunk)
+
+            faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+        os.replace(tmp, path)
+        return digest.hexdigest()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], expected_sha256: str) -> FaissIndex:
+        """Loads an index written by :meth:`save`, refusing a file whose SHA-256 is not ``expected_sha256``.
+
+        faiss deserialization of an untrusted file is unsafe, so the file is read into memory once, its
+        checksum verified, and only those verified bytes are parsed (transient memory: file size + index).
+        Raises GeoRagError on a checksum mismatch or an index that is not an inner-product index.
+        """
+        faiss = _faiss()
+        expected = str(expected_sha256).strip().lower()
+        if not _SHA256.fullmatch(expected):
+            raise GeoRagError(f"expected_sha256 must be 64 hex digits, got {expected_sha256!r}")
+        with open(path, "rb") as f:
+            data = f.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(actual, expected):
+            raise GeoRagError(
+                f"refusing to load faiss index {os.fspath(path)!r}: its SHA-256 is {actual}, expected"
+                f" {expected}; the file may have been modified or replaced, and deserializing an"
+                " untrusted faiss file is unsafe"
+            )
+        index = faiss.read_index(faiss.PyCallbackIOReader(io.BytesIO(data).read))
+        del data
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise GeoRagError(f"{os.fspath(path)!r} is not an inner-product faiss index")
+        self = cls.__new__(cls)
+        self._index = index
+        self._dim = int(index.d)
+        self._gpu_resources = None
+        self.factory = None
+        return self
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _check_matrix(x: Any, what: str) -> None:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what} must be a float32 numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{what} must be float32, got {x.dtype}; convert with .astype(numpy.float32)")
+    if x.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-D (rows, dim), got shape {x.shape}; for one vector pass v[None, :]"
+        )
+
+
+def _check_k(k: Any, name: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"{name} must be >= 0, got {k}")
+
+
+def _row_norms(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """L2 norms computed in float64 (no overflow for large finite values); NaN/Inf rows give NaN/Inf."""
+    x64 = x.astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", x64, x64))
+
+
+def _normalized_queries(q: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    finite = np.isfinite(q).all(axis=1)
+    norms = _row_norms(q)
+    bad = ~finite | ~(norms > 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        problem = "has a NaN/Inf value" if not finite[i] else "has zero norm"
+        raise ValueError(f"query {i} {problem}; a query embedding must be finite and non-zero")
+    return (q / norms[:, None]).astype(np.float32)
+
+
+def _merged_ranges(
+    ranges: npt.NDArray[np.int64] | None, n: int
+) -> list[tuple[int, int]] | None:
+    """Validates [start, end) ranges against n rows and merges them; None means the whole index."""
+    if ranges is None:
+        return None
+    for i, (start, end) in enumerate(ranges.tolist()):
+        if not 0 <= start <= end <= n:
+            raise ValueError(f"row range {i} [{start}, {end}) is not within [0, {n})")
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(r for r in ranges.tolist() if r[1] > r[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    if not merged:
+        raise ValueError("row_ranges selects no rows; pass None to search the whole index")
+    return None if merged == [(0, n)] else merged
+
+
+def _search_params(
+    faiss: ModuleType, index: Any, ranges: list[tuple[int, int]], keep: list[Any]
+) -> Any:
+    """SearchParameters of the index's own type (keeping its nprobe/efSearch) carrying an ID selector."""
+    if len(ranges) == 1:
+        sel = faiss.IDSelectorRange(*ranges[0])
+    else:
+        mask = np.zeros(int(index.ntotal), dtype=bool)
+        for start, end in ranges:
+            mask[start:end] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        keep.append(bitmap)
+        sel = faiss.IDSelectorBitmap(mask.size, faiss.swig_ptr(bitmap))
+    keep.append(sel)
+    return _params_for(faiss, faiss.downcast_index(index), sel, keep)
+
+
+def _params_for(faiss: ModuleType, index: Any, sel: Any, keep: list[Any]) -> Any:
+    if isinstance(index, faiss.IndexPreTransform):
+        inner = _params_for(faiss, faiss.downcast_index(index.index), sel, keep)
+        params = faiss.SearchParametersPreTransform(index_params=inner)
+    elif isinstance(index, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe, max_codes=index.max_codes)
+    elif isinstance(index, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=index.hnsw.efSearch)
+    else:
+        params = faiss.SearchParameters(sel=sel)
+    keep.append(params)
+    return params
+
+
+def _ordered(
+    ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], *, descending: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Pads missing results (id -1) with NaN and orders each row by score, ties by lower id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    missing = ids < 0
+    scores = np.where(missing, np.float32(np.nan), scores).astype(np.float32)
+    primary = np.where(missing, np.inf, -scores if descending else scores)
+    secondary = np.where(missing, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((secondary, primary), axis=-1)
+    return (np.ascontiguousarray(np.take_along_axis(ids, order, axis=-1)),
+            np.ascontiguousarray(np.take_along_axis(scores, order, axis=-1)))
