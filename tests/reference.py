@@ -1,4 +1,4 @@
-"""An independent reference for contrastive search: numpy brute force in float64, and a tie-tolerant checker."""
+"""Independent reference for contrastive search: numpy float64 brute force and a tie-tolerant checker."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def check_neighbors(
     if allowed is None:
         allowed = np.arange(db.shape[0], dtype=np.int64)
     near_ids, near_scores, far_ids, far_scores = (
-        result.near_ids, result.near_scores, result.far_ids, result.far_scores  # type: ignore[attr-defined]
+        result.near_ids,
+        result.near_scores,
+        result.far_ids,
+        result.far_scores,  # type: ignore[attr-defined]
     )
     b = queries.shape[0]
     assert near_ids.shape == (b, k_near) and near_ids.dtype == np.int64

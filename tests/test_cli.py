@@ -30,8 +30,17 @@ def test_version_and_help() -> None:
 
 def test_demo_finds_every_source_row(tmp_path: Path) -> None:
     out_file = tmp_path / "r.npz"
-    code, out = run("search", "--demo-rows", "3000", "--demo-dim", "40", "--demo-queries", "5",
-                    "--out", str(out_file))
+    code, out = run(
+        "search",
+        "--demo-rows",
+        "3000",
+        "--demo-dim",
+        "40",
+        "--demo-queries",
+        "5",
+        "--out",
+        str(out_file),
+    )
     assert code == 0, out
     assert "5/5 queries found their source row first" in out
     with np.load(out_file, allow_pickle=False) as z:
@@ -44,8 +53,19 @@ def test_npy_inputs_and_json_output(tmp_path: Path) -> None:
     q = rng.standard_normal((3, 12), dtype=np.float32)
     np.save(tmp_path / "db.npy", db)
     np.save(tmp_path / "q.npy", q.astype(np.float16))  # float16 is widened
-    code, out = run("search", "--database", str(tmp_path / "db.npy"), "--queries", str(tmp_path / "q.npy"),
-                    "--k-near", "4", "--k-far", "3", "--out", str(tmp_path / "r.json"))
+    code, out = run(
+        "search",
+        "--database",
+        str(tmp_path / "db.npy"),
+        "--queries",
+        str(tmp_path / "q.npy"),
+        "--k-near",
+        "4",
+        "--k-far",
+        "3",
+        "--out",
+        str(tmp_path / "r.json"),
+    )
     assert code == 0, out
     got = json.loads((tmp_path / "r.json").read_text())
 
@@ -63,7 +83,10 @@ def test_npy_inputs_and_json_output(tmp_path: Path) -> None:
     [
         (lambda p: np.save(p / "q.npy", np.ones((2, 12))), "holds float64; expected float32"),
         (lambda p: np.save(p / "q.npy", np.ones(12, np.float32)), "expected a 2-D"),
-        (lambda p: np.save(p / "q.npy", np.ones((2, 7), np.float32)), "dimension 7 but the index has dimension 12"),
+        (
+            lambda p: np.save(p / "q.npy", np.ones((2, 7), np.float32)),
+            "dimension 7 but the index has dimension 12",
+        ),
         (lambda p: np.save(p / "q.npy", np.array([{"a": 1}], dtype=object)), "cannot read"),
         (lambda p: (p / "q.npy").write_bytes(b"not a numpy file"), "cannot read"),
         (lambda p: np.save(p / "q.npy", np.zeros((1, 12), np.float32)), "query 0 has zero norm"),

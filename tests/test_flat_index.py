@@ -74,7 +74,9 @@ def test_larger_instance_more_than_one_query_block() -> None:
 def test_duplicated_rows_tie_by_lower_id(path: dict) -> None:
     rng = np.random.default_rng(1)
     base = rng.standard_normal((50, 24), dtype=np.float32)
-    db = np.concatenate([base, base, base * 3.0, base])  # every row four times (scaled copies normalize equal)
+    db = np.concatenate(
+        [base, base, base * 3.0, base]
+    )  # every row four times (scaled copies normalize equal)
     q = np.concatenate([base[:3], -base[3:5]])
     res = raw_search(FlatIndex(db), q, 8, 8, **path)
     check_neighbors(res, db, q, 8, 8)

@@ -27,6 +27,10 @@ if(GEORAG_HAVE_CUDA)
   add_library(georag_cuda STATIC src/cuda/flat_index_cuda.cu)
   target_include_directories(georag_cuda PUBLIC include PRIVATE src)
   set_target_properties(georag_cuda PROPERTIES CUDA_RUNTIME_LIBRARY Static CUDA_STANDARD 17)
-  target_link_libraries(georag_cuda PUBLIC CUDA::cudart_static)
+  # georag_cpu: host-side validation and normalization are the CPU index's own (same errors).
+  target_link_libraries(georag_cuda PUBLIC georag_cpu CUDA::cudart_static)
+  # --expt-relaxed-constexpr: topk.hpp's __host__ __device__ heap calls std::numeric_limits (constexpr host
+  # functions) on the device; without it nvcc warns (#20013-D). -Wall -Wextra on host code, as georag_cpu.
+  target_compile_options(georag_cuda PRIVATE --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra)
   message(STATUS "georag: building the CUDA variant for architectures ${CMAKE_CUDA_ARCHITECTURES}")
 endif()

@@ -16,29 +16,48 @@ using georag::FarOrder;
 using georag::NearOrder;
 using georag::detail::Selectors;
 
-inline float hsum(georag_v16 v) {
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-  georag_v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  georag_v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
-#else
-  float s = 0.f;
-  for (int i = 0; i < 16; ++i) s += v[i];
-  return s;
-#endif
+// Pairwise-adds adjacent lanes of x (result lanes 0-7) and of y (lanes 8-15): one step of a transposing
+// reduction tree. One two-source permute per half on AVX-512.
+inline georag_v16 pair_add(georag_v16 x, georag_v16 y) {
+  return __builtin_shufflevector(x, y, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(x, y, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+// Sums each of 16 vectors: lane m of the result is the sum of the lanes of a[m]. Four levels of pair_add
+// (15 steps) instead of 16 separate horizontal sums; see the lane bookkeeping in the test of the kernels.
+inline georag_v16 reduce16(const georag_v16* a) {
+  georag_v16 b[8], c[4], e[2];
+  for (int i = 0; i < 8; ++i) b[i] = pair_add(a[2 * i], a[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) c[i] = pair_add(b[2 * i], b[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) e[i] = pair_add(c[2 * i], c[2 * i + 1]);
+  return pair_add(e[0], e[1]);
+}
+
+// out[m] = sum of the lanes of acc[m] for m < N, 16 accumulators at a time (zero-padded at the end).
+template <int N>
+inline void reduce_store(const georag_v16* acc, float* out) {
+  for (int base = 0; base < N; base += 16) {
+    georag_v16 t[16];
+    for (int i = 0; i < 16; ++i) t[i] = base + i < N ? acc[base + i] : georag_v16{};
+    const georag_v16 v = reduce16(t);
+    for (int i = 0; i < 16 && base + i < N; ++i) out[base + i] = v[i];
+  }
 }
 
 // Dot products of R database rows with QB queries; `stride` is a multiple of 16 and the rows are 64-byte
 // aligned and zero-padded, so the loop needs no tail. out[qq * R + r] = <query qq, row r>.
+// pf: when not null, the next rows to stream in; one cache line of each is prefetched per step so DRAM
+// reads overlap this block's arithmetic (the hardware prefetcher alone falls behind at small batches).
 template <int R, int QB>
-inline void micro(const float* x, const float* q, int64_t stride, float* out) {
-  georag_v16 acc[R][QB];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-    for (int j = 0; j < QB; ++j) acc[r][j] = georag_v16{};
+inline void micro(const float* x, const float* q, int64_t stride, float* out, const float* pf) {
+  georag_v16 acc[QB * R];  // acc[j * R + r]: the output layout, so the reduction stores in order
+#pragma GCC unroll 32
+  for (int m = 0; m < QB * R; ++m) acc[m] = georag_v16{};
   for (int64_t t = 0; t < stride; t += 16) {
+    if (pf != nullptr) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) __builtin_prefetch(pf + r * stride + t, 0, 3);
+    }
     georag_v16 xv[R];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) xv[r] = *reinterpret_cast<const georag_v16*>(x + r * stride + t);
@@ -46,40 +65,51 @@ inline void micro(const float* x, const float* q, int64_t stride, float* out) {
     for (int j = 0; j < QB; ++j) {
       const georag_v16 qv = *reinterpret_cast<const georag_v16*>(q + j * stride + t);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[r][j] += xv[r] * qv;
+      for (int r = 0; r < R; ++r) acc[j * R + r] += xv[r] * qv;
     }
   }
-#pragma GCC unroll 16
-  for (int j = 0; j < QB; ++j)
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) out[j * R + r] = hsum(acc[r][j]);
+  reduce_store<QB * R>(acc, out);
 }
 
 template <int R, int QB>
-inline void micro_feed(const float* x, const float* q, int64_t stride, int64_t row, int64_t q0, Selectors sel) {
+inline void micro_feed(const float* x, const float* q, int64_t stride, int64_t row, int64_t q0, Selectors sel,
+                       const float* pf) {
   float s[R * QB];
-  micro<R, QB>(x, q, stride, s);
+  micro<R, QB>(x, q, stride, s, pf);
   for (int j = 0; j < QB; ++j) {
-    auto& nh = sel.near[q0 + j];
-    auto& fh = sel.far[q0 + j];
-    for (int r = 0; r < R; ++r) {
-      const float v = s[j * R + r];
-      if (NearOrder::may_enter(v, nh.threshold())) nh.push(v, row + r);
-      if (FarOrder::may_enter(v, fh.threshold())) fh.push(v, row + r);
+    const float* sj = s + j * R;
+    float hi = sj[0], lo = sj[0];
+    for (int r = 1; r < R; ++r) {
+      hi = sj[r] > hi ? sj[r] : hi;
+      lo = sj[r] < lo ? sj[r] : lo;
     }
+    // One comparison per heap for the whole block: once the heaps are full most blocks hold no candidate.
+    auto& nh = sel.near[q0 + j];
+    if (NearOrder::may_enter(hi, nh.threshold()))
+      for (int r = 0; r < R; ++r)
+        if (NearOrder::may_enter(sj[r], nh.threshold())) nh.push(sj[r], row + r);
+    auto& fh = sel.far[q0 + j];
+    if (FarOrder::may_enter(lo, fh.threshold()))
+      for (int r = 0; r < R; ++r)
+        if (FarOrder::may_enter(sj[r], fh.threshold())) fh.push(sj[r], row + r);
   }
 }
 
-constexpr int kRows = 8;     // database rows per register block
-constexpr int kQueries = 3;  // queries per register block: kRows * kQueries accumulators + kRows row vectors
+constexpr int kRows = 6;     // database rows per register block
+constexpr int kQueries = 4;  // queries per register block: kRows * kQueries accumulators + kRows row vectors
 
+// Scores R rows against all queries; the first query block prefetches the rows after these (up to row_end).
 template <int R>
-inline void rows_block(const float* x, const float* q, int64_t stride, int64_t row, int64_t nq, Selectors sel) {
+inline void rows_block(const float* x, const float* q, int64_t stride, int64_t row, int64_t row_end, int64_t nq,
+                       Selectors sel) {
+  const float* pf = row + 2 * R <= row_end ? x + R * stride : nullptr;
   int64_t q0 = 0;
-  for (; q0 + kQueries <= nq; q0 += kQueries) micro_feed<R, kQueries>(x, q + q0 * stride, stride, row, q0, sel);
+  for (; q0 + kQueries <= nq; q0 += kQueries, pf = nullptr)
+    micro_feed<R, kQueries>(x, q + q0 * stride, stride, row, q0, sel, pf);
   switch (nq - q0) {
-    case 2: micro_feed<R, 2>(x, q + q0 * stride, stride, row, q0, sel); break;
-    case 1: micro_feed<R, 1>(x, q + q0 * stride, stride, row, q0, sel); break;
+    case 3: micro_feed<R, 3>(x, q + q0 * stride, stride, row, q0, sel, pf); break;
+    case 2: micro_feed<R, 2>(x, q + q0 * stride, stride, row, q0, sel, pf); break;
+    case 1: micro_feed<R, 1>(x, q + q0 * stride, stride, row, q0, sel, pf); break;
     default: break;
   }
 }
@@ -87,8 +117,8 @@ inline void rows_block(const float* x, const float* q, int64_t stride, int64_t r
 void scan_small(const float* db, int64_t stride, int64_t row0, int64_t row1, const float* queries, int64_t nq,
                 Selectors sel) {
   int64_t r = row0;
-  for (; r + kRows <= row1; r += kRows) rows_block<kRows>(db + r * stride, queries, stride, r, nq, sel);
-  for (; r < row1; ++r) rows_block<1>(db + r * stride, queries, stride, r, nq, sel);
+  for (; r + kRows <= row1; r += kRows) rows_block<kRows>(db + r * stride, queries, stride, r, row1, nq, sel);
+  for (; r < row1; ++r) rows_block<1>(db + r * stride, queries, stride, r, row1, nq, sel);
 }
 
 template <class Order, class Heap>

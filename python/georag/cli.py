@@ -29,24 +29,63 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.option("--database", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="(N, d) float32 .npy embeddings. Default: a seeded demo database.")
-@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="(B, d) float32 .npy query embeddings (raw; normalized by the search).")
-@click.option("--k-near", default=16, show_default=True, type=click.IntRange(min=0),
-              help="Most similar rows per query.")
-@click.option("--k-far", default=16, show_default=True, type=click.IntRange(min=0),
-              help="Least similar rows per query.")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Worker threads (0 = all cores).")
-@click.option("--demo-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="Rows of the demo database (without --database).")
-@click.option("--demo-dim", default=768, show_default=True, type=click.IntRange(min=1),
-              help="Dimension of the demo database (768 = SigLIP base).")
-@click.option("--demo-queries", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Queries drawn near known demo rows.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write all results: .npz (arrays) or .json.")
+@click.option(
+    "--database",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="(N, d) float32 .npy embeddings. Default: a seeded demo database.",
+)
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="(B, d) float32 .npy query embeddings (raw; normalized by the search).",
+)
+@click.option(
+    "--k-near",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Most similar rows per query.",
+)
+@click.option(
+    "--k-far",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Least similar rows per query.",
+)
+@click.option(
+    "--threads",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Worker threads (0 = all cores).",
+)
+@click.option(
+    "--demo-rows",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows of the demo database (without --database).",
+)
+@click.option(
+    "--demo-dim",
+    default=768,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Dimension of the demo database (768 = SigLIP base).",
+)
+@click.option(
+    "--demo-queries",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Queries drawn near known demo rows.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write all results: .npz (arrays) or .json.",
+)
 def search(
     database: Path | None,
     queries: Path | None,
@@ -86,16 +125,22 @@ def search(
     except (GeoRagError, ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
 
-    click.echo(f"{source}: built in {t1 - t0:.2f} s; searched {len(q)} queries in {1e3 * (t2 - t1):.1f} ms "
-               f"({index.num_threads} threads)")
-    click.echo(f"{'query':>5}  {'nearest id':>10} {'cos':>7}   {'farthest id':>11} {'cos':>7}"
-               + ("   source row" if expected is not None else ""))
+    click.echo(
+        f"{source}: built in {t1 - t0:.2f} s; searched {len(q)} queries in {1e3 * (t2 - t1):.1f} ms "
+        f"({index.num_threads} threads)"
+    )
+    click.echo(
+        f"{'query':>5}  {'nearest id':>10} {'cos':>7}   {'farthest id':>11} {'cos':>7}"
+        + ("   source row" if expected is not None else "")
+    )
     for i in range(min(len(q), 10)):
         near = f"{res.near_ids[i, 0]:>10} {res.near_scores[i, 0]:>7.4f}" if k_near else f"{'-':>18}"
         far = f"{res.far_ids[i, 0]:>11} {res.far_scores[i, 0]:>7.4f}" if k_far else f"{'-':>19}"
         src = ""
         if expected is not None:
-            src = f"   {expected[i]:>10} " + ("found" if k_near and res.near_ids[i, 0] == expected[i] else "MISSED")
+            src = f"   {expected[i]:>10} " + (
+                "found" if k_near and res.near_ids[i, 0] == expected[i] else "MISSED"
+            )
         click.echo(f"{i:>5}  {near}   {far}{src}")
     if expected is not None and k_near:
         hits = int(np.sum(res.near_ids[:, 0] == expected))
@@ -110,8 +155,10 @@ def _write_results(out: Path, res: object) -> None:
     if out.suffix == ".npz":
         np.savez(out, **arrays)
     elif out.suffix == ".json":
-        payload = {k: np.where(np.isnan(v), None, v).tolist() if v.dtype.kind == "f" else v.tolist()
-                   for k, v in arrays.items()}
+        payload = {
+            k: np.where(np.isnan(v), None, v).tolist() if v.dtype.kind == "f" else v.tolist()
+            for k, v in arrays.items()
+        }
         out.write_text(json.dumps(payload))
     else:
         raise click.ClickException(f"--out {out}: use a .npz or .json file name")

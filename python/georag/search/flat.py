@@ -86,8 +86,9 @@ class FlatIndex:
         id -1 and score NaN. Raises TypeError for a non-float32 array and ValueError for a wrong shape or
         dimension, a non-finite or zero-norm query, or k < 0.
         """
-        return Neighbors(*self.search_raw(queries, k_near, k_far, row_ranges=row_ranges,
-                                          num_threads=num_threads)[:4])
+        return Neighbors(
+            *self.search_raw(queries, k_near, k_far, row_ranges=row_ranges, num_threads=num_threads)[:4]
+        )
 
     def search_raw(
         self,
@@ -100,7 +101,11 @@ class FlatIndex:
         blas_min_batch: int = 48,
         tile_rows: int = 0,
     ) -> tuple[
-        npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.float32], int
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32],
+        int,
     ]:
         """``search`` with the tuning knobs exposed; also returns the scratch bytes the search allocated."""
         _check_k(k_near, "k_near")

@@ -1,0 +1,206 @@
+"""CudaFlatIndex against the CPU FlatIndex and the float64 reference.
+
+The device tests skip at two levels: when georag._core was built without CUDA, and when no CUDA
+device is usable. The tests of the "not available" errors run everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from georag import FlatIndex, MissingDependencyError, Neighbors, _core
+from georag.search.cuda import CudaFlatIndex
+from reference import check_neighbors
+
+ATOL = 1e-5  # GPU vs CPU float32 scores: same values summed in another order
+
+HAS_CUDA: bool = bool(getattr(_core, "has_cuda", False))
+DEVICE_OK, DEVICE_WHY = _core.cuda_device_available() if HAS_CUDA else (False, "no CUDA build")
+
+ON_DEVICE = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not HAS_CUDA, reason="georag._core was not built with CUDA"),
+    pytest.mark.skipif(HAS_CUDA and not DEVICE_OK, reason=f"no usable CUDA device: {DEVICE_WHY}"),
+]
+
+
+Matrix = npt.NDArray[np.float32]
+
+
+def data(n: int, d: int, b: int, seed: int = 0) -> tuple[Matrix, Matrix]:
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n, d), dtype=np.float32),
+        rng.standard_normal((b, d), dtype=np.float32),
+    )
+
+
+def assert_same_as_cpu(gpu: Neighbors, cpu: Neighbors, db: Matrix, q: Matrix) -> None:
+    """Scores within ATOL; ids equal except where the two rows' exact scores tie within ATOL."""
+    x = db.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q.astype(np.float64)
+    qn /= np.linalg.norm(qn, axis=1, keepdims=True)
+    for g_ids, g_s, c_ids, c_s in (
+        (gpu.near_ids, gpu.near_scores, cpu.near_ids, cpu.near_scores),
+        (gpu.far_ids, gpu.far_scores, cpu.far_ids, cpu.far_scores),
+    ):
+        assert g_ids.shape == c_ids.shape
+        assert g_ids.dtype == np.int64
+        assert g_s.dtype == np.float32
+        np.testing.assert_array_equal(g_ids < 0, c_ids < 0)  # same padding
+        np.testing.assert_allclose(g_s, c_s, atol=ATOL, rtol=0, equal_nan=True)
+        rows, cols = np.nonzero(g_ids != c_ids)
+        if rows.size:
+            exact_g = np.einsum("ij,ij->i", qn[rows], x[g_ids[rows, cols]])
+            exact_c = np.einsum("ij,ij->i", qn[rows], x[c_ids[rows, cols]])
+            np.testing.assert_allclose(exact_g, exact_c, atol=2 * ATOL, rtol=0)
+
+
+def both(
+    db: Matrix,
+    q: Matrix,
+    kn: int,
+    kf: int,
+    row_ranges: list[tuple[int, int]] | None = None,
+    tile_rows: int = 0,
+) -> tuple[Neighbors, Neighbors]:
+    raw = CudaFlatIndex(db).search_raw(q, kn, kf, row_ranges=row_ranges, tile_rows=tile_rows)
+    gpu = Neighbors(*raw[:4])
+    cpu = FlatIndex(db).search(q, kn, kf, row_ranges=row_ranges)
+    return gpu, cpu
+
+
+# ---- everywhere: the errors of a build or a machine without CUDA ---------------------------
+
+
+def test_not_built_with_cuda_is_a_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_core, "has_cuda", False)
+    db, _ = data(10, 4, 1)
+    with pytest.raises(MissingDependencyError, match=r"GEORAG_CUDA=ON pip install \."):
+        CudaFlatIndex(db)
+
+
+def _no_driver() -> tuple[bool, str]:
+    return False, "no driver (test)"
+
+
+def test_no_device_is_a_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_core, "has_cuda", True)
+    monkeypatch.setattr(_core, "cuda_device_available", _no_driver, raising=False)
+    db, _ = data(10, 4, 1)
+    with pytest.raises(MissingDependencyError, match=r"no driver \(test\).*georag\.FlatIndex"):
+        CudaFlatIndex(db)
+
+
+@pytest.mark.skipif(DEVICE_OK, reason="a CUDA device is usable here; the device tests run instead")
+def test_this_machine_explains_why_cuda_is_unavailable() -> None:
+    db, _ = data(10, 4, 1)
+    with pytest.raises(MissingDependencyError) as err:
+        CudaFlatIndex(db)
+    message = str(err.value)
+    if HAS_CUDA:
+        assert "needs a CUDA device" in message
+        assert DEVICE_WHY in message
+    else:
+        assert "GEORAG_CUDA=ON pip install ." in message
+    assert isinstance(err.value, ImportError)
+
+
+# ---- on a CUDA device ---------------------------------------------------------------------
+
+
+class TestOnDevice:
+    pytestmark = ON_DEVICE
+
+    @pytest.mark.parametrize(
+        ("n", "d", "b", "kn", "kf"),
+        [
+            (1, 3, 1, 4, 4),  # k > N: padding
+            (7, 17, 3, 5, 9),
+            (100, 16, 5, 16, 16),
+            (1000, 130, 70, 16, 3),  # more than one score block of queries
+            (3000, 64, 2, 0, 7),
+            (5000, 33, 4, 300, 200),  # fewer slots per query for a larger k
+            (400, 20, 3, 450, 400),  # k > N with one slot per query
+            (2000, 768, 8, 16, 16),  # SigLIP-base width
+            (300, 8, 2100, 4, 4),  # two query blocks on the device
+            (70_000, 32, 3, 16, 16),  # more than one automatic tile
+        ],
+    )
+    def test_matches_cpu_and_reference(self, n: int, d: int, b: int, kn: int, kf: int) -> None:
+        db, q = data(n, d, b, seed=n + d + b)
+        gpu, cpu = both(db, q, kn, kf)
+        assert_same_as_cpu(gpu, cpu, db, q)
+        check_neighbors(gpu, db, q, kn, kf)
+
+    @pytest.mark.parametrize("tile_rows", [1, 64, 333, 1000])
+    def test_tiles_carry_heaps_across(self, tile_rows: int) -> None:
+        db, q = data(1000, 24, 3, seed=8)
+        gpu, cpu = both(db, q, 10, 40, tile_rows=tile_rows)
+        assert_same_as_cpu(gpu, cpu, db, q)
+
+    @pytest.mark.parametrize(("kn", "kf"), [(12, 12), (400, 5)])  # 400 > the 285 searchable rows
+    def test_row_ranges(self, kn: int, kf: int) -> None:
+        db, q = data(1000, 24, 3, seed=10)
+        ranges = [(700, 900), (10, 50), (40, 120), (995, 1000)]  # unordered and overlapping
+        gpu, cpu = both(db, q, kn, kf, row_ranges=ranges)
+        assert_same_as_cpu(gpu, cpu, db, q)
+        allowed = np.unique(np.concatenate([np.arange(s, e) for s, e in ranges]))
+        check_neighbors(gpu, db, q, kn, kf, allowed=allowed)
+
+    def test_not_normalized_database(self) -> None:
+        db, q = data(500, 20, 4, seed=11)
+        gpu = CudaFlatIndex(db, normalize=False).search(q, 8, 8)
+        cpu = FlatIndex(db, normalize=False).search(q, 8, 8)
+        np.testing.assert_allclose(gpu.near_scores, cpu.near_scores, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(gpu.far_scores, cpu.far_scores, rtol=1e-5, atol=1e-4)
+
+    def test_no_queries_and_repeatable(self) -> None:
+        db, q = data(300, 16, 5, seed=12)
+        index = CudaFlatIndex(db)
+        assert (index.ntotal, index.dim, index.device, len(index)) == (300, 16, 0, 300)
+        empty = index.search(q[:0], 3, 4)
+        assert empty.near_ids.shape == (0, 3)
+        assert empty.far_ids.shape == (0, 4)
+        first, second = index.search(q, 16, 16), index.search(q, 16, 16)
+        np.testing.assert_array_equal(first.near_ids, second.near_ids)
+        np.testing.assert_array_equal(first.far_scores, second.far_scores)
+
+    def test_same_errors_as_cpu(self) -> None:
+        db, q = data(20, 4, 2, seed=13)
+        gpu, cpu = CudaFlatIndex(db), FlatIndex(db)
+        bad_db = db.copy()
+        bad_db[5, 2] = np.nan
+        zero_q = q.copy()
+        zero_q[1] = 0.0
+        cases = [
+            (lambda cls: cls(bad_db), ValueError),
+            (lambda cls: cls(db.astype(np.float64)), TypeError),
+        ]
+        for build, exc in cases:
+            with pytest.raises(exc) as on_cpu:
+                build(FlatIndex)
+            with pytest.raises(exc) as on_gpu:
+                build(CudaFlatIndex)
+            assert str(on_gpu.value) == str(on_cpu.value)
+        searches = [
+            (lambda ix: ix.search(zero_q, 3, 3), ValueError),
+            (lambda ix: ix.search(q, -1, 3), ValueError),
+            (lambda ix: ix.search(q, 3, 3, row_ranges=[(3, 30)]), ValueError),
+            (lambda ix: ix.search(q, 3, 3, row_ranges=[(4, 4)]), ValueError),
+            (lambda ix: ix.search(q[:, :3].copy(), 3, 3), ValueError),
+        ]
+        for run, exc in searches:
+            with pytest.raises(exc) as on_cpu:
+                run(cpu)
+            with pytest.raises(exc) as on_gpu:
+                run(gpu)
+            assert str(on_gpu.value) == str(on_cpu.value)
+
+    def test_missing_device_index_is_a_value_error(self) -> None:
+        db, _ = data(10, 4, 1)
+        with pytest.raises(ValueError, match="does not exist"):
+            CudaFlatIndex(db, device=1_000)
