@@ -1,7 +1,7 @@
-"""Approximate (or exact) contrastive search with faiss: nearest AND farthest neighbours in one call.
+"""Approximate (or exact) contrastive search with faiss: nearest AND farthest rows in one call.
 
-faiss is an optional dependency, imported lazily: ``import georag`` works without it, and building a
-:class:`FaissIndex` without it raises :class:`~georag.errors.MissingDependencyError`.
+faiss is an optional dependency, imported lazily: ``import georag`` works without it, and building
+a :class:`FaissIndex` without it raises :class:`~georag.errors.MissingDependencyError`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from georag.search.neighbors import Neighbors
 from georag.search.ranges import RowRanges, as_row_ranges
 
 _FAISS_MISSING = "faiss is not installed: pip install faiss-cpu (or faiss-gpu for CUDA)"
-_CHUNK_ROWS = 1 << 16  # rows normalized and added per step, to keep the build's extra memory small
+_CHUNK_ROWS = 1 << 14  # rows checked, normalized and added per step (the build never copies all)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -36,22 +36,24 @@ def _faiss() -> ModuleType:
 
 
 class FaissIndex:
-    """Nearest and farthest search by cosine similarity over a faiss index built from a factory string.
+    """Nearest and farthest search by cosine similarity over a faiss ``index_factory`` index.
 
     The index uses the inner-product metric on L2-normalized rows: the (N, d) float32 database is
-    normalized at add time (in chunks, never copied whole) and queries inside each search, so for unit
-    vectors inner product is cosine similarity. The farthest rows of q are the nearest rows of -q, so a
-    search is ONE faiss call on the stacked batch [q; -q] with k = max(k_near, k_far); far scores are
-    negated back to cosine similarities. Results follow :class:`FlatIndex`: near sorted by descending
-    score, far by ascending score, ties by lower id, missing results padded with id -1 and score NaN.
-    With ``factory="Flat"`` (or an IVF probing every list) the answer is exact; HNSW/IVF answers are
-    approximate, and for the far set the approximation is that of a nearest search for -q.
+    normalized chunk by chunk as it is added, queries inside each search, so inner product is
+    cosine similarity. The farthest rows of q are the nearest rows of -q, so a search is ONE faiss
+    call on the stacked batch [q; -q] with k = max(k_near, k_far); far scores are negated back.
+    Results follow :class:`FlatIndex`: near by descending score, far by ascending score, ties by
+    lower id, missing results padded with id -1 and score NaN. ``"Flat"`` (or an IVF probing
+    every list) is exact; HNSW / IVF are approximate, their far set as good as a search for -q.
 
-    ``train_size``: rows sampled (seeded) to train an index that needs it (IVF, PQ, ...); by default
-    ``max(50 x nlist, 20000)`` capped at N. ``nprobe`` / ``efSearch`` are set through
-    ``faiss.ParameterSpace``; a ValueError if the factory has no such parameter. ``use_gpu=True`` moves the
-    index to GPU 0 before training (faiss-gpu needed, else MissingDependencyError); that path has NOT been
-    run on a GPU, and faiss may refuse ``row_ranges`` on GPU indexes. Searches use faiss's OpenMP threads.
+    ``train_size``: rows sampled (seeded by ``seed``, which also seeds faiss's k-means) to train
+    an index that needs it (IVF, PQ, ...); default ``max(50 x nlist, 20000)`` capped at N.
+    ``nprobe`` / ``efSearch`` go through ``faiss.ParameterSpace`` (ValueError where the factory
+    has no such parameter). Searches use faiss's OpenMP threads.
+
+    ``use_gpu=True`` moves the index to GPU 0 before training and needs faiss-gpu (otherwise
+    MissingDependencyError). That path has NOT been run on a GPU; faiss may refuse
+    ``row_ranges`` on GPU indexes.
     """
 
     def __init__(
@@ -61,78 +63,51 @@ class FaissIndex:
         *,
         train_size: int | None = None,
         nprobe: int | None = None,
-        efSearch: int | None = None,  # noqa: N803 - faiss's parameter name
+        efSearch: int | None = None,
         use_gpu: bool = False,
         seed: int = 1234,
     ) -> None:
-        """Builds, trains if needed, and fills the index with the normalized rows of ``vectors``."""
+        """Builds the index, trains it when needed, and adds the normalized rows of ``vectors``."""
         faiss = _faiss()
         _check_matrix(vectors, "vectors")
         n, d = vectors.shape
-        norms = np.concatenate(
-            [_row_norms(vectors[i : i + _CHUNK_ROWS]) for i in range(0, n, _CHUNK_ROWS)]
-        ) if n else np.zeros(0)
-        bad = ~(np.isfinite(norms) & (norms > 0))
-        if bad.any():
-            raise ValueError(
-                f"database row {int(np.argmax(bad))} has zero norm or a NaN/Inf value; remove or fix it"
-                " before building the index"
-            )
+        inv_norms = np.empty(n, dtype=np.float32)
+        for start in range(0, n, _CHUNK_ROWS):
+            rows = slice(start, start + _CHUNK_ROWS)
+            inv_norms[rows] = _inverse_norms(vectors[rows], "database", start)
         try:
             index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
-            raise ValueError(f"faiss cannot build factory {factory!r}: {_first_line(exc)}") from exc
+            raise ValueError(f"faiss cannot build {factory!r}: {_last_line(exc)}") from exc
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.cp.seed = seed
-        space = faiss.ParameterSpace()
         for name, value in (("nprobe", nprobe), ("efSearch", efSearch)):
             if value is not None:
                 try:
-                    space.set_index_parameter(index, name, int(value))
+                    faiss.ParameterSpace().set_index_parameter(index, name, int(value))
                 except RuntimeError as exc:
                     raise ValueError(f"{name} does not apply to factory {factory!r}") from exc
         self._gpu_resources: Any = None
         if use_gpu:
-            index = self._to_gpu(faiss, index, factory)
-
-        def normalized(rows: slice) -> npt.NDArray[np.float32]:
-            return (vectors[rows] / norms[rows, None]).astype(np.float32)
-
+            index, self._gpu_resources = _to_gpu(faiss, index, factory)
         if not index.is_trained:
             nlist = 0 if ivf is None else int(ivf.nlist)
             size = min(n, max(50 * nlist, 20_000) if train_size is None else int(train_size))
-            rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-            sample = (vectors[rows] / norms[rows, None]).astype(np.float32)
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(n, size=max(size, 0), replace=False))
             try:
-                index.train(sample)
+                index.train(vectors[sample] * inv_norms[sample, None])
             except RuntimeError as exc:
                 raise ValueError(
-                    f"faiss could not train {factory!r} on {size} rows: {_first_line(exc)}"
+                    f"faiss could not train {factory!r} on {size} rows: {_last_line(exc)}"
                 ) from exc
-            del sample
         for start in range(0, n, _CHUNK_ROWS):
-            index.add(normalized(slice(start, start + _CHUNK_ROWS)))
+            rows = slice(start, start + _CHUNK_ROWS)
+            index.add(vectors[rows] * inv_norms[rows, None])
         self._index: Any = index
-        self._dim = d
+        self._dim = int(d)
         self.factory: str | None = factory
-
-    @staticmethod
-    def _to_gpu(faiss: ModuleType, index: Any, factory: str) -> Any:
-        """Moves an (untrained) CPU index to GPU 0. Not run on a GPU in this project's tests."""
-        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
-            raise MissingDependencyError(
-                "use_gpu=True needs faiss with GPU support and a visible CUDA device:"
-                " pip install faiss-gpu-cu12 (this faiss has "
-                + ("no GPU support)" if not hasattr(faiss, "StandardGpuResources") else "no GPU)")
-            )
-        resources = faiss.StandardGpuResources()
-        try:
-            gpu_index = faiss.index_cpu_to_gpu(resources, 0, index)
-        except RuntimeError as exc:
-            raise ValueError(f"faiss has no GPU version of factory {factory!r}") from exc
-        gpu_index.georag_resources = resources  # the resources must outlive the index
-        return gpu_index
 
     @property
     def ntotal(self) -> int:
@@ -146,7 +121,7 @@ class FaissIndex:
 
     @property
     def index(self) -> Any:
-        """The underlying faiss index (inner-product metric, normalized rows)."""
+        """The underlying faiss index (inner-product metric over the normalized rows)."""
         return self._index
 
     def __len__(self) -> int:
@@ -163,12 +138,13 @@ class FaissIndex:
         *,
         row_ranges: RowRanges | None = None,
     ) -> Neighbors:
-        """Returns the ``k_near`` most and ``k_far`` least similar rows for each of the (B, d) queries.
+        """Returns the ``k_near`` most and ``k_far`` least similar rows for each (B, d) query.
 
-        Same contract as :meth:`FlatIndex.search`: ``row_ranges`` restricts the search to the union of
-        these [start, end) row ranges (one range is a ``faiss.IDSelectorRange``, several a bitmap
-        selector); a restriction selecting no row is a ValueError. Raises TypeError for a non-float32
-        array and ValueError for a wrong shape or dimension, a non-finite or zero-norm query, or k < 0.
+        Same contract as :meth:`FlatIndex.search`: ``row_ranges`` restricts the search to the
+        union of these [start, end) row ranges (one merged range becomes a faiss
+        ``IDSelectorRange``, several an ``IDSelectorBitmap``); a restriction that selects no row
+        is a ValueError. Raises TypeError for a non-float32 array and ValueError for a wrong shape
+        or dimension, a non-finite or zero-norm query, or k < 0.
         """
         _check_matrix(queries, "queries")
         if queries.shape[1] != self._dim:
@@ -178,47 +154,64 @@ class FaissIndex:
         _check_k(k_near, "k_near")
         _check_k(k_far, "k_far")
         ranges = _merged_ranges(as_row_ranges(row_ranges), self.ntotal)
-        qn = _normalized_queries(queries)
-        b, k = qn.shape[0], max(int(k_near), int(k_far))
+        b, k = queries.shape[0], max(int(k_near), int(k_far))
+        q = queries * _inverse_norms(queries, "query", 0)[:, None]
         if b == 0 or k == 0 or self.ntotal == 0:
-            ids = np.full((b, k), -1, dtype=np.int64)
-            scores = np.full((b, k), np.nan, dtype=np.float32)
+            ids = np.full((2 * b, k), -1, dtype=np.int64)
+            scores = np.full((2 * b, k), np.nan, dtype=np.float32)
         else:
-            faiss = _faiss()
-            keep: list[Any] = []  # faiss parameter objects hold raw pointers: keep them alive
-            params = None if ranges is None else _search_params(faiss, self._index, ranges, keep)
-            scores, ids = self._index.search(np.concatenate([qn, -qn]), k, params=params)
-        near = _ordered(ids[:b, :k_near], scores[:b, :k_near], descending=True)
-        far = _ordered(ids[b:, :k_far] if b and k else ids[:, :k_far],
-                       -scores[b:, :k_far] if b and k else scores[:, :k_far], descending=False)
-        return Neighbors(near[0], near[1], far[0], far[1])
+            scores, ids = self._search(np.concatenate([q, -q]), k, ranges)
+        near_ids, near_scores = _ordered(ids[:b, :k_near], scores[:b, :k_near], descending=True)
+        far_ids, far_scores = _ordered(ids[b:, :k_far], -scores[b:, :k_far], descending=False)
+        return Neighbors(near_ids, near_scores, far_ids, far_scores)
+
+    def _search(
+        self, x: npt.NDArray[np.float32], k: int, ranges: list[tuple[int, int]] | None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        if ranges is None:
+            return self._index.search(x, k)  # type: ignore[no-any-return]
+        faiss = _faiss()
+        keep: list[Any] = []  # faiss parameter objects hold raw pointers: keep targets alive
+        params = _search_params(faiss, self._index, ranges, keep)
+        try:
+            return self._index.search(x, k, params=params)  # type: ignore[no-any-return]
+        except RuntimeError as exc:
+            raise ValueError(
+                f"this faiss index ({type(self._index).__name__}) does not support row_ranges:"
+                f" {_last_line(exc)}"
+            ) from exc
 
     def save(self, path: str | os.PathLike[str]) -> str:
-        """Writes the index to ``path`` (atomically) and returns its SHA-256, to pass to :meth:`load`."""
+        """Writes the index to ``path`` atomically; returns its SHA-256, to pass to :meth:`load`."""
         faiss = _faiss()
         index = self._index
-        if self._gpu_resources is not None or hasattr(index, "georag_resources"):
+        if self._gpu_resources is not None:
             index = faiss.index_gpu_to_cpu(index)
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
         digest = hashlib.sha256()
-        with open(tmp, "wb") as out:
+        try:
+            with open(tmp, "wb") as out:
 
-            def write(chunk: bytes) -> int:
-                digest.update(chunk)
-                return out.write(chunk)
+                def write(chunk: bytes) -> int:
+                    digest.update(chunk)
+                    return out.write(chunk)
 
-            faiss.write_index(index, faiss.PyCallbackIOWriter(write))
-        os.replace(tmp, path)
+                faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return digest.hexdigest()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], expected_sha256: str) -> FaissIndex:
-        """Loads an index written by :meth:`save`, refusing a file whose SHA-256 is not ``expected_sha256``.
+        """Loads an index written by :meth:`save` if its SHA-256 is ``expected_sha256``.
 
-        faiss deserialization of an untrusted file is unsafe, so the file is read into memory once, its
-        checksum verified, and only those verified bytes are parsed (transient memory: file size + index).
-        Raises GeoRagError on a checksum mismatch or an index that is not an inner-product index.
+        Deserializing an untrusted faiss file is unsafe, so the file is read into memory once and
+        only those bytes, after their checksum matched, are parsed (transient memory: the file
+        size plus the index). Raises GeoRagError for a malformed or mismatching checksum and for
+        an index whose metric is not inner product.
         """
         faiss = _faiss()
         expected = str(expected_sha256).strip().lower()
@@ -229,23 +222,38 @@ class FaissIndex:
         actual = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(actual, expected):
             raise GeoRagError(
-                f"refusing to load faiss index {os.fspath(path)!r}: its SHA-256 is {actual}, expected"
-                f" {expected}; the file may have been modified or replaced, and deserializing an"
-                " untrusted faiss file is unsafe"
+                f"refusing to load faiss index {os.fspath(path)!r}: its SHA-256 is {actual},"
+                f" expected {expected}; the file was modified or is not the one meant, and"
+                " deserializing an untrusted faiss file is unsafe"
             )
         index = faiss.read_index(faiss.PyCallbackIOReader(io.BytesIO(data).read))
         del data
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise GeoRagError(f"{os.fspath(path)!r} is not an inner-product faiss index")
-        self = cls.__new__(cls)
-        self._index = index
-        self._dim = int(index.d)
-        self._gpu_resources = None
-        self.factory = None
-        return self
+        obj = cls.__new__(cls)
+        obj._index = index
+        obj._dim = int(index.d)
+        obj._gpu_resources = None
+        obj.factory = None
+        return obj
 
 
-def _first_line(exc: BaseException) -> str:
+def _to_gpu(faiss: ModuleType, index: Any, factory: str) -> tuple[Any, Any]:
+    """Moves an untrained CPU index to GPU 0, returned with its resources. Not run on a GPU."""
+    if not hasattr(faiss, "StandardGpuResources"):
+        raise MissingDependencyError(
+            "use_gpu=True but this faiss has no GPU support: pip install faiss-gpu-cu12 in place of faiss-cpu"
+        )
+    if faiss.get_num_gpus() < 1:
+        raise MissingDependencyError("use_gpu=True but faiss sees no CUDA device")
+    resources = faiss.StandardGpuResources()
+    try:
+        return faiss.index_cpu_to_gpu(resources, 0, index), resources
+    except RuntimeError as exc:
+        raise ValueError(f"faiss has no GPU version of factory {factory!r}") from exc
+
+
+def _last_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[-1] if lines else type(exc).__name__
 
@@ -268,34 +276,33 @@ def _check_k(k: Any, name: str) -> None:
         raise ValueError(f"{name} must be >= 0, got {k}")
 
 
-def _row_norms(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """L2 norms computed in float64 (no overflow for large finite values); NaN/Inf rows give NaN/Inf."""
+def _inverse_norms(x: npt.NDArray[np.float32], what: str, first: int) -> npt.NDArray[np.float32]:
+    """1 / L2 norm of each row (in float64); ValueError naming the first NaN/Inf/zero row."""
     x64 = x.astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", x64, x64))
-
-
-def _normalized_queries(q: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    finite = np.isfinite(q).all(axis=1)
-    norms = _row_norms(q)
-    bad = ~finite | ~(norms > 0)
+    norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+    bad = ~(np.isfinite(norms) & (norms > 0))
     if bad.any():
         i = int(np.argmax(bad))
-        problem = "has a NaN/Inf value" if not finite[i] else "has zero norm"
-        raise ValueError(f"query {i} {problem}; a query embedding must be finite and non-zero")
-    return (q / norms[:, None]).astype(np.float32)
+        if what == "query":
+            problem = "has zero norm" if np.isfinite(x[i]).all() else "has a NaN/Inf value"
+            raise ValueError(f"query {i} {problem}; a query embedding must be finite and non-zero")
+        raise ValueError(
+            f"database row {first + i} has zero norm or a NaN/Inf value; remove or fix it before"
+            " building the index"
+        )
+    return (1.0 / norms).astype(np.float32)
 
 
-def _merged_ranges(
-    ranges: npt.NDArray[np.int64] | None, n: int
-) -> list[tuple[int, int]] | None:
-    """Validates [start, end) ranges against n rows and merges them; None means the whole index."""
+def _merged_ranges(ranges: npt.NDArray[np.int64] | None, n: int) -> list[tuple[int, int]] | None:
+    """Checks [start, end) ranges against n rows and merges them; None means the whole index."""
     if ranges is None:
         return None
-    for i, (start, end) in enumerate(ranges.tolist()):
+    pairs = [(int(s), int(e)) for s, e in ranges.tolist()]
+    for i, (start, end) in enumerate(pairs):
         if not 0 <= start <= end <= n:
             raise ValueError(f"row range {i} [{start}, {end}) is not within [0, {n})")
     merged: list[tuple[int, int]] = []
-    for start, end in sorted(r for r in ranges.tolist() if r[1] > r[0]):
+    for start, end in sorted(p for p in pairs if p[1] > p[0]):
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
@@ -305,10 +312,8 @@ def _merged_ranges(
     return None if merged == [(0, n)] else merged
 
 
-def _search_params(
-    faiss: ModuleType, index: Any, ranges: list[tuple[int, int]], keep: list[Any]
-) -> Any:
-    """SearchParameters of the index's own type (keeping its nprobe/efSearch) carrying an ID selector."""
+def _search_params(faiss: ModuleType, index: Any, ranges: list[tuple[int, int]], keep: list[Any]) -> Any:
+    """SearchParameters of the index's type (with its nprobe / efSearch) and an ID selector."""
     if len(ranges) == 1:
         sel = faiss.IDSelectorRange(*ranges[0])
     else:
@@ -340,11 +345,12 @@ def _ordered(
     ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], *, descending: bool
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Pads missing results (id -1) with NaN and orders each row by score, ties by lower id."""
-    ids = np.asarray(ids, dtype=np.int64)
     missing = ids < 0
     scores = np.where(missing, np.float32(np.nan), scores).astype(np.float32)
     primary = np.where(missing, np.inf, -scores if descending else scores)
     secondary = np.where(missing, np.iinfo(np.int64).max, ids)
     order = np.lexsort((secondary, primary), axis=-1)
-    return (np.ascontiguousarray(np.take_along_axis(ids, order, axis=-1)),
-            np.ascontiguousarray(np.take_along_axis(scores, order, axis=-1)))
+    return (
+        np.ascontiguousarray(np.take_along_axis(ids, order, axis=-1), dtype=np.int64),
+        np.ascontiguousarray(np.take_along_axis(scores, order, axis=-1)),
+    )
