@@ -10,7 +10,8 @@ indexes are built once. For each batch size B the script times (median after one
       (BLAS path forced), the default restored afterwards;
   (c) georag FlatIndex.search(q, 16, 16);
   (d) the one-pass floor max(database bytes / read bandwidth, 2 B N d / SGEMM rate), both rates
-      measured in this run with numpy (GEMV over the database; a 256 x d by d x 65536 matmul);
+      measured in this run: a numpy GEMV over the database; the faster of numpy and the
+      scipy-openblas32 library georag links (all cores) on a 256 x d by d x 65536 SGEMM;
   (e) the peak extra memory of one FlatIndex search: VmHWM after the search minus VmRSS before it,
       the peak reset through /proc/self/clear_refs; plus the scratch bytes the core reports.
 
