@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from georag._version import __version__
 from georag.errors import GeoRagError, MissingDependencyError
-from georag.search import FaissIndex, FlatIndex, Neighbors
+from georag.search import CudaFlatIndex, FaissIndex, FlatIndex, Neighbors
 
 __all__ = [
+    "CudaFlatIndex",
     "FaissIndex",
     "FlatIndex",
     "GeoRagError",
