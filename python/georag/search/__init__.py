@@ -6,6 +6,6 @@ from georag.search.cuda import CudaFlatIndex
 from georag.search.faiss_index import FaissIndex
 from georag.search.flat import FlatIndex
 from georag.search.neighbors import Neighbors
-from georag.search.ranges import as_row_ranges
+from georag.search.validate import as_row_ranges
 
 __all__ = ["CudaFlatIndex", "FaissIndex", "FlatIndex", "Neighbors", "as_row_ranges"]

@@ -13,9 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.errors import MissingDependencyError
-from georag.search.flat import _check_k
-from georag.search.neighbors import Neighbors
-from georag.search.ranges import RowRanges, as_row_ranges
+from georag.search.neighbors import Neighbors, RawResult
+from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 _REBUILD = "rebuild with a CUDA toolkit: GEORAG_CUDA=ON pip install ."
 
@@ -106,16 +105,10 @@ class CudaFlatIndex:
         *,
         row_ranges: RowRanges | None = None,
         tile_rows: int = 0,
-    ) -> tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32],
-        int,
-    ]:
+    ) -> RawResult:
         """``search`` with the device tile width exposed (0 = automatic); the last item is 0."""
-        _check_k(k_near, "k_near")
-        _check_k(k_far, "k_far")
+        check_k(k_near, "k_near")
+        check_k(k_far, "k_far")
         return self._core.search(
             queries,
             k_near=k_near,

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from georag.errors import GeoRagError, MissingDependencyError
 from georag.search.neighbors import Neighbors
-from georag.search.ranges import RowRanges, as_row_ranges
+from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 _FAISS_MISSING = "faiss is not installed: pip install faiss-cpu (or faiss-gpu for CUDA)"
 _CHUNK_ROWS = 1 << 14  # rows checked, normalized and added per step (the build never copies all)
@@ -151,8 +151,8 @@ class FaissIndex:
             raise ValueError(
                 f"queries have dimension {queries.shape[1]} but the index has dimension {self._dim}"
             )
-        _check_k(k_near, "k_near")
-        _check_k(k_far, "k_far")
+        check_k(k_near, "k_near")
+        check_k(k_far, "k_far")
         ranges = _merged_ranges(as_row_ranges(row_ranges), self.ntotal)
         b, k = queries.shape[0], max(int(k_near), int(k_far))
         q = queries * _inverse_norms(queries, "query", 0)[:, None]
@@ -267,13 +267,6 @@ def _check_matrix(x: Any, what: str) -> None:
         raise ValueError(
             f"{what} must be 2-D (rows, dim), got shape {x.shape}; for one vector pass v[None, :]"
         )
-
-
-def _check_k(k: Any, name: str) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
-    if k < 0:
-        raise ValueError(f"{name} must be >= 0, got {k}")
 
 
 def _inverse_norms(x: npt.NDArray[np.float32], what: str, first: int) -> npt.NDArray[np.float32]:

@@ -6,8 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 from georag import _core
-from georag.search.neighbors import Neighbors
-from georag.search.ranges import RowRanges, as_row_ranges
+from georag.search.neighbors import Neighbors, RawResult
+from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 
 class FlatIndex:
@@ -101,16 +101,10 @@ class FlatIndex:
         num_threads: int | None = None,
         blas_min_batch: int = 256,
         tile_rows: int = 0,
-    ) -> tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32],
-        int,
-    ]:
+    ) -> RawResult:
         """``search`` with the tuning knobs exposed; also returns the scratch bytes the search allocated."""
-        _check_k(k_near, "k_near")
-        _check_k(k_far, "k_far")
+        check_k(k_near, "k_near")
+        check_k(k_far, "k_far")
         return self._core.search(
             queries,
             k_near=k_near,
@@ -120,10 +114,3 @@ class FlatIndex:
             blas_min_batch=blas_min_batch,
             tile_rows=tile_rows,
         )
-
-
-def _check_k(k: int, name: str) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
-    if k < 0:
-        raise ValueError(f"{name} must be >= 0, got {k}")

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+# What georag._core's search returns: near ids, near scores, far ids, far scores, scratch bytes.
+RawResult = tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.float32], int
+]
+
 
 @dataclass(frozen=True, repr=False)
 class Neighbors:

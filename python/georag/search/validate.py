@@ -1,4 +1,4 @@
-"""Validation of submap row ranges ([start, end) pairs) at the Python boundary."""
+"""Boundary checks shared by every index: k values and submap row ranges ([start, end) pairs)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,11 @@ def as_row_ranges(row_ranges: RowRanges | None) -> npt.NDArray[np.int64] | None:
     if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
         raise ValueError("row_ranges holds a value beyond the int64 range")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_k(k: object, name: str) -> None:
+    """TypeError unless ``k`` is an int (not a bool); ValueError when it is negative."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"{name} must be >= 0, got {k}")
