@@ -9,3 +9,27 @@ class GeoRagError(Exception):
 
 class MissingDependencyError(GeoRagError, ImportError):
     """An optional package or a hardware feature needed by the requested path is not available."""
+
+
+class ModelLoadError(GeoRagError):
+    """A model id or folder could not be resolved or loaded safely (safetensors only, no remote code)."""
+
+
+class EncoderError(GeoRagError):
+    """An encoder backend failed or was misconfigured."""
+
+
+class EncoderInputError(EncoderError, ValueError):
+    """Pixels handed to an encoder backend have the wrong shape, dtype or non-finite values."""
+
+
+class ExportError(GeoRagError):
+    """Exporting an encoder (ONNX, TensorRT) or its parity check failed."""
+
+
+class ImageLoadError(GeoRagError):
+    """An input image could not be read, decoded or accepted (missing, corrupt, unsupported, too large)."""
+
+
+class PreprocessorConfigError(GeoRagError):
+    """A preprocessor_config.json is missing, unreadable, or asks for preprocessing georag does not do."""
