@@ -196,3 +196,36 @@ def test_cli_export_errors(tmp_path: Path) -> None:
         main, ["encoder", "export", "--encoder", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 1 and "Error:" in result.output
+
+
+def test_full_siglip_checkpoint_loads_only_the_vision_tower(tmp_path: Path) -> None:
+    """A full SigLIP (image + text) checkpoint, as the hub ids are: the vision tower's pooler_output."""
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "vocab_size": 99,
+        "max_position_embeddings": 16,
+    }
+    torch.manual_seed(3)
+    full = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    folder = tmp_path / "full"
+    full.save_pretrained(folder, safe_serialization=True)
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    enc = load_encoder(folder, "torch")
+    pixels = np.stack([ProcessorSpec.from_pretrained(folder)(load_image(png_bytes(i))) for i in range(2)])
+    with torch.no_grad():
+        want = full.vision_model(pixel_values=torch.from_numpy(pixels)).pooler_output.numpy()
+    np.testing.assert_allclose(enc.backend.embed(pixels), want, rtol=0, atol=1e-6)

@@ -190,7 +190,9 @@ def _default_images() -> Path | None:
     help="Target.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--opset", default=17, show_default=True, type=click.IntRange(min=17), help="ONNX opset.")
+@click.option(
+    "--opset", default=18, show_default=True, type=click.IntRange(min=17), help="ONNX opset (>= 17)."
+)
 @click.option(
     "--min-batch", default=1, show_default=True, type=click.IntRange(min=1), help="TensorRT profile min."
 )

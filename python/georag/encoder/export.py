@@ -20,6 +20,8 @@ from georag.errors import ExportError, GeoRagError
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 17
+# torch's exporter implements opset 18 and up; asking for 17 makes it convert down and warn.
+DEFAULT_OPSET = 18
 META_DIM = "georag.dim"
 META_PRECISION = "georag.precision"
 # protobuf caps one file at 2 GiB; keep a margin for the graph itself (so400m fp32 is about 1.7 GB).
@@ -29,7 +31,7 @@ _SINGLE_FILE_BYTES = 1_900_000_000
 def export_onnx(
     model: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    opset: int = MIN_OPSET,
+    opset: int = DEFAULT_OPSET,
     *,
     half: bool = False,
 ) -> Path:

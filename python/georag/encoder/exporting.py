@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from georag.encoder.backends.base import Backend
-from georag.encoder.export import export_onnx
+from georag.encoder.export import DEFAULT_OPSET, export_onnx
 from georag.encoder.parity import ParityReport, parity_check, parity_pixels
 from georag.encoder.preprocess import ProcessorSpec
 from georag.errors import ExportError, PreprocessorConfigError
@@ -31,7 +31,7 @@ def run_export(
     out_dir: str | os.PathLike[str],
     *,
     fmt: str = "onnx",
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     batch_profile: tuple[int, int, int] = (1, 8, 32),
     images: str | os.PathLike[str] | None = None,
     parity_n: int = 8,
