@@ -21,34 +21,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from timing import log, median_s
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = Path("..") / "shared" / "data" / "im2gps3k" / "images"  # relative to the repo root
 BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def median_s(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `fn` in seconds over `repeats` runs, after one untimed warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def build_model(folder: Path, layers: int) -> Path:

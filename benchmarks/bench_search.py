@@ -32,7 +32,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.search import FaissIndex, FlatIndex
+from timing import log, median_s
 
 K = 16
 RECALL_B = 256
@@ -50,19 +50,9 @@ HNSW_MAX_N = 200_000
 MIB = 1 << 20
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in ms over ``repeats`` runs, after one untimed warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    """Median wall time of ``fn`` in milliseconds (see timing.median_s)."""
+    return 1e3 * median_s(fn, repeats)
 
 
 def random_matrix(rows: int, d: int, seed: int, chunk: int = 1 << 15) -> npt.NDArray[np.float32]:
@@ -135,8 +125,22 @@ def _openblas32_sgemm() -> Callable[[npt.NDArray[np.float32], npt.NDArray[np.flo
         c = np.empty((a.shape[0], b.shape[0]), np.float32)
         m, n, k = a.shape[0], b.shape[0], a.shape[1]
         # 101 = row-major, 111 = no transpose, 112 = transpose
-        f(101, 111, 112, m, n, k, 1.0, a.ctypes.data_as(ptr), k, b.ctypes.data_as(ptr), k, 0.0,
-          c.ctypes.data_as(ptr), n)
+        f(
+            101,
+            111,
+            112,
+            m,
+            n,
+            k,
+            1.0,
+            a.ctypes.data_as(ptr),
+            k,
+            b.ctypes.data_as(ptr),
+            k,
+            0.0,
+            c.ctypes.data_as(ptr),
+            n,
+        )
         return c
 
     run.set_threads = lib.scipy_openblas_set_num_threads  # type: ignore[attr-defined]
@@ -323,13 +327,18 @@ def markdown(results: list[dict[str, Any]], threshold: int) -> str:
             _fmt(r["extra_mib_measured"], 1), _fmt(r["scratch_mib_reported"], 1),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| N | d | GEMV read (GB/s) | SGEMM numpy (GFLOP/s) | SGEMM openblas32 (GFLOP/s) |",
-              "|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| N | d | GEMV read (GB/s) | SGEMM numpy (GFLOP/s) | SGEMM openblas32 (GFLOP/s) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for res in results:
         f = res["floor"]
         by = f["sgemm_by_blas"]
-        lines.append(f"| {f['N']} | {f['d']} | {f['read_gbs']:.1f} | {by['numpy']:.1f} | "
-                     f"{_fmt(by.get('openblas32'), 1)} |")
+        lines.append(
+            f"| {f['N']} | {f['d']} | {f['read_gbs']:.1f} | {by['numpy']:.1f} | "
+            f"{_fmt(by.get('openblas32'), 1)} |"
+        )
     recall_rows = [row for res in results for row in res["recall"]]
     if recall_rows:
         lines += [
