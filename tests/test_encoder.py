@@ -229,3 +229,47 @@ def test_full_siglip_checkpoint_loads_only_the_vision_tower(tmp_path: Path) -> N
     with torch.no_grad():
         want = full.vision_model(pixel_values=torch.from_numpy(pixels)).pooler_output.numpy()
     np.testing.assert_allclose(enc.backend.embed(pixels), want, rtol=0, atol=1e-6)
+
+
+class _CountingBackend:
+    """A stand-in backend: embeds each image as its mean pixel; fails on the call numbers in `fail_calls`."""
+
+    name = "counting"
+    height = width = 32
+    dim = 2
+    preferred_micro_batch = 3
+
+    def __init__(self, fail_calls: tuple[int, ...] = ()) -> None:
+        self.calls: list[int] = []
+        self.fail_calls = fail_calls
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        from georag.errors import EncoderError
+
+        self.calls.append(len(pixels))
+        if len(self.calls) in self.fail_calls:
+            raise EncoderError("injected failure")
+        m = pixels.reshape(len(pixels), -1).mean(axis=1)
+        return np.stack([m, -m], axis=1).astype(np.float32)
+
+
+def test_micro_batches_split_backend_calls_and_fail_per_chunk() -> None:
+    from georag.encoder import Encoder
+
+    spec = ProcessorSpec.for_siglip(32)
+    images = [png_bytes(i) for i in range(10)]
+    ids = [f"img{i}" for i in range(10)]
+    whole = _CountingBackend()
+    ref = Encoder(whole, spec, model_id="m", batch_size=10, micro_batch=10).encode(images, ids)
+    assert whole.calls == [10]
+    split = _CountingBackend()
+    res = Encoder(split, spec, model_id="m", batch_size=10).encode(images, ids)  # backend prefers 3
+    assert split.calls == [3, 3, 3, 1]
+    np.testing.assert_array_equal(res.embeddings, ref.embeddings)
+    assert res.ids == ref.ids
+    failing = _CountingBackend(fail_calls=(2,))
+    res = Encoder(failing, spec, model_id="m", batch_size=10).encode(images, ids)
+    assert res.ids == tuple(ids[:3] + ids[6:])
+    assert [f.id for f in res.failures] == ids[3:6]
+    assert all("injected failure" in f.reason for f in res.failures)
+    np.testing.assert_array_equal(res.embeddings, ref.embeddings[[0, 1, 2, 6, 7, 8, 9]])

@@ -33,10 +33,20 @@ class Encoder:
         batch_size: int = 32,
         workers: int = 0,
         progress: bool = False,
+        micro_batch: int | None = None,
     ) -> None:
-        """`workers` decode threads (0 = all cores, as `iter_batches`); `progress` shows a tqdm bar."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise EncoderError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        """`workers` decode threads (0 = all cores, as `iter_batches`); `progress` shows a tqdm bar.
+
+        `batch_size` images are decoded together; the backend is called on at most `micro_batch` of them at
+        a time (default: the backend's `preferred_micro_batch`, else `batch_size`). On CPUs small calls
+        are faster: 8-image calls ran 15-23% faster than 32-image calls on a 2-core AVX-512 machine, for
+        both torch and onnxruntime (the activations of 8 images stay in cache).
+        """
+        for name, value in (("batch_size", batch_size), ("micro_batch", micro_batch)):
+            if value is None and name == "micro_batch":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EncoderError(f"{name} must be an integer >= 1, got {value!r}")
         if (spec.height, spec.width) != (backend.height, backend.width):
             raise EncoderError(
                 f"preprocessing makes {spec.height}x{spec.width} images but the {backend.name} model "
@@ -46,6 +56,7 @@ class Encoder:
         self.spec = spec
         self.model_id = model_id
         self.batch_size = batch_size
+        self.micro_batch = micro_batch or getattr(backend, "preferred_micro_batch", None) or batch_size
         self.workers = workers
         self.progress = progress
 
@@ -78,20 +89,19 @@ class Encoder:
         try:
             for batch in iter_batches(images, self.spec, self.batch_size, ids=ids, workers=self.workers):
                 failures.extend(batch.failures)
-                if batch.ids:
+                m = self.micro_batch
+                for start in range(0, len(batch.ids), m):
+                    chunk_ids = batch.ids[start : start + m]
                     try:
-                        emb = self.backend.embed(batch.pixels)
+                        emb = self.backend.embed(batch.pixels[start : start + m])
                     except EncoderError as exc:
                         log.warning(
-                            "a batch of %d failed in the %s backend: %s",
-                            len(batch.ids),
-                            self.backend.name,
-                            exc,
+                            "%d images failed in the %s backend: %s", len(chunk_ids), self.backend.name, exc
                         )
-                        failures.extend(ItemFailure(i, f"{self.backend.name}: {exc}") for i in batch.ids)
+                        failures.extend(ItemFailure(i, f"{self.backend.name}: {exc}") for i in chunk_ids)
                     else:
                         rows.append(emb)
-                        out_ids.extend(batch.ids)
+                        out_ids.extend(chunk_ids)
                 if bar is not None:
                     bar.update(len(batch.ids) + len(batch.failures))
         finally:
@@ -129,6 +139,7 @@ def load_encoder(
     workers: int = 0,
     progress: bool = False,
     spec: ProcessorSpec | None = None,
+    micro_batch: int | None = None,
 ) -> Encoder:
     """Builds an Encoder.
 
@@ -139,7 +150,8 @@ def load_encoder(
     - backend "tensorrt": `model` is a folder (or file) with an engine from `--format tensorrt`;
       device defaults to "cuda" (NOT YET RUN here).
 
-    Preprocessing comes from the model's preprocessor_config.json unless `spec` is given.
+    Preprocessing comes from the model's preprocessor_config.json unless `spec` is given. `micro_batch`:
+    see `Encoder` (CPU backends default to 8-image calls).
     """
     if backend not in BACKENDS:
         raise EncoderError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
@@ -165,7 +177,15 @@ def load_encoder(
         impl, model_id, spec_from = trt, trt.model_id, str(trt.path.parent)
     if spec is None:
         spec = _spec_for(spec_from, impl)
-    return Encoder(impl, spec, model_id=model_id, batch_size=batch_size, workers=workers, progress=progress)
+    return Encoder(
+        impl,
+        spec,
+        model_id=model_id,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        micro_batch=micro_batch,
+    )
 
 
 def _spec_for(ref: str, backend: Backend) -> ProcessorSpec:

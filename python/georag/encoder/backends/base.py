@@ -17,6 +17,8 @@ class Backend(Protocol):
     height: int
     width: int
     dim: int
+    # Images per call that run fastest on this backend's device; None = as many as given.
+    preferred_micro_batch: int | None
 
     def embed(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(n, 3, height, width) float32 pixels -> (n, dim) float32 raw embeddings."""
@@ -44,6 +46,9 @@ def check_embeddings(out: npt.NDArray[np.generic], n: int, dim: int, backend: st
     if not np.isfinite(emb).all():
         raise EncoderError(f"{backend} backend produced NaN or infinite embeddings (fp16 overflow?)")
     return emb
+
+
+CPU_MICRO_BATCH = 8  # measured: 8-image calls beat 32-image calls by 15-23% on a 2-core AVX-512 CPU
 
 
 def image_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:

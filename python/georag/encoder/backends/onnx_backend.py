@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.encoder.backends.base import check_embeddings, check_pixels
+from georag.encoder.backends.base import CPU_MICRO_BATCH, check_embeddings, check_pixels
 from georag.errors import EncoderError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ class OnnxBackend:
             )
         self.height, self.width = int(shape[2]), int(shape[3])
         self.dim = int(out_shape[-1])
+        on_cpu = self.session.get_providers() == ["CPUExecutionProvider"]
+        self.preferred_micro_batch = CPU_MICRO_BATCH if on_cpu else None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.model_id = str(meta.get(META_MODEL_ID, self.path))
         log.info("onnxruntime %s on %s (d=%d)", self.path, self.session.get_providers(), self.dim)

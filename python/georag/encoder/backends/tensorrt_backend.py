@@ -75,6 +75,7 @@ class TensorRTBackend:
         in_shape = tuple(self.engine.get_tensor_shape(INPUT_NAME))
         out_shape = tuple(self.engine.get_tensor_shape(OUTPUT_NAME))
         self.height, self.width, self.dim = int(in_shape[2]), int(in_shape[3]), int(out_shape[-1])
+        self.preferred_micro_batch: int | None = None  # a GPU engine wants whole batches
         _, _, max_shape = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
         self.max_batch = int(max_shape[0])
         self._in_dtype = _torch_dtype(torch, trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME)))

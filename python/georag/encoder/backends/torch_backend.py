@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from georag.encoder.backends.base import check_embeddings, check_pixels, image_hw
+from georag.encoder.backends.base import CPU_MICRO_BATCH, check_embeddings, check_pixels, image_hw
 from georag.errors import EncoderError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class TorchBackend:
         self.model = model.to(self.device).eval()
         self.height, self.width = image_hw(model.config.image_size)
         self.dim = int(model.config.hidden_size)
+        self.preferred_micro_batch = CPU_MICRO_BATCH if self.device.type == "cpu" else None
 
     def embed(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(n, 3, H, W) float32 -> (n, d) float32 raw embeddings."""
