@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.errors import MissingDependencyError
+from georag.search.core_backed import CoreBacked
 from georag.search.neighbors import Neighbors, RawResult
 from georag.search.validate import RowRanges, as_row_ranges, check_k
 
@@ -37,7 +38,7 @@ def _cuda_core() -> ModuleType:
     return _core
 
 
-class CudaFlatIndex:
+class CudaFlatIndex(CoreBacked):
     """Exact k-nearest AND k-farthest search by cosine similarity on one GPU. NOT YET RUN ON A GPU.
 
     Same contract as :class:`georag.search.flat.FlatIndex`: the (N, d) float32 database is
@@ -63,22 +64,9 @@ class CudaFlatIndex:
         self._core = core.CudaFlatIndex(vectors, normalize=normalize, device=device)
 
     @property
-    def ntotal(self) -> int:
-        """Number of database rows."""
-        return int(self._core.ntotal)
-
-    @property
-    def dim(self) -> int:
-        """Embedding dimension d."""
-        return int(self._core.dim)
-
-    @property
     def device(self) -> int:
         """The CUDA device holding the database."""
         return int(self._core.device)
-
-    def __len__(self) -> int:
-        return self.ntotal
 
     def __repr__(self) -> str:
         return f"CudaFlatIndex(ntotal={self.ntotal}, dim={self.dim}, device={self.device})"

@@ -6,11 +6,12 @@ import numpy as np
 import numpy.typing as npt
 
 from georag import _core
+from georag.search.core_backed import CoreBacked
 from georag.search.neighbors import Neighbors, RawResult
 from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 
-class FlatIndex:
+class FlatIndex(CoreBacked):
     """Exact k-nearest AND k-farthest search by cosine similarity, both from ONE pass over the database.
 
     The (N, d) float32 database is copied and, with ``normalize=True``, L2-normalized once here; a row of
@@ -42,16 +43,6 @@ class FlatIndex:
         self._core = _core.FlatIndex(vectors, normalize=normalize, num_threads=num_threads)
 
     @property
-    def ntotal(self) -> int:
-        """Number of database rows."""
-        return int(self._core.ntotal)
-
-    @property
-    def dim(self) -> int:
-        """Embedding dimension d."""
-        return int(self._core.dim)
-
-    @property
     def num_threads(self) -> int:
         """Worker threads a search uses (the resolved core count when built with 0)."""
         return int(self._core.num_threads)
@@ -59,9 +50,6 @@ class FlatIndex:
     @num_threads.setter
     def num_threads(self, value: int) -> None:
         self._core.num_threads = value
-
-    def __len__(self) -> int:
-        return self.ntotal
 
     def __repr__(self) -> str:
         return f"FlatIndex(ntotal={self.ntotal}, dim={self.dim}, threads={self.num_threads})"
