@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -61,8 +63,9 @@ def export_onnx(
     n_bytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
     batch = torch.export.Dim("batch", min=1, max=65536)
     log.info("exporting %s (%.0f MB of weights) to %s, opset %d", source.model_id, n_bytes / 1e6, path, opset)
+    chatter = io.StringIO()  # the dynamo exporter prints progress lines; keep them out of our CLI's output
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             # the exporter's own deprecation/future notices are not ours to act on
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
@@ -80,6 +83,9 @@ def export_onnx(
             )
     except Exception as exc:  # the exporter raises many unrelated types; all mean "export failed"
         raise ExportError(f"torch.onnx.export failed for {source.model_id}: {exc}") from exc
+    finally:
+        for line in chatter.getvalue().splitlines():
+            log.debug("torch.onnx: %s", line)
     _add_metadata(
         path, {META_MODEL_ID: source.model_id, META_DIM: str(dim), META_PRECISION: "fp16" if half else "fp32"}
     )
