@@ -1,0 +1,3 @@
+"""Geography: coordinates, distances on the sphere, country codes."""
+
+from __future__ import annotations
