@@ -56,6 +56,17 @@ PYBIND11_MODULE(_core, m) {
              return new FlatIndex(v.data, v.rows, v.cols, normalize, num_threads);
            }),
            "vectors"_a, "normalize"_a = true, "num_threads"_a = 0)
+      .def_static("reserve", &FlatIndex::reserve, "n"_a, "d"_a, "normalize"_a = true, "num_threads"_a = 0,
+                  "An empty index with room for n rows of dimension d; fill it with append().")
+      .def(
+          "append",
+          [](FlatIndex& self, const py::array& rows) {
+            Matrix m = as_matrix(rows, "rows", self.dim());
+            py::gil_scoped_release release;
+            self.append(m.data, m.rows);
+          },
+          "rows"_a, "Copies an (m, d) float32 chunk into the next m rows, normalizing and checking them.")
+      .def_property_readonly("filled", &FlatIndex::filled)
       .def("search", &search, "queries"_a, "k_near"_a = 16, "k_far"_a = 16, "row_ranges"_a = py::none(),
            "num_threads"_a = 0, "blas_min_batch"_a = georag::SearchParams{}.blas_min_batch,
            "tile_rows"_a = 0)
@@ -66,14 +77,15 @@ PYBIND11_MODULE(_core, m) {
       .def("vectors",
            [](py::object self_obj) {
              const auto& self = self_obj.cast<const FlatIndex&>();
-             py::array_t<float> view({self.size(), self.dim()},
+             // Only the appended rows: the rest of a reserved index is uninitialized memory.
+             py::array_t<float> view({self.filled(), self.dim()},
                                      {static_cast<py::ssize_t>(self.stride() * sizeof(float)),
                                       static_cast<py::ssize_t>(sizeof(float))},
                                      self.row(0), self_obj);
              py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
              return view;
            },
-           "A read-only view of the stored rows (normalized when the index normalizes).");
+           "A read-only view of the appended rows (normalized when the index normalizes).");
 
   m.def("kernel_name", &FlatIndex::kernel_name, "The CPU kernel variant chosen for this processor.");
   m.def("blas_info", &georag::blas_info, "The BLAS library the core was built with.");

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -120,26 +121,59 @@ void merge_into(std::vector<WorkerHeaps>& workers, Member member, int64_t q, int
 
 void FlatIndex::AlignedFree::operator()(float* p) const { std::free(p); }
 
-FlatIndex::FlatIndex(const float* vectors, int64_t n, int64_t d, bool normalize, int num_threads)
+FlatIndex::FlatIndex(int64_t n, int64_t d, bool normalize, int num_threads)
     : n_(n), d_(d), stride_(round_up16(d)), normalize_(normalize), num_threads_(0) {
   if (n < 0) throw std::invalid_argument("the database must have >= 0 rows, got " + std::to_string(n));
   if (d <= 0) throw std::invalid_argument("the embedding dimension must be > 0, got " + std::to_string(d));
   set_num_threads(num_threads);
+  // Not zeroed: a 10M x 1152 database is 46 GB, and every row is written by append before it is used.
   data_.reset(aligned_floats(static_cast<std::size_t>(n) * stride_));
+}
+
+FlatIndex::FlatIndex(const float* vectors, int64_t n, int64_t d, bool normalize, int num_threads)
+    : FlatIndex(n, d, normalize, num_threads) {
+  append(vectors, n);
+}
+
+std::unique_ptr<FlatIndex> FlatIndex::reserve(int64_t n, int64_t d, bool normalize, int num_threads) {
+  // Not std::make_unique: the reserving constructor is private.
+  return std::unique_ptr<FlatIndex>(new FlatIndex(n, d, normalize, num_threads));
+}
+
+void FlatIndex::append(const float* rows, int64_t count) {
+  if (count < 0) throw std::invalid_argument("append needs >= 0 rows, got " + std::to_string(count));
+  std::lock_guard<std::mutex> lock(append_mutex_);
+  const int64_t first = filled_.load(std::memory_order_relaxed);  // only appends write it, under the lock
+  if (count > n_ - first)
+    throw std::invalid_argument("cannot append " + std::to_string(count) + " rows: the index holds " +
+                                std::to_string(first) + " of " + std::to_string(n_) + " rows, room for " +
+                                std::to_string(n_ - first) + " more");
+  if (count == 0) return;
+  float* dst = data_.get() + static_cast<std::size_t>(first) * stride_;
   const auto& kern = detail::kernels();
-  const int workers = static_cast<int>(std::clamp<int64_t>(n / kMinRowsPerThread, 1, num_threads_));
+  // The split depends on the chunk only; each row is normalized on its own, so how the database is cut into
+  // chunks and threads changes nothing in the stored values.
+  const int workers = static_cast<int>(std::clamp<int64_t>(count / kMinRowsPerThread, 1, num_threads_));
   std::vector<int64_t> first_bad(workers, -1);
   run_workers(workers, [&](int w) {
-    const int64_t r0 = n * w / workers, r1 = n * (w + 1) / workers;
-    for (int64_t i = r0; i < r1; ++i) std::memcpy(data_.get() + i * stride_, vectors + i * d, d * sizeof(float));
-    const int64_t bad = kern.normalize_rows(data_.get() + r0 * stride_, r1 - r0, d, stride_, normalize, normalize);
+    const int64_t r0 = count * w / workers, r1 = count * (w + 1) / workers;
+    for (int64_t i = r0; i < r1; ++i) {
+      float* x = dst + i * stride_;
+      std::memcpy(x, rows + i * d_, d_ * sizeof(float));
+      // The kernels read whole 16-float blocks, so the padding must be zero (not whatever malloc returned).
+      std::fill(x + d_, x + stride_, 0.f);
+    }
+    const int64_t bad = kern.normalize_rows(dst + r0 * stride_, r1 - r0, d_, stride_, normalize_, normalize_);
     first_bad[w] = bad < 0 ? -1 : r0 + bad;
   });
+  // Workers own ascending row ranges, so the first one reporting a bad row has the lowest bad row.
   for (int64_t bad : first_bad)
     if (bad >= 0)
-      throw std::invalid_argument("database row " + std::to_string(bad) +
-                                  (normalize ? " has zero norm or a NaN/Inf value" : " has a NaN/Inf value") +
+      throw std::invalid_argument("database row " + std::to_string(first + bad) +
+                                  (normalize_ ? " has zero norm or a NaN/Inf value" : " has a NaN/Inf value") +
                                   "; remove or fix it before building the index");
+  // Release: a search that sees the new count also sees the rows written above.
+  filled_.store(first + count, std::memory_order_release);
 }
 
 FlatIndex::~FlatIndex() = default;
@@ -187,6 +221,10 @@ std::vector<RowRange> canonical_ranges(const std::vector<RowRange>& ranges, int6
 
 SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const SearchParams& params,
                                   const SearchOutput& out, const std::vector<RowRange>* ranges) const {
+  const int64_t filled = this->filled();
+  if (filled < n_)
+    throw std::runtime_error("the index holds " + std::to_string(filled) + " of " + std::to_string(n_) +
+                             " rows: append the rest before searching");
   if (nq < 0) throw std::invalid_argument("the number of queries must be >= 0");
   if (params.tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
   if (params.num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0 = the index's setting)");

@@ -1,9 +1,11 @@
 // The C++ API of the exact search core: a flat index returning nearest AND farthest neighbours in one pass.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,12 @@ struct SearchFootprint {
   std::size_t bytes = 0;
 };
 
+// The database of an exact search, held in memory as normalized float32 rows `stride()` floats apart.
+//
+// Two ways to build one: the constructor copies a whole (n, d) array at once; `reserve` + `append` stream
+// the rows in chunks (e.g. from float16 shards on disk), so the peak memory is the index plus one chunk
+// instead of the index plus the whole float32 database. Both run the same code (the constructor IS reserve +
+// append), so the stored rows are bit-identical however the database was cut into chunks.
 class FlatIndex {
  public:
   // Copies an (n, d) row-major float32 database. With `normalize`, rows are L2-normalized once here and a
@@ -51,19 +59,43 @@ class FlatIndex {
   FlatIndex(const FlatIndex&) = delete;
   FlatIndex& operator=(const FlatIndex&) = delete;
 
+  // An empty index with room for exactly n rows of dimension d: the (n, stride) buffer is allocated here
+  // (not touched, so the pages are committed as append fills them) and filled() is 0. Fill it with
+  // `append`; search() refuses to run until all n rows are in. Throws std::invalid_argument for n < 0,
+  // d <= 0 or num_threads < 0, and std::bad_alloc when the buffer cannot be allocated.
+  static std::unique_ptr<FlatIndex> reserve(int64_t n, int64_t d, bool normalize = true, int num_threads = 0);
+
+  // Copies `count` row-major rows of d floats into rows [filled(), filled() + count) and normalizes and
+  // checks them on num_threads() threads, exactly as the constructor does. Throws std::invalid_argument
+  // when count < 0, when filled() + count > size(), or naming the GLOBAL index (filled() + offset) of the
+  // first row of zero norm (with normalize) or with a NaN/Inf value; on any throw filled() is unchanged, so
+  // the caller may fix the chunk and append it again. Concurrent appends are serialized (each chunk lands
+  // whole, in the order the calls take the lock); an append of 0 rows is a no-op.
+  void append(const float* rows, int64_t count);
+
+  // Rows appended so far; size() once the index is complete (always, for an index built by the constructor).
+  int64_t filled() const { return filled_.load(std::memory_order_acquire); }
+  // Rows the index holds when complete (the n it was built or reserved with).
   int64_t size() const { return n_; }
+  // Embedding dimension d.
   int64_t dim() const { return d_; }
+  // Whether rows were L2-normalized when added (scores are then cosines).
   bool normalized() const { return normalize_; }
+  // Worker threads for append and search (the resolved CPU count when set to 0).
   int num_threads() const { return num_threads_; }
+  // Sets num_threads(); 0 = all CPUs this process may run on. Throws std::invalid_argument for t < 0.
   void set_num_threads(int t);
-  // Row i of the stored (normalized) database: dim() floats, rows `stride()` floats apart.
+  // Row i of the stored (normalized) database: dim() floats, rows `stride()` floats apart, the padding after
+  // the d values zero. Meaningful for i < filled() only: rows not yet appended are uninitialized memory.
   const float* row(int64_t i) const { return data_.get() + static_cast<std::size_t>(i) * stride_; }
+  // Floats between consecutive rows: d rounded up to a multiple of 16 (64 bytes, one cache line).
   int64_t stride() const { return stride_; }
 
   // Searches `nq` raw queries (row-major (nq, d) float32, normalized inside this call) over all rows, or
   // over the union of `ranges` when given (ranges may come in any order; overlaps are merged). Releases
-  // nothing itself; safe to call concurrently from several threads. Throws std::invalid_argument on bad
-  // input (non-finite or zero-norm query, k < 0, bad or empty ranges).
+  // nothing itself; safe to call concurrently from several threads. Throws std::runtime_error when the
+  // index is incomplete (filled() < size()) and std::invalid_argument on bad input (non-finite or
+  // zero-norm query, k < 0, bad or empty ranges).
   SearchFootprint search(const float* queries, int64_t nq, const SearchParams& params, const SearchOutput& out,
                          const std::vector<RowRange>* ranges = nullptr) const;
 
@@ -71,6 +103,9 @@ class FlatIndex {
   static std::string kernel_name();
 
  private:
+  // Allocates room for n rows, none filled; the public constructor and reserve() both start here.
+  FlatIndex(int64_t n, int64_t d, bool normalize, int num_threads);
+
   struct AlignedFree {
     void operator()(float* p) const;
   };
@@ -79,6 +114,10 @@ class FlatIndex {
   int64_t stride_;  // d rounded up to a multiple of 16 floats (64 bytes), zero-padded
   bool normalize_;
   int num_threads_;
+  // Rows [0, filled_) are valid. Atomic because the bindings release the GIL in append, so a search in
+  // another thread may read it while an append publishes new rows (release store after the rows are written).
+  std::atomic<int64_t> filled_{0};
+  std::mutex append_mutex_;  // serializes appends: each reads filled_, writes its rows, then advances it
   std::unique_ptr<float[], AlignedFree> data_;
 };
 
