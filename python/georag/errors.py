@@ -33,3 +33,11 @@ class ImageLoadError(GeoRagError):
 
 class PreprocessorConfigError(GeoRagError):
     """A preprocessor_config.json is missing, unreadable, or asks for preprocessing georag does not do."""
+
+
+class StoreError(GeoRagError):
+    """A GeoStore is missing, damaged, incomplete, or does not match what was asked (encoder, dimension)."""
+
+
+class DatasetError(GeoRagError, ValueError):
+    """A dataset metadata file or image collection cannot be read as the chosen format."""

@@ -1,34 +1,18 @@
-"""The `georag` command line: argument parsing and error mapping only."""
+"""`georag search`: exact nearest + farthest search over an .npy database or the seeded demo."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-from georag._version import __version__
 from georag.errors import GeoRagError
 
-log = logging.getLogger("georag")
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="georag")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
-    """georag: say where on Earth a photo was taken, with retrieval-augmented multimodal LLMs.
-
-    Run `georag COMMAND --help` for the options of a command.
-    """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-@main.command()
+@click.command()
 @click.option(
     "--database",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -162,79 +146,3 @@ def _write_results(out: Path, res: object) -> None:
         out.write_text(json.dumps(payload))
     else:
         raise click.ClickException(f"--out {out}: use a .npz or .json file name")
-
-
-@main.group()
-def encoder() -> None:
-    """SigLIP image encoder: export to ONNX / TensorRT with a parity check against torch."""
-
-
-_SHARED_IMAGES = Path("..") / "shared" / "data" / "im2gps3k" / "images"  # relative to the repo root
-
-
-def _default_images() -> Path | None:
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (root / _SHARED_IMAGES).is_dir():
-            return (root / _SHARED_IMAGES).resolve()
-    return None
-
-
-@encoder.command("export")
-@click.option("--encoder", "model", required=True, help="Hub id or local folder of a SigLIP checkpoint.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["onnx", "tensorrt"]),
-    default="onnx",
-    show_default=True,
-    help="Target.",
-)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option(
-    "--opset", default=18, show_default=True, type=click.IntRange(min=17), help="ONNX opset (>= 17)."
-)
-@click.option(
-    "--min-batch", default=1, show_default=True, type=click.IntRange(min=1), help="TensorRT profile min."
-)
-@click.option(
-    "--opt-batch", default=8, show_default=True, type=click.IntRange(min=1), help="TensorRT profile opt."
-)
-@click.option(
-    "--max-batch", default=32, show_default=True, type=click.IntRange(min=1), help="TensorRT profile max."
-)
-@click.option(
-    "--images",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Parity-check images (default: ../shared/data/im2gps3k/images if present, else synthetic).",
-)
-@click.option("--parity-n", default=8, show_default=True, type=click.IntRange(min=1), help="Images compared.")
-def encoder_export(
-    model: str,
-    fmt: str,
-    out: Path,
-    opset: int,
-    min_batch: int,
-    opt_batch: int,
-    max_batch: int,
-    images: Path | None,
-    parity_n: int,
-) -> None:
-    """Export a SigLIP vision tower to ONNX (or a TensorRT engine) and check it against torch."""
-    from georag.encoder.exporting import run_export
-
-    if images is None:
-        images = _default_images()
-    try:
-        outcome = run_export(
-            model,
-            out,
-            fmt=fmt,
-            opset=opset,
-            batch_profile=(min_batch, opt_batch, max_batch),
-            images=images,
-            parity_n=min(parity_n, max_batch) if fmt == "tensorrt" else parity_n,
-        )
-    except (GeoRagError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {outcome.path}")
-    click.echo(str(outcome.parity))

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from georag.errors import GeoRagError, MissingDependencyError
 from georag.search.neighbors import Neighbors
+from georag.search.rows import RowSource
 from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 _FAISS_MISSING = "faiss is not installed: pip install faiss-cpu (or faiss-gpu for CUDA)"
@@ -58,7 +59,7 @@ class FaissIndex:
 
     def __init__(
         self,
-        vectors: npt.NDArray[np.float32],
+        vectors: npt.NDArray[np.float32] | RowSource,
         factory: str = "Flat",
         *,
         train_size: int | None = None,
@@ -67,7 +68,11 @@ class FaissIndex:
         use_gpu: bool = False,
         seed: int = 1234,
     ) -> None:
-        """Builds the index, trains it when needed, and adds the normalized rows of ``vectors``."""
+        """Builds the index, trains it when needed, and adds the normalized rows of ``vectors``.
+
+        ``vectors`` is an (N, d) float32 array or a :class:`~georag.search.rows.RowSource` (a store's
+        shards): it is read in chunks of 16384 rows plus the training sample, never copied whole.
+        """
         faiss = _faiss()
         _check_matrix(vectors, "vectors")
         n, d = vectors.shape
@@ -198,6 +203,8 @@ class FaissIndex:
                     return out.write(chunk)
 
                 faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -259,6 +266,8 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _check_matrix(x: Any, what: str) -> None:
+    if isinstance(x, RowSource) and not isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2:
+        return
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{what} must be a float32 numpy array, got {type(x).__name__}")
     if x.dtype != np.float32:

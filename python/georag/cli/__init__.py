@@ -1,0 +1,33 @@
+"""The `georag` command line: argument parsing and error mapping only; one module per command group."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from georag._version import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="georag")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """georag: say where on Earth a photo was taken, with retrieval-augmented multimodal LLMs.
+
+    Run `georag COMMAND --help` for the options of a command.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from georag.cli.encoder_cmd import encoder
+    from georag.cli.index_cmd import index
+    from georag.cli.search_cmd import search
+
+    for command in (search, encoder, index):
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,319 @@
+"""`georag index ...`: build, extend, index, partition, describe and verify a GeoStore."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from georag.errors import GeoRagError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group()
+def index() -> None:
+    """GeoStore: the geotagged embedding database that retrieval searches."""
+
+
+def _source_options(fn: F) -> F:
+    """Options shared by `build` and `add`: what to read and how to embed it."""
+    from georag.store.readers import FORMATS
+
+    options = [
+        click.option("--dataset", required=True, type=click.Choice(FORMATS), help="Metadata format."),
+        click.option(
+            "--metadata",
+            required=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="The dataset's metadata file (CSV, or Parquet for generic).",
+        ),
+        click.option(
+            "--images",
+            multiple=True,
+            type=click.Path(exists=True, path_type=Path),
+            help="Image folder, or WebDataset .tar shards (repeat, or pass a folder of .tar files).",
+        ),
+        click.option(
+            "--from-embeddings",
+            "embeddings",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Precomputed (rows, d) .npy, row i = data row i of --metadata (instead of --images).",
+        ),
+        click.option(
+            "--encoder",
+            required=True,
+            help="SigLIP hub id or local folder (with --from-embeddings: the model that made them).",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+            default="torch",
+            show_default=True,
+            help="Encoder backend (onnxruntime/tensorrt take an exported folder).",
+        ),
+        click.option("--device", default=None, help="Encoder device (default: cpu; cuda for tensorrt)."),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+        click.option(
+            "--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Decode threads."
+        ),
+        click.option(
+            "--source", default=None, help="Name of this source in the store [default: the format]."
+        ),
+        click.option("--id-col", default=None, help="Image id column (generic format, or an override)."),
+        click.option("--lat-col", default=None, help="Latitude column."),
+        click.option("--lon-col", default=None, help="Longitude column."),
+        click.option("--author-col", default=None, help="Author / uploader column."),
+        click.option("--country-col", default=None, help="Country column (code or name)."),
+        click.option("--image-name", default=None, help='Image file name from the id, e.g. "{id}.jpg".'),
+        click.option(
+            "--keep-zero",
+            is_flag=True,
+            help="Keep rows at exactly (0, 0) (by default they are rejected as 'unknown location').",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@index.command("build")
+@_source_options
+@click.option(
+    "--out", "store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store dir."
+)
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option(
+    "--shard-rows",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Items per shard: the unit of resumption.",
+)
+def build(store: Path, dtype: str, shard_rows: int, **kw: Any) -> None:
+    """Build a store from a dataset; re-running the same command resumes an interrupted build.
+
+    Example: georag index build --dataset im2gps3k --metadata im2gps3k_places365.csv
+    --images im2gps3k/images --encoder google/siglip-so400m-patch14-384 --out store/
+    """
+    _run_build(store, add=False, dtype=dtype, shard_rows=shard_rows, **kw)
+
+
+@index.command("add")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_source_options
+def add(store: Path, **kw: Any) -> None:
+    """Add another dataset to STORE (the hybrid database); it must use the store's encoder."""
+    _run_build(store, add=True, dtype="float16", shard_rows=1, **kw)
+
+
+def _run_build(
+    store: Path,
+    *,
+    add: bool,
+    dtype: str,
+    shard_rows: int,
+    dataset: str,
+    metadata: Path,
+    images: tuple[Path, ...],
+    embeddings: Path | None,
+    encoder: str,
+    backend: str,
+    device: str | None,
+    batch_size: int,
+    workers: int,
+    source: str | None,
+    id_col: str | None,
+    lat_col: str | None,
+    lon_col: str | None,
+    author_col: str | None,
+    country_col: str | None,
+    image_name: str | None,
+    keep_zero: bool,
+) -> None:
+    from georag.store.build import BuildRequest, build_source
+
+    if bool(images) == bool(embeddings):
+        raise click.UsageError("give --images (a folder or tar shards) or --from-embeddings, one of the two")
+    try:
+        columns = _column_map(dataset, id_col, lat_col, lon_col, author_col, country_col, image_name)
+        req = BuildRequest(
+            store=store,
+            dataset=dataset,
+            metadata=metadata,
+            encoder=encoder,
+            images=tuple(images),
+            embeddings=embeddings,
+            source=source,
+            columns=columns,
+            dtype=dtype,
+            shard_rows=shard_rows,
+            zero_is_unknown=not keep_zero,
+        )
+
+        def load() -> Any:
+            from georag.encoder import load_encoder
+
+            return load_encoder(encoder, backend, device=device, batch_size=batch_size, workers=workers)
+
+        report = build_source(req, add=add, encoder_factory=load, progress=True)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            "interrupted: every committed shard is kept; re-run the same command to resume"
+        ) from None
+    except (GeoRagError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if report.already_complete:
+        click.echo(f"{report.source}: already complete in {store} ({report.store_rows} rows); nothing to do")
+        return
+    resumed = f", resumed at item {report.resumed_at}" if report.resumed_at else ""
+    rejected = sum(report.rejected.values())
+    click.echo(
+        f"{report.source}: added {report.added_rows} rows in {report.seconds:.1f} s{resumed}; "
+        f"{report.failed} failed, {rejected} rejected by the reader; the store has {report.store_rows} rows"
+    )
+    if report.failed or rejected:
+        click.echo(f"failures and rejections are listed in {store}/shards/*.failures.jsonl, {store}/sources/")
+
+
+def _column_map(
+    dataset: str,
+    id_col: str | None,
+    lat_col: str | None,
+    lon_col: str | None,
+    author_col: str | None,
+    country_col: str | None,
+    image_name: str | None,
+) -> Any:
+    from dataclasses import replace
+
+    from georag.store.readers import ColumnMap, default_columns
+
+    given = {
+        "image_id": id_col,
+        "lat": lat_col,
+        "lon": lon_col,
+        "author": author_col,
+        "country": country_col,
+        "image_name": image_name,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if dataset == "generic":
+        missing = [
+            f"--{k.replace('image_id', 'id').replace('_', '-')}-col"
+            for k in ("image_id", "lat", "lon")
+            if k not in overrides
+        ]
+        if missing:
+            raise click.UsageError(f"--dataset generic needs {', '.join(missing)}")
+        return ColumnMap(**overrides)
+    if not overrides:
+        return None
+    return replace(default_columns(dataset), **overrides)
+
+
+@index.command("build-ann")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--factory", required=True, help='faiss index_factory string, e.g. "IVF4096,Flat" or "HNSW32".')
+@click.option("--name", default=None, help="Index name [default: the factory, made filename-safe].")
+@click.option(
+    "--train-size", default=None, type=click.IntRange(min=1), help="Training rows [default: 50 x nlist]."
+)
+@click.option("--seed", default=1234, show_default=True, type=int)
+def build_ann_cmd(store: Path, factory: str, name: str | None, train_size: int | None, seed: int) -> None:
+    """Build a faiss index over every row of STORE (inner product on the normalized embeddings)."""
+    from georag.store.ann import build_ann
+    from georag.store.store import GeoStore
+
+    try:
+        info = build_ann(GeoStore.open(store), factory, name=name, train_size=train_size, seed=seed)
+    except (GeoRagError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"built {info.file} ({info.factory}) over {info.rows} rows")
+
+
+@index.command("submaps")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--by", type=click.Choice(["country", "kmeans"]), required=True, help="Partition scheme.")
+@click.option("--k", default=100, show_default=True, type=click.IntRange(min=1), help="Clusters (kmeans).")
+@click.option("--name", default=None, help='Partition name [default: "country" or "kmeans<K>"].')
+@click.option("--seed", default=1234, show_default=True, type=int, help="k-means seed.")
+@click.option(
+    "--reorder",
+    is_flag=True,
+    help="Rewrite the rows in submap order so each submap is one contiguous range (drops ANN indexes).",
+)
+def submaps_cmd(store: Path, by: str, k: int, name: str | None, seed: int, reorder: bool) -> None:
+    """Partition STORE's rows by country (offline reverse geocoding) or k-means on the coordinates."""
+    from georag.store.partition import make_submaps
+
+    try:
+        sub = make_submaps(store, by, k=k, seed=seed, name=name, reorder=reorder)
+    except (GeoRagError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sizes = sorted(sub.sizes().items(), key=lambda kv: -kv[1])
+    click.echo(f"{len(sub)} submaps by {by} over {sub.num_rows} rows in {len(sub.starts)} row ranges")
+    for key, n in sizes[:10]:
+        click.echo(f"  {key:>8}  {n:>10} rows")
+    if len(sizes) > 10:
+        click.echo(f"  ... {len(sizes) - 10} more")
+
+
+@index.command("info")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_cmd(store: Path, as_json: bool) -> None:
+    """Counts per source and submap, dimension, encoder, sizes on disk."""
+    from georag.store.inspect import store_info
+
+    try:
+        info = store_info(store)
+    except GeoRagError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    mib = {k: v / 2**20 for k, v in info["bytes"].items()}
+    click.echo(f"store     {info['store']} (format {info['format_version']})")
+    click.echo(f"encoder   {info['encoder']}  d={info['dim']}  {info['dtype']}")
+    click.echo(f"rows      {info['rows']} in {info['shards']} shards")
+    click.echo("size      " + ", ".join(f"{k} {v:.1f} MiB" for k, v in mib.items() if v))
+    for s in info["sources"]:
+        state = "complete" if s["complete"] else f"INCOMPLETE ({s['progress']}; re-run its build to resume)"
+        rejected = sum(s["rejected"].values())
+        click.echo(
+            f"source    {s['name']:<12} {s['format']:<9} {s['rows']:>10} rows  {s['failed']} failed  "
+            f"{rejected} rejected  {state}"
+        )
+    for name, sub in info["submaps"].items():
+        top = ", ".join(f"{k} {v}" for k, v in list(sub.get("largest", {}).items())[:5])
+        order = "contiguous" if sub["contiguous"] else f"{sub.get('ranges', '?')} ranges"
+        click.echo(
+            f"submaps   {name:<12} {sub['scheme']:<8} {sub['count']:>4} submaps, {order}; largest: {top}"
+        )
+    for name, a in info["ann"].items():
+        click.echo(f"ann       {name:<12} {a['factory']}  {a['rows']} rows  {a['bytes'] / 2**20:.1f} MiB")
+
+
+@index.command("verify")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def verify_cmd(store: Path) -> None:
+    """Re-hash every file of STORE against its manifest; exit status 1 when anything is wrong."""
+    from georag.store.inspect import verify_store
+
+    try:
+        report = verify_store(store, progress=True)
+    except GeoRagError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.problems:
+        click.echo(f"CORRUPT  {line}")
+    for rel in report.unlisted:
+        click.echo(f"unlisted {rel} (left by an interrupted step; the next build removes it)")
+    click.echo(
+        f"checked {report.checked} files, {report.bytes / 2**20:.1f} MiB: {'OK' if report.ok else 'DAMAGED'}"
+    )
+    if not report.ok:
+        raise SystemExit(1)

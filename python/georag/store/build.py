@@ -1,0 +1,471 @@
+"""Building a store: stream one dataset's images (or precomputed embeddings) into shards, resumably.
+
+A source's work list is the reader's accepted rows, in file order. It is cut into fixed slices of
+``shard_rows`` items; each slice becomes one shard (its rows that produced an embedding) committed by a
+manifest write. An interrupted build (Ctrl-C, kill -9, power loss) therefore restarts at the first
+uncommitted slice: re-running the same command loses no committed row, duplicates none, and, because the
+slices and their batches are the same, produces the same rows as an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from georag.errors import StoreError
+from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_jsonl, write_npy
+from georag.store.manifest import DTYPES, MANIFEST, FileEntry, Manifest, ShardInfo, SourceInfo
+from georag.store.metadata import shard_table, to_parquet_bytes
+from georag.store.readers import ColumnMap, DatasetRecords, read_dataset
+
+if TYPE_CHECKING:
+    from georag.encoder.encoder import Encoder
+    from georag.store.image_catalog import ImageCatalog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_ROWS = 4096
+LOCK = ".lock"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What `georag index build` / `add` was asked to do; re-running the same request resumes it."""
+
+    store: Path
+    """The store directory (created by a build, must exist for an add)."""
+    dataset: str
+    """Reader format (see `georag.store.readers.FORMATS`)."""
+    metadata: Path
+    """The dataset's metadata file."""
+    encoder: str
+    """Encoder model id (hub id or folder); with `embeddings`, the model that produced them."""
+    images: tuple[Path, ...] = ()
+    """An image folder, or WebDataset tar shards; empty with `embeddings`."""
+    embeddings: Path | None = None
+    """Precomputed (total_rows, d) embeddings .npy aligned with the metadata file's rows; default None."""
+    source: str | None = None
+    """Name of this source in the store; default: the dataset format."""
+    columns: ColumnMap | None = None
+    """Column names (required for the generic format); default: the format's own."""
+    dtype: str = "float16"
+    """On-disk embedding dtype of a new store: float16 (half the disk and page cache) or float32."""
+    shard_rows: int = DEFAULT_SHARD_ROWS
+    """Work-list items per shard of a new store (the unit of resumption); default 4096."""
+    zero_is_unknown: bool = True
+    """Reject rows at exactly (0, 0), which Flickr-derived datasets use for "unknown"; default True."""
+
+    @property
+    def source_name(self) -> str:
+        """The source name, defaulted to the dataset format."""
+        return self.source or self.dataset
+
+
+@dataclass
+class BuildReport:
+    """What one build or add call did."""
+
+    source: str
+    """The source built."""
+    added_rows: int = 0
+    """Rows committed by this call."""
+    failed: int = 0
+    """Items of this call that produced no row."""
+    resumed_at: int = 0
+    """Work-list position where this call started (> 0 when it resumed)."""
+    input_rows: int = 0
+    """Size of the work list."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Rows the reader rejected, per reason."""
+    store_rows: int = 0
+    """Rows in the store afterwards."""
+    seconds: float = 0.0
+    """Wall time of this call."""
+    already_complete: bool = False
+    """True when there was nothing left to do."""
+
+
+@dataclass
+class _Slice:
+    rows: npt.NDArray[np.float32]
+    take: npt.NDArray[np.int64]
+    failures: list[dict[str, Any]]
+
+
+@contextlib.contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """An exclusive lock on the store for writers (two builds on one store would interleave shards)."""
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / LOCK, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise StoreError(f"{store} is being written by another georag process; wait for it") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_source(
+    req: BuildRequest,
+    *,
+    add: bool,
+    encoder_factory: Callable[[], Encoder] | None = None,
+    progress: bool = False,
+) -> BuildReport:
+    """Builds (``add=False``) or adds (``add=True``) one source, resuming an interrupted run of it.
+
+    ``encoder_factory`` loads the encoder when images must be encoded (not called with `embeddings`, nor
+    when the source is already complete). Raises StoreError when the request conflicts with the store
+    (another encoder or dimension, a changed metadata file, a build over an existing store).
+    """
+    t0 = time.perf_counter()
+    _check_request(req)
+    store = req.store
+    if add and not (store / MANIFEST).is_file():
+        raise StoreError(f"{store} is not a georag store; create it with `georag index build` first")
+    if not add and store.exists() and not (store / MANIFEST).is_file() and _has_foreign_files(store):
+        raise StoreError(f"{store} exists and is not a georag store; choose an empty or new directory")
+    with store_lock(store):
+        manifest = Manifest.load(store) if (store / MANIFEST).is_file() else None
+        existing = manifest.source(req.source_name) if manifest else None
+        if manifest is not None and existing is None and not add:
+            raise StoreError(
+                f"{store} already holds {[s.name for s in manifest.sources]}; add another source with "
+                f"`georag index add {store} ...`, or build into a new directory"
+            )
+        if existing is not None and existing.complete:
+            return BuildReport(
+                source=existing.name,
+                input_rows=existing.input_rows,
+                rejected=dict(existing.rejected),
+                store_rows=manifest.num_rows if manifest else 0,
+                seconds=time.perf_counter() - t0,
+                already_complete=True,
+            )
+        records = read_dataset(
+            req.metadata, req.dataset, columns=req.columns, zero_is_unknown=req.zero_is_unknown
+        )
+        emb = _open_embeddings(req.embeddings, records.total_rows) if req.embeddings else None
+        dim = int(emb.shape[1]) if emb is not None else None
+        encoder: Encoder | None = None
+        if emb is None and (existing is None or existing.next_input < existing.input_rows):
+            if encoder_factory is None:
+                raise StoreError("building from images needs an encoder")
+            encoder = encoder_factory()
+            dim = encoder.dim
+        assert dim is not None
+        model_id = encoder.model_id if encoder is not None else req.encoder
+        if manifest is None:
+            _check_new_store_options(req)
+            manifest = Manifest(encoder=model_id, dim=dim, dtype=req.dtype, shard_rows=req.shard_rows)
+        _check_same_encoder(manifest, model_id, dim, store)
+        if existing is None:
+            existing = _register_source(store, manifest, req, records)
+        else:
+            _check_same_source(existing, req, records)
+        _remove_leftovers(store, manifest)
+        return _run(store, manifest, existing, records, encoder, emb, progress, t0)
+
+
+def _run(
+    store: Path,
+    manifest: Manifest,
+    src: SourceInfo,
+    records: DatasetRecords,
+    encoder: Encoder | None,
+    emb: npt.NDArray[Any] | None,
+    progress: bool,
+    t0: float,
+) -> BuildReport:
+    from tqdm.auto import tqdm
+
+    report = BuildReport(
+        source=src.name, resumed_at=src.next_input, input_rows=src.input_rows, rejected=dict(src.rejected)
+    )
+    catalog = None
+    if emb is None:
+        from georag.store.image_catalog import open_catalog
+
+        catalog = open_catalog(src.images)
+    if src.next_input:
+        log.info("resuming %s at item %d of %d", src.name, src.next_input, src.input_rows)
+    bar = tqdm(
+        total=src.input_rows,
+        initial=src.next_input,
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+        desc=src.name,
+        smoothing=0.1,
+    )
+    bar.set_postfix(failed=src.failed)
+    with bar:
+        while src.next_input < src.input_rows:
+            start = src.next_input
+            end = min(start + manifest.shard_rows, src.input_rows)
+            if emb is not None:
+                part = _slice_from_embeddings(records, emb, start, end)
+            else:
+                assert encoder is not None and catalog is not None
+                part = _slice_from_images(records, catalog, encoder, start, end)
+            _commit(store, manifest, src, records, part, start, end)
+            report.added_rows += len(part.take)
+            report.failed += len(part.failures)
+            bar.update(end - start)
+            bar.set_postfix(failed=src.failed)
+    src.complete = True
+    manifest.save(store)
+    report.store_rows = manifest.num_rows
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _slice_from_images(
+    records: DatasetRecords, catalog: ImageCatalog, encoder: Encoder, start: int, end: int
+) -> _Slice:
+    table = records.table.slice(start, end - start)
+    ids = table.column("image_id").to_pylist()
+    names = table.column("image_name").to_pylist()
+    failures: list[dict[str, Any]] = []
+    present: list[int] = []
+    refs = []
+    for pos, (image_id, name) in enumerate(zip(ids, names, strict=True)):
+        ref = catalog.locate(name)
+        if ref is None:
+            failures.append(
+                _failure(records, start + pos, image_id, f"image not found: {name} in {catalog.describe()}")
+            )
+        else:
+            present.append(pos)
+            refs.append(ref)
+    read_errors: dict[str, str] = {}
+
+    def sources() -> Iterator[Any]:
+        for pos, ref in zip(present, refs, strict=True):
+            try:
+                yield ref.load()
+            except OSError as exc:  # an unreadable file or tar member fails alone
+                read_errors[ids[pos]] = f"cannot read image: {exc}"
+                yield b""
+
+    result = encoder.encode(sources(), ids=[ids[p] for p in present], progress=False)
+    position = {ids[p]: p for p in present}
+    for f in result.failures:
+        failures.append(_failure(records, start + position[f.id], f.id, read_errors.get(f.id, f.reason)))
+    take = np.array([position[i] for i in result.ids], dtype=np.int64)
+    rows, bad = _normalized(result.embeddings)
+    for j in np.flatnonzero(bad):
+        failures.append(
+            _failure(
+                records,
+                start + int(take[j]),
+                ids[int(take[j])],
+                "the encoder returned a zero or non-finite embedding",
+            )
+        )
+    failures.sort(key=lambda f: f["item"])
+    return _Slice(rows[~bad], take[~bad] + start, failures)
+
+
+def _slice_from_embeddings(records: DatasetRecords, emb: npt.NDArray[Any], start: int, end: int) -> _Slice:
+    table = records.table.slice(start, end - start)
+    source_rows = table.column("source_row").to_numpy()
+    rows, bad = _normalized(np.asarray(emb[source_rows], dtype=np.float32))
+    ids = table.column("image_id").to_pylist()
+    failures = [
+        _failure(
+            records, start + int(j), ids[int(j)], f"embedding row {int(source_rows[j])} is zero or not finite"
+        )
+        for j in np.flatnonzero(bad)
+    ]
+    take = np.flatnonzero(~bad).astype(np.int64)
+    return _Slice(rows[~bad], take + start, failures)
+
+
+def _normalized(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Rows scaled to unit length, and which rows could not be (zero, NaN or Inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0) | ~np.isfinite(x).all(axis=1)
+    safe = np.where(bad, 1.0, norms)
+    return (x / safe[:, None]).astype(np.float32), bad
+
+
+def _failure(records: DatasetRecords, item: int, image_id: str, reason: str) -> dict[str, Any]:
+    source_row = int(records.table.column("source_row")[item].as_py())
+    return {"item": item, "source_row": source_row, "image_id": image_id, "reason": reason}
+
+
+def _commit(
+    store: Path,
+    manifest: Manifest,
+    src: SourceInfo,
+    records: DatasetRecords,
+    part: _Slice,
+    start: int,
+    end: int,
+) -> None:
+    """Writes one shard's files, then the manifest that lists them (the commit point)."""
+    stem = f"shards/{src.name}-{start // manifest.shard_rows:06d}"
+    (store / "shards").mkdir(exist_ok=True)
+    first_row = manifest.num_rows
+    rows = part.rows.astype(manifest.dtype)
+    entries: dict[str, tuple[str, int]] = {
+        f"{stem}.npy": write_npy(store / f"{stem}.npy", rows),
+        f"{stem}.parquet": write_bytes(
+            store / f"{stem}.parquet",
+            to_parquet_bytes(shard_table(records.table, part.take, first_row, src.name)),
+        ),
+    }
+    if part.failures:
+        entries[f"{stem}.failures.jsonl"] = write_jsonl(store / f"{stem}.failures.jsonl", part.failures)
+        src.failure_files.append(f"{stem}.failures.jsonl")
+    for rel, (sha, size) in entries.items():
+        manifest.files[rel] = FileEntry(sha256=sha, bytes=size, quick=quick_fingerprint(store / rel))
+    manifest.shards.append(
+        ShardInfo(
+            source=src.name,
+            first_row=first_row,
+            rows=len(part.take),
+            input_start=start,
+            input_end=end,
+            embeddings=f"{stem}.npy",
+            metadata=f"{stem}.parquet",
+            failed=len(part.failures),
+        )
+    )
+    src.next_input = end
+    src.rows += len(part.take)
+    src.failed += len(part.failures)
+    manifest.save(store)
+
+
+def _register_source(
+    store: Path, manifest: Manifest, req: BuildRequest, records: DatasetRecords
+) -> SourceInfo:
+    rejections_file = None
+    if records.rejections:
+        rejections_file = f"sources/{req.source_name}.rejected.jsonl"
+        (store / "sources").mkdir(parents=True, exist_ok=True)
+        sha, size = write_jsonl(store / rejections_file, [asdict(r) for r in records.rejections])
+        manifest.files[rejections_file] = FileEntry(sha, size, quick_fingerprint(store / rejections_file))
+    src = SourceInfo(
+        name=req.source_name,
+        format=req.dataset,
+        metadata_path=str(req.metadata.resolve()),
+        metadata_sha256=sha256_file(req.metadata),
+        images=[str(p.resolve()) for p in req.images],
+        embeddings_path=str(req.embeddings.resolve()) if req.embeddings else None,
+        columns=asdict(records.columns),
+        total_rows=records.total_rows,
+        input_rows=len(records),
+        rejected=records.rejected_counts(),
+        rejections_file=rejections_file,
+    )
+    manifest.sources.append(src)
+    manifest.save(store)
+    if records.rejections:
+        log.warning(
+            "%s: rejected %d of %d rows: %s",
+            src.name,
+            len(records.rejections),
+            records.total_rows,
+            src.rejected,
+        )
+    return src
+
+
+def _check_request(req: BuildRequest) -> None:
+    if not _NAME.fullmatch(req.source_name):
+        raise StoreError(
+            f"source name {req.source_name!r} must be 1-64 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)"
+        )
+    if (req.embeddings is None) == (not req.images):
+        raise StoreError(
+            "give either images (a folder or tar shards) or precomputed embeddings, not both or neither"
+        )
+
+
+def _check_new_store_options(req: BuildRequest) -> None:
+    if req.dtype not in DTYPES:
+        raise StoreError(f"dtype must be one of {DTYPES}, got {req.dtype!r}")
+    if req.shard_rows < 1:
+        raise StoreError(f"shard_rows must be >= 1, got {req.shard_rows}")
+
+
+def _check_same_encoder(manifest: Manifest, model_id: str, dim: int, store: Path) -> None:
+    if manifest.encoder != model_id or manifest.dim != dim:
+        raise StoreError(
+            f"{store} holds embeddings of {manifest.encoder!r} (d={manifest.dim}) but this source would use "
+            f"{model_id!r} (d={dim}); a store mixes no encoders: use the same --encoder or a new store"
+        )
+
+
+def _check_same_source(src: SourceInfo, req: BuildRequest, records: DatasetRecords) -> None:
+    """A resumed build must be the same build: same reader, metadata file, images or embeddings."""
+    now = {
+        "dataset format": (src.format, req.dataset),
+        "metadata file": (src.metadata_path, str(req.metadata.resolve())),
+        "metadata content (SHA-256)": (src.metadata_sha256, sha256_file(req.metadata)),
+        "images": (src.images, [str(p.resolve()) for p in req.images]),
+        "embeddings": (src.embeddings_path, str(req.embeddings.resolve()) if req.embeddings else None),
+        "columns": (src.columns, asdict(records.columns)),
+        "accepted rows": (src.input_rows, len(records)),
+    }
+    diff = [f"{k}: was {a!r}, now {b!r}" for k, (a, b) in now.items() if a != b]
+    if diff:
+        raise StoreError(
+            f"source {src.name!r} is half built with other inputs; resume it with the same command, or give "
+            "it another --source name. Differences: " + "; ".join(diff)
+        )
+
+
+def _open_embeddings(path: Path, total_rows: int) -> npt.NDArray[Any]:
+    try:
+        emb = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(
+            f"cannot read embeddings {path}: {exc} (expected a .npy written by numpy.save)"
+        ) from exc
+    if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or emb.shape[1] < 1:
+        raise StoreError(f"{path} must be a 2-D float16 or float32 array, got {emb.dtype} {emb.shape}")
+    if emb.shape[0] != total_rows:
+        raise StoreError(
+            f"{path} has {emb.shape[0]} rows but the metadata file has {total_rows}: "
+            "row i of the embeddings must "
+            "be data row i of the metadata file (rejected rows included)"
+        )
+    return emb
+
+
+def _has_foreign_files(store: Path) -> bool:
+    return any(p.name != LOCK for p in store.iterdir())
+
+
+def _remove_leftovers(store: Path, manifest: Manifest) -> None:
+    """Deletes shard files an interrupted commit wrote but never listed (and temporary files)."""
+    for sub in ("shards", "sources", "ann", "submaps"):
+        folder = store / sub
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            rel = f"{sub}/{p.name}"
+            if rel not in manifest.files:
+                log.info("removing %s, left by an interrupted step", rel)
+                p.unlink()
+    for p in store.glob(f"{MANIFEST}.tmp-*"):
+        p.unlink()

@@ -1,0 +1,231 @@
+"""The store manifest: what a store holds (encoder, sources, shards, files and their checksums), as JSON.
+
+The manifest is the store's commit record. A build writes a shard's files first and the manifest that lists
+them last (atomically), so a store is always whatever its manifest says: files it does not list are leftovers
+of an interrupted step and are ignored, then removed by the next build.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from georag.errors import StoreError
+from georag.store.files import write_json
+
+FORMAT = "georag-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = ("float16", "float32")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class FileEntry:
+    """Checksums of one file of the store (path relative to the store)."""
+
+    sha256: str
+    """SHA-256 of the whole file."""
+    bytes: int
+    """Size in bytes."""
+    quick: str
+    """SHA-256 of the size and 16 spread blocks (checked on every open)."""
+
+
+@dataclass
+class SourceInfo:
+    """One dataset added to the store (a row source of the hybrid database)."""
+
+    name: str
+    """Unique name in the store, e.g. "mp16" or "osv5m"; default: the dataset format."""
+    format: str
+    """The dataset reader used (see `georag.store.readers.FORMATS`)."""
+    metadata_path: str
+    """The metadata file it was read from (absolute, as given)."""
+    metadata_sha256: str
+    """SHA-256 of that file: a resumed build refuses a changed file."""
+    images: list[str]
+    """The image folder or tar shards (absolute paths); empty when built from embeddings."""
+    embeddings_path: str | None
+    """The precomputed embeddings file (`--from-embeddings`), else None."""
+    columns: dict[str, Any]
+    """The column map the reader used."""
+    total_rows: int
+    """Data rows in the metadata file."""
+    input_rows: int
+    """Rows accepted by the reader (valid coordinates), i.e. the work list of the build."""
+    rejected: dict[str, int]
+    """Rows rejected by the reader, per reason; listed in `rejections_file`."""
+    rejections_file: str | None
+    """Relative path of the JSON-lines list of rejected rows, or None when there were none."""
+    failure_files: list[str] = field(default_factory=list)
+    """Relative paths of the JSON-lines lists of work-list items that produced no row, one per shard."""
+    next_input: int = 0
+    """Work-list position where the build continues (== input_rows once complete)."""
+    rows: int = 0
+    """Rows stored so far."""
+    failed: int = 0
+    """Work-list items that produced no row (missing or corrupt image, bad embedding)."""
+    complete: bool = False
+    """True once every work-list item was processed."""
+
+
+@dataclass
+class ShardInfo:
+    """A contiguous block of store rows: their embeddings and metadata."""
+
+    source: str
+    """Name of the source the rows came from ("*" after a reorder mixed the sources)."""
+    first_row: int
+    """Store row id of the shard's first row."""
+    rows: int
+    """Rows in the shard."""
+    input_start: int
+    """First work-list position of the slice this shard covers (-1 after a reorder)."""
+    input_end: int
+    """One past its last work-list position (-1 after a reorder)."""
+    embeddings: str
+    """Relative path of the (rows, dim) .npy."""
+    metadata: str
+    """Relative path of the Parquet metadata."""
+    failed: int = 0
+    """Work-list items of this slice that produced no row."""
+
+
+@dataclass
+class AnnInfo:
+    """A faiss index file over all rows."""
+
+    file: str
+    """Relative path of the .faiss file (read only after its checksum matched)."""
+    factory: str
+    """The faiss index_factory string."""
+    rows: int
+    """Rows indexed (a stale index, after rows were added, is refused)."""
+
+
+@dataclass
+class SubmapInfo:
+    """One partition of the rows into submaps (countries, k-means clusters)."""
+
+    file: str
+    """Relative path of the .npz."""
+    scheme: str
+    """"country" or "kmeans"."""
+    count: int
+    """Number of submaps."""
+    rows: int
+    """Rows covered (a stale partition, after rows were added, is refused)."""
+    contiguous: bool = False
+    """True when the store's rows were reordered so each submap is one contiguous range."""
+
+
+@dataclass
+class Manifest:
+    """Everything a store holds, in the order rows are numbered."""
+
+    encoder: str
+    """Model id of the encoder that produced the embeddings (hub id or local folder)."""
+    dim: int
+    """Embedding dimension."""
+    dtype: str
+    """On-disk embedding dtype: "float16" or "float32" (rows are stored L2-normalized)."""
+    shard_rows: int
+    """Work-list items per shard (the unit of resumption)."""
+    created: str = field(default_factory=now)
+    """Creation time (UTC, ISO 8601)."""
+    updated: str = field(default_factory=now)
+    """Last commit time."""
+    sources: list[SourceInfo] = field(default_factory=list)
+    """Row sources in store order."""
+    shards: list[ShardInfo] = field(default_factory=list)
+    """Shards in row order."""
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    """Checksums of every file of the store except the manifest itself."""
+    ann: dict[str, AnnInfo] = field(default_factory=dict)
+    """faiss indexes by name."""
+    submaps: dict[str, SubmapInfo] = field(default_factory=dict)
+    """Submap partitions by name."""
+    format: str = FORMAT
+    """Always "georag-store"."""
+    format_version: int = FORMAT_VERSION
+    """Bumped on an incompatible change."""
+
+    @property
+    def num_rows(self) -> int:
+        """Rows stored in all shards."""
+        return sum(s.rows for s in self.shards)
+
+    def source(self, name: str) -> SourceInfo | None:
+        """The source called ``name``, or None."""
+        return next((s for s in self.sources if s.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the format and version first)."""
+        body = asdict(self)
+        return {"format": body.pop("format"), "format_version": body.pop("format_version"), **body}
+
+    def save(self, store: Path) -> None:
+        """Commits the manifest atomically (fsync, rename, directory fsync)."""
+        self.updated = now()
+        write_json(store / MANIFEST, self.to_json())
+
+    @classmethod
+    def load(cls, store: Path) -> Manifest:
+        """Reads and validates ``store/manifest.json``; StoreError says what is wrong."""
+        path = store / MANIFEST
+        if not path.is_file():
+            what = "does not exist" if not store.exists() else "has no manifest.json"
+            raise StoreError(f"{store} {what}: not a georag store (build one with `georag index build`)")
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path} is not readable JSON ({exc}); the store is damaged") from exc
+        return cls.from_json(raw, path)
+
+    @classmethod
+    def from_json(cls, raw: Any, origin: Path | str = "manifest") -> Manifest:
+        """Builds a Manifest from parsed JSON, refusing another format or version."""
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise StoreError(f"{origin} is not a georag store manifest")
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{origin} has store format version {version}; this georag reads version {FORMAT_VERSION}"
+            )
+        try:
+            m = cls(
+                encoder=str(raw["encoder"]),
+                dim=int(raw["dim"]),
+                dtype=str(raw["dtype"]),
+                shard_rows=int(raw["shard_rows"]),
+                created=str(raw["created"]),
+                updated=str(raw["updated"]),
+                sources=[SourceInfo(**s) for s in raw["sources"]],
+                shards=[ShardInfo(**s) for s in raw["shards"]],
+                files={k: FileEntry(**v) for k, v in raw["files"].items()},
+                ann={k: AnnInfo(**v) for k, v in raw["ann"].items()},
+                submaps={k: SubmapInfo(**v) for k, v in raw["submaps"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(f"{origin} is malformed ({type(exc).__name__}: {exc})") from exc
+        if m.dtype not in DTYPES or m.dim < 1 or m.shard_rows < 1:
+            raise StoreError(
+                f"{origin} is malformed: dtype {m.dtype!r}, dim {m.dim}, shard_rows {m.shard_rows}"
+            )
+        expected = 0
+        for s in m.shards:
+            if s.first_row != expected or s.rows < 0:
+                raise StoreError(f"{origin} is malformed: shard {s.embeddings} starts at row {s.first_row}")
+            expected += s.rows
+            for rel in (s.embeddings, s.metadata):
+                if rel not in m.files:
+                    raise StoreError(f"{origin} is malformed: {rel} has no checksum entry")
+        return m

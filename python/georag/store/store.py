@@ -1,0 +1,315 @@
+"""GeoStore: open a built store (checked against its manifest), and search it with coordinates attached."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from georag.errors import GeoRagError, StoreError
+from georag.search.neighbors import Neighbors
+from georag.store.files import quick_fingerprint, sha256_file
+from georag.store.manifest import Manifest
+from georag.store.metadata import empty_table, read_checked
+
+if TYPE_CHECKING:
+    from georag.search.faiss_index import FaissIndex
+    from georag.search.flat import FlatIndex
+    from georag.store.submaps import Submaps
+
+log = logging.getLogger(__name__)
+
+Verify = Literal["quick", "full", "none"]
+
+
+@dataclass(frozen=True, repr=False)
+class StoreNeighbors:
+    """A store search: the neighbours' row ids and cosine similarities, and their coordinates.
+
+    Coordinate arrays are (B, k) float64 degrees, NaN where the id is -1 (fewer rows than k searchable).
+    """
+
+    neighbors: Neighbors
+    """Ids and scores, as `FlatIndex.search` returns them."""
+    near_lat: npt.NDArray[np.float64]
+    near_lon: npt.NDArray[np.float64]
+    far_lat: npt.NDArray[np.float64]
+    far_lon: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.neighbors)
+
+    def __repr__(self) -> str:
+        n = self.neighbors
+        first = ""
+        if len(n) and n.near_ids.shape[1] and n.near_ids[0, 0] >= 0:
+            first = f", first query's nearest at ({self.near_lat[0, 0]:.4f}, {self.near_lon[0, 0]:.4f})"
+        kn, kf = n.near_ids.shape[1], n.far_ids.shape[1]
+        return f"StoreNeighbors(queries={len(n)}, k_near={kn}, k_far={kf}{first})"
+
+
+class GeoStore:
+    """A built store opened for search: memory-mapped embeddings, metadata in memory, lazy indexes.
+
+    Open with :meth:`open`. Embeddings stay on disk (memory-mapped, read through the page cache); the exact
+    index (:meth:`flat_index`) is built from them shard by shard on first use, so its float32 copy is the
+    only full-size allocation.
+    """
+
+    def __init__(
+        self, path: Path, manifest: Manifest, metadata: pa.Table, shards: list[npt.NDArray[Any]]
+    ) -> None:
+        """Use :meth:`open`."""
+        self.path = path
+        self.manifest = manifest
+        self.metadata = metadata
+        self._shards = shards
+        self._flat: FlatIndex | None = None
+        self._ann: dict[str, FaissIndex] = {}
+        self._submaps: dict[str, Submaps] = {}
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        encoder: str | None = None,
+        dim: int | None = None,
+        verify: Verify = "quick",
+    ) -> GeoStore:
+        """Opens the store at ``path`` and checks it against its manifest.
+
+        ``encoder`` / ``dim``: refuse a store built with another encoder model or dimension (StoreError
+        naming both). ``verify``: "quick" (default) checks every file's size and a fingerprint of 16 spread
+        blocks, and the full SHA-256 of the metadata (which is read anyway); "full" hashes everything
+        (minutes for a 10M-row store; `georag index verify` does it with a report); "none" only checks
+        sizes. faiss files are always fully hashed before they are parsed, when first used.
+        """
+        root = Path(path)
+        manifest = Manifest.load(root)
+        if encoder is not None and encoder != manifest.encoder:
+            raise StoreError(
+                f"{root} was built with encoder {manifest.encoder!r}, not {encoder!r}: "
+                "its embeddings are not "
+                "comparable with this encoder's; build a store with this encoder or use the store's"
+            )
+        if dim is not None and dim != manifest.dim:
+            raise StoreError(f"{root} holds {manifest.dim}-dimensional embeddings, not {dim}")
+        unfinished = [s for s in manifest.sources if not s.complete]
+        if unfinished:
+            s = unfinished[0]
+            raise StoreError(
+                f"source {s.name!r} of {root} is not finished ({s.next_input} of {s.input_rows} items): "
+                "re-run "
+                "its build command to resume it"
+            )
+        if verify not in ("quick", "full", "none"):
+            raise StoreError(f"verify must be 'quick', 'full' or 'none', got {verify!r}")
+        for rel in manifest.files:
+            _check_file(root, manifest, rel, "none" if rel.endswith(".parquet") else verify)
+        tables = [read_checked(root / s.metadata, manifest.files[s.metadata].sha256) for s in manifest.shards]
+        metadata = pa.concat_tables(tables) if tables else empty_table()
+        shards = [_open_shard(root, manifest, i) for i in range(len(manifest.shards))]
+        if metadata.num_rows != manifest.num_rows:
+            raise StoreError(
+                f"{root}: metadata has {metadata.num_rows} rows, the manifest {manifest.num_rows}"
+            )
+        return cls(root, manifest, metadata, shards)
+
+    @property
+    def ntotal(self) -> int:
+        """Rows in the store."""
+        return self.manifest.num_rows
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self.manifest.dim
+
+    @property
+    def encoder(self) -> str:
+        """Model id of the encoder the store was built with."""
+        return self.manifest.encoder
+
+    def __repr__(self) -> str:
+        sources = ", ".join(f"{s.name}={s.rows}" for s in self.manifest.sources)
+        return (
+            f"GeoStore({str(self.path)!r}, rows={self.ntotal}, dim={self.dim}, dtype={self.manifest.dtype}, "
+            f"encoder={self.encoder!r}, sources: {sources or 'none'})"
+        )
+
+    @cached_property
+    def lat(self) -> npt.NDArray[np.float64]:
+        """(N,) latitude of every row, degrees."""
+        return self.metadata.column("lat").to_numpy()
+
+    @cached_property
+    def lon(self) -> npt.NDArray[np.float64]:
+        """(N,) longitude of every row, degrees."""
+        return self.metadata.column("lon").to_numpy()
+
+    def embedding_shards(self) -> Iterator[npt.NDArray[Any]]:
+        """The stored (L2-normalized) embeddings: one memory-mapped (rows, d) array per shard, in order."""
+        yield from self._shards
+
+    def embeddings(self, rows: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """The float32 embeddings of the given row ids (any order, repeats allowed)."""
+        ids = np.asarray(rows, dtype=np.int64).ravel()
+        if ids.size and (ids.min() < 0 or ids.max() >= self.ntotal):
+            raise StoreError(f"row ids must be in [0, {self.ntotal}), got {ids.min()}..{ids.max()}")
+        starts = np.array([s.first_row for s in self.manifest.shards], dtype=np.int64)
+        shard = np.searchsorted(starts, ids, side="right") - 1
+        out = np.empty((ids.size, self.dim), dtype=np.float32)
+        for j in np.unique(shard):
+            sel = np.flatnonzero(shard == j)
+            out[sel] = self._shards[int(j)][ids[sel] - starts[j]]
+        return out
+
+    def flat_index(self, *, num_threads: int = 0) -> FlatIndex:
+        """The exact index over all rows, built shard by shard on first call (then cached).
+
+        Memory: N x d x 4 bytes (d padded to 16) for the index, plus one shard converted at a time.
+        """
+        if self._flat is None:
+            from georag.search.flat import FlatIndex
+
+            self._flat = FlatIndex.from_chunks(self._shards, self.ntotal, self.dim, num_threads=num_threads)
+        return self._flat
+
+    def ann_index(self, name: str) -> FaissIndex:
+        """The faiss index ``name`` (from `georag index build-ann`), read only after its SHA-256 matched."""
+        if name not in self._ann:
+            from georag.search.faiss_index import FaissIndex
+
+            info = self.manifest.ann.get(name)
+            if info is None:
+                raise StoreError(
+                    f"{self.path} has no ANN index {name!r}; it has {sorted(self.manifest.ann) or 'none'}"
+                )
+            if info.rows != self.ntotal:
+                raise StoreError(
+                    f"ANN index {name!r} covers {info.rows} rows but the store has {self.ntotal}: "
+                    "rebuild it with "
+                    f"`georag index build-ann {self.path} --factory '{info.factory}' --name {name}`"
+                )
+            _check_file(self.path, self.manifest, info.file, "none")
+            try:
+                index = FaissIndex.load(self.path / info.file, self.manifest.files[info.file].sha256)
+            except GeoRagError as exc:
+                raise StoreError(str(exc)) from exc
+            index.factory = info.factory
+            self._ann[name] = index
+        return self._ann[name]
+
+    def submaps(self, name: str) -> Submaps:
+        """The submap partition ``name`` (e.g. "country", "kmeans100"), checked against its checksum."""
+        if name not in self._submaps:
+            from georag.store.submaps import load_submaps
+
+            info = self.manifest.submaps.get(name)
+            if info is None:
+                raise StoreError(
+                    f"{self.path} has no submaps {name!r}; it has {sorted(self.manifest.submaps) or 'none'} "
+                    f"(make some with `georag index submaps {self.path} --by country`)"
+                )
+            if info.rows != self.ntotal:
+                raise StoreError(
+                    f"submaps {name!r} cover {info.rows} rows but the store has {self.ntotal}: "
+                    "recompute them with "
+                    f"`georag index submaps {self.path} --by {info.scheme}`"
+                )
+            _check_file(self.path, self.manifest, info.file, "full")
+            self._submaps[name] = load_submaps(self.path / info.file, expected_rows=self.ntotal)
+        return self._submaps[name]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        k_near: int = 16,
+        k_far: int = 16,
+        *,
+        submap: tuple[str, str] | None = None,
+        index: str | None = None,
+        num_threads: int | None = None,
+    ) -> StoreNeighbors:
+        """The ``k_near`` most and ``k_far`` least similar rows of each raw query, with their coordinates.
+
+        ``submap=(partition, name)``, e.g. ``("country", "FR")``: search only that submap's rows.
+        ``index``: None for the exact flat index, or the name of an ANN index of the store.
+        """
+        ranges = None if submap is None else self.submaps(submap[0]).ranges(submap[1])
+        if index is None:
+            res = self.flat_index().search(queries, k_near, k_far, row_ranges=ranges, num_threads=num_threads)
+        else:
+            res = self.ann_index(index).search(queries, k_near, k_far, row_ranges=ranges)
+        near_lat, near_lon = self.coordinates(res.near_ids)
+        far_lat, far_lon = self.coordinates(res.far_ids)
+        return StoreNeighbors(res, near_lat, near_lon, far_lat, far_lon)
+
+    def coordinates(
+        self, ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Latitude and longitude of row ids of any shape; NaN where an id is -1 (padding)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        valid = ids >= 0
+        safe = np.where(valid, ids, 0)
+        if self.ntotal == 0:
+            return np.full(ids.shape, np.nan), np.full(ids.shape, np.nan)
+        return np.where(valid, self.lat[safe], np.nan), np.where(valid, self.lon[safe], np.nan)
+
+    def rows(self, ids: npt.ArrayLike) -> pa.Table:
+        """The metadata rows of the given row ids, in that order."""
+        return self.metadata.take(pa.array(np.asarray(ids, dtype=np.int64).ravel()))
+
+
+def _check_file(root: Path, manifest: Manifest, rel: str, verify: Verify) -> None:
+    entry = manifest.files[rel]
+    path = root / rel
+    if not path.is_file():
+        raise StoreError(f"{path} is missing: the store is incomplete; run `georag index verify {root}`")
+    size = path.stat().st_size
+    if size != entry.bytes:
+        raise StoreError(
+            f"{path} has {size} bytes but the manifest says {entry.bytes}: "
+            "the file was changed or truncated; "
+            f"run `georag index verify {root}`"
+        )
+    if verify == "none":
+        return
+    actual = quick_fingerprint(path) if verify == "quick" else sha256_file(path)
+    expected = entry.quick if verify == "quick" else entry.sha256
+    if actual != expected:
+        kind = "fingerprint" if verify == "quick" else "SHA-256"
+        raise StoreError(
+            f"{path} was changed after the store was written (its {kind} "
+            f"differs from the manifest's); run `georag index verify {root}` and rebuild the affected source"
+        )
+
+
+def _open_shard(root: Path, manifest: Manifest, i: int) -> npt.NDArray[Any]:
+    info = manifest.shards[i]
+    try:
+        # An empty array cannot be memory-mapped; it is a header only.
+        mode: Literal["r"] | None = "r" if info.rows else None
+        arr = np.load(root / info.embeddings, mmap_mode=mode, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(
+            f"{root / info.embeddings} is not a readable .npy ({exc}); the store is damaged"
+        ) from exc
+    if arr.shape != (info.rows, manifest.dim) or arr.dtype != np.dtype(manifest.dtype):
+        raise StoreError(
+            f"{root / info.embeddings} holds {arr.dtype} {arr.shape}, the manifest says "
+            f"{manifest.dtype} ({info.rows}, {manifest.dim}); the store is damaged"
+        )
+    return arr
