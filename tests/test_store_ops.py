@@ -98,7 +98,7 @@ def test_embeddings_must_align_with_the_metadata_rows(tmp_path: Path) -> None:
 def test_add_a_second_source_keeps_row_ids_contiguous(
     built: tuple[Path, np.ndarray, list], tmp_path: Path
 ) -> None:
-    path, emb, _ = built
+    path, _, _ = built
     (tmp_path / "second").mkdir()
     meta2, emb2_path, emb2, _ = _dataset(tmp_path / "second", 60, 1)
     _from_embeddings(path, meta2, emb2_path, add=True, source="extra")
@@ -176,7 +176,7 @@ def test_ann_index_matches_exact_search_and_a_swapped_file_is_refused(
     shutil.move(a, tmp)
     shutil.move(b, a)
     shutil.move(tmp, b)
-    # Same size, other content: even when the open skips fingerprints, the index is hashed before faiss parses it.
+    # Same size, other content: with fingerprints skipped on open, the index is still hashed before parsing.
     data = bytearray(a.read_bytes())
     data[-5] ^= 0xFF
     a.write_bytes(bytes(data))
@@ -210,7 +210,7 @@ def test_reorder_makes_each_submap_one_range_and_keeps_every_row(
     built: tuple[Path, np.ndarray, list],
 ) -> None:
     pytest.importorskip("faiss")
-    path, emb, _ = built
+    path, _, _ = built
     before = GeoStore.open(path)
     pairs_before = _pairs(before)
     make_submaps(path, "country")

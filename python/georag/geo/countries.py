@@ -104,9 +104,7 @@ def _reverse_geocode() -> ModuleType:
     return reverse_geocode
 
 
-def countries_at(
-    lat: npt.ArrayLike, lon: npt.ArrayLike, *, chunk: int = 200_000
-) -> npt.NDArray[np.str_]:
+def countries_at(lat: npt.ArrayLike, lon: npt.ArrayLike, *, chunk: int = 200_000) -> npt.NDArray[np.str_]:
     """The ISO alpha-2 country code at each coordinate, offline (GeoNames cities of 1000+ people).
 
     Uses the ``reverse_geocode`` package: the country of the nearest populated place. Its nearest

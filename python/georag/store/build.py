@@ -158,15 +158,21 @@ def build_source(
         records = read_dataset(
             req.metadata, req.dataset, columns=req.columns, zero_is_unknown=req.zero_is_unknown
         )
+        if existing is not None:
+            _check_same_source(existing, req, records)
         emb = _open_embeddings(req.embeddings, records.total_rows) if req.embeddings else None
-        dim = int(emb.shape[1]) if emb is not None else None
         encoder: Encoder | None = None
         if emb is None and (existing is None or existing.next_input < existing.input_rows):
             if encoder_factory is None:
                 raise StoreError("building from images needs an encoder")
             encoder = encoder_factory()
+        if emb is not None:
+            dim = int(emb.shape[1])
+        elif encoder is not None:
             dim = encoder.dim
-        assert dim is not None
+        else:  # resuming a source whose every slice is committed: nothing to embed
+            assert manifest is not None
+            dim = manifest.dim
         model_id = encoder.model_id if encoder is not None else req.encoder
         if manifest is None:
             _check_new_store_options(req)
@@ -174,8 +180,6 @@ def build_source(
         _check_same_encoder(manifest, model_id, dim, store)
         if existing is None:
             existing = _register_source(store, manifest, req, records)
-        else:
-            _check_same_source(existing, req, records)
         _remove_leftovers(store, manifest)
         return _run(store, manifest, existing, records, encoder, emb, progress, t0)
 

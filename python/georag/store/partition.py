@@ -116,9 +116,11 @@ def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int6
         take = perm[start : start + rows_per]
         stem = f"shards/r{generation}-{j:06d}"
         emb = store.embeddings(take).astype(manifest.dtype)
-        meta = store.rows(take).set_column(
-            0, "row_id", pa.array(np.arange(start, start + len(take), dtype=np.int64))
-        ).cast(SCHEMA)
+        meta = (
+            store.rows(take)
+            .set_column(0, "row_id", pa.array(np.arange(start, start + len(take), dtype=np.int64)))
+            .cast(SCHEMA)
+        )
         for rel, (sha, size) in (
             (f"{stem}.npy", write_npy(store.path / f"{stem}.npy", emb)),
             (f"{stem}.parquet", write_bytes(store.path / f"{stem}.parquet", to_parquet_bytes(meta))),
