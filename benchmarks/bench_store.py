@@ -9,7 +9,8 @@ process so its memory is its own:
   open    GeoStore.open (quick verification: sizes, 16-block fingerprints, full SHA-256 of the metadata)
   verify  the full SHA-256 pass of `georag index verify`
   index   GeoStore.flat_index(): the float32 FlatIndex filled shard by shard from the memory-mapped files
-  search  median latency of store.search (ids + coordinates) vs FlatIndex.search on the same index, B=1/16/256
+  search  median latency of store.search (ids + coordinates) vs FlatIndex.search on one index, B=1/16/256,
+          the two interleaved run by run so that machine noise hits both alike
 
 Memory: "peak anon" is the peak of private (anonymous) resident memory, sampled every 20 ms: what the
 phase allocated. Pages of memory-mapped store files are page cache, counted in RSS but reclaimable; they
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from timing import log, median_s
+from timing import log, paired_median_s
 
 DIM = 1152
 
@@ -134,8 +135,9 @@ def child(phase: str, store: str, emb: str, meta: str, repeats: int) -> dict[str
                 rng = np.random.default_rng(1)
                 for b in (1, 16, 256):
                     q = rng.standard_normal((b, DIM), dtype=np.float32)
-                    direct = median_s(lambda q=q: index.search(q, 16, 16), repeats)
-                    via = median_s(lambda q=q: s.search(q, 16, 16), repeats)
+                    direct, via = paired_median_s(
+                        [lambda q=q: index.search(q, 16, 16), lambda q=q: s.search(q, 16, 16)], repeats
+                    )
                     out[f"B{b}"] = {"flat_ms": 1e3 * direct, "store_ms": 1e3 * via, "ratio": via / direct}
         out["seconds"] = time.perf_counter() - t0
     out.update(mem.report(base))

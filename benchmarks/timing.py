@@ -22,3 +22,16 @@ def median_s(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def paired_median_s(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median wall time of each of ``fns``, run interleaved (a, b, a, b, ...) so drift hits all alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]

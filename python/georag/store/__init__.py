@@ -1,3 +1,18 @@
 """GeoStore: the geotagged embedding database (format, readers, build, search)."""
 
 from __future__ import annotations
+
+from georag.store.build import BuildReport, BuildRequest, build_source
+from georag.store.readers import FORMATS, ColumnMap, read_dataset
+from georag.store.store import GeoStore, StoreNeighbors
+
+__all__ = [
+    "FORMATS",
+    "BuildReport",
+    "BuildRequest",
+    "ColumnMap",
+    "GeoStore",
+    "StoreNeighbors",
+    "build_source",
+    "read_dataset",
+]
