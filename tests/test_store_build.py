@@ -295,3 +295,28 @@ def test_metadata_is_stored_with_the_documented_schema(real_store: Path) -> None
     row = store.rows([5]).to_pylist()[0]
     assert row["source"] == "im2gps3k" and row["row_id"] == 5 and row["country"] is None
     assert isinstance(store.metadata, pa.Table)
+
+
+def test_images_and_embeddings_of_one_relative_model_folder_share_a_store(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need_shared()
+    rows = rows_with_images(6)
+    meta = write_csv(tmp_path / "meta.csv", rows)
+    monkeypatch.chdir(tiny.parent)
+    req = BuildRequest(
+        store=tmp_path / "s", dataset="im2gps3k", metadata=meta, encoder=tiny.name, images=(SHARED_IMAGES,)
+    )
+    build_source(req, add=False, encoder_factory=lambda: load_encoder(tiny.name))
+    np.save(tmp_path / "emb.npy", np.ones((6, 32), dtype=np.float32))
+    more = BuildRequest(
+        store=tmp_path / "s",
+        dataset="im2gps3k",
+        metadata=meta,
+        encoder=tiny.name,
+        embeddings=tmp_path / "emb.npy",
+        source="precomputed",
+    )
+    build_source(more, add=True)
+    store = GeoStore.open(tmp_path / "s", encoder=str(tiny.resolve()))
+    assert store.ntotal == 12

@@ -85,15 +85,19 @@ def _source_options(fn: F) -> F:
 @click.option(
     "--out", "store", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store dir."
 )
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32"]),
+    default=None,
+    help="On-disk embeddings of a new store [default: float16].",
+)
 @click.option(
     "--shard-rows",
-    default=4096,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Items per shard: the unit of resumption.",
+    help="Items per shard of a new store, the unit of resumption [default: 4096].",
 )
-def build(store: Path, dtype: str, shard_rows: int, **kw: Any) -> None:
+def build(store: Path, dtype: str | None, shard_rows: int | None, **kw: Any) -> None:
     """Build a store from a dataset; re-running the same command resumes an interrupted build.
 
     Example: georag index build --dataset im2gps3k --metadata im2gps3k_places365.csv
@@ -107,15 +111,15 @@ def build(store: Path, dtype: str, shard_rows: int, **kw: Any) -> None:
 @_source_options
 def add(store: Path, **kw: Any) -> None:
     """Add another dataset to STORE (the hybrid database); it must use the store's encoder."""
-    _run_build(store, add=True, dtype="float16", shard_rows=1, **kw)
+    _run_build(store, add=True, dtype=None, shard_rows=None, **kw)
 
 
 def _run_build(
     store: Path,
     *,
     add: bool,
-    dtype: str,
-    shard_rows: int,
+    dtype: str | None,
+    shard_rows: int | None,
     dataset: str,
     metadata: Path,
     images: tuple[Path, ...],
@@ -164,7 +168,7 @@ def _run_build(
         raise click.ClickException(
             "interrupted: every committed shard is kept; re-run the same command to resume"
         ) from None
-    except (GeoRagError, ValueError) as exc:
+    except (GeoRagError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if report.already_complete:
         click.echo(f"{report.source}: already complete in {store} ({report.store_rows} rows); nothing to do")
@@ -220,7 +224,10 @@ def _column_map(
 @click.option("--factory", required=True, help='faiss index_factory string, e.g. "IVF4096,Flat" or "HNSW32".')
 @click.option("--name", default=None, help="Index name [default: the factory, made filename-safe].")
 @click.option(
-    "--train-size", default=None, type=click.IntRange(min=1), help="Training rows [default: 50 x nlist]."
+    "--train-size",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Training rows [default: max(50 x nlist, 20000), at most all rows].",
 )
 @click.option("--seed", default=1234, show_default=True, type=int)
 def build_ann_cmd(store: Path, factory: str, name: str | None, train_size: int | None, seed: int) -> None:
@@ -230,7 +237,7 @@ def build_ann_cmd(store: Path, factory: str, name: str | None, train_size: int |
 
     try:
         info = build_ann(GeoStore.open(store), factory, name=name, train_size=train_size, seed=seed)
-    except (GeoRagError, ValueError) as exc:
+    except (GeoRagError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"built {info.file} ({info.factory}) over {info.rows} rows")
 
@@ -252,7 +259,7 @@ def submaps_cmd(store: Path, by: str, k: int, name: str | None, seed: int, reord
 
     try:
         sub = make_submaps(store, by, k=k, seed=seed, name=name, reorder=reorder)
-    except (GeoRagError, ValueError) as exc:
+    except (GeoRagError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     sizes = sorted(sub.sizes().items(), key=lambda kv: -kv[1])
     click.echo(f"{len(sub)} submaps by {by} over {sub.num_rows} rows in {len(sub.starts)} row ranges")
@@ -271,7 +278,7 @@ def info_cmd(store: Path, as_json: bool) -> None:
 
     try:
         info = store_info(store)
-    except GeoRagError as exc:
+    except (GeoRagError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(info, indent=1))
@@ -306,12 +313,12 @@ def verify_cmd(store: Path) -> None:
 
     try:
         report = verify_store(store, progress=True)
-    except GeoRagError as exc:
+    except (GeoRagError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     for line in report.problems:
         click.echo(f"CORRUPT  {line}")
     for rel in report.unlisted:
-        click.echo(f"unlisted {rel} (left by an interrupted step; the next build removes it)")
+        click.echo(f"unlisted {rel} (left by an interrupted step; the next writer to the store deletes it)")
     click.echo(
         f"checked {report.checked} files, {report.bytes / 2**20:.1f} MiB: {'OK' if report.ok else 'DAMAGED'}"
     )

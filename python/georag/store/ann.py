@@ -10,16 +10,14 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.errors import StoreError
-from georag.store.build import store_lock
 from georag.store.files import quick_fingerprint
-from georag.store.manifest import AnnInfo, FileEntry, Manifest
+from georag.store.manifest import AnnInfo, FileEntry, Manifest, check_name
+from georag.store.writing import delete_unlisted, fresh_name, remove_leftovers, store_lock, sync_folder
 
 if TYPE_CHECKING:
     from georag.store.store import GeoStore
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ShardedRows:
@@ -56,6 +54,11 @@ class ShardedRows:
         return self._store.embeddings(rows)
 
 
+def default_ann_name(factory: str) -> str:
+    """The factory string made filename-safe ("IVF4096,Flat" -> "IVF4096_Flat")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", factory).strip("_.-") or "ann"
+
+
 def build_ann(
     store: GeoStore,
     factory: str,
@@ -64,35 +67,42 @@ def build_ann(
     train_size: int | None = None,
     seed: int = 1234,
 ) -> AnnInfo:
-    """Builds a faiss ``factory`` index (inner product on the normalized rows) and registers it.
+    """Builds a faiss ``factory`` index (inner product on the normalized rows) and registers it as ``name``.
 
-    The file is written atomically to ``ann/<name>.faiss`` and its SHA-256 recorded in the manifest, so it
-    is only ever deserialized after the checksum matched. ``name`` defaults to the factory string made
-    filename-safe. Memory: the index itself, the training sample and one 16384-row chunk.
+    The file gets a fresh name, is fsynced, and only then does the manifest switch to it (the index it
+    replaces, if any, is deleted after that commit); its SHA-256 in the manifest means it is only ever
+    deserialized after the checksum matched. ``name`` defaults to the factory string made filename-safe.
+    Memory: the index itself, the training sample and one 16384-row chunk. The store must not change while
+    the index is built (checked before the commit); reopen the store to use the new index.
     """
     from georag.search.faiss_index import FaissIndex
 
-    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", factory).strip("_.-") or "ann"
-    if not _NAME.fullmatch(name):
-        raise StoreError(f"index name {name!r} must be 1-64 letters, digits, '_', '.', '-'")
+    name = check_name(name or default_ann_name(factory), "index name")
     if store.ntotal == 0:
         raise StoreError(f"{store.path} has no rows to index")
+    rows_built = store.manifest.shard_files()
     try:
         index = FaissIndex(ShardedRows(store), factory, train_size=train_size, seed=seed)
     except ValueError as exc:
         raise StoreError(str(exc)) from exc
-    rel = f"ann/{name}.faiss"
     with store_lock(store.path):
         manifest = Manifest.load(store.path)
-        if manifest.num_rows != store.ntotal:
+        if manifest.shard_files() != rows_built:
             raise StoreError(f"{store.path} changed while the index was built; run build-ann again")
+        remove_leftovers(store.path, manifest)
         (store.path / "ann").mkdir(exist_ok=True)
+        rel = fresh_name(manifest, "ann", name, ".faiss")
         sha = index.save(store.path / rel)
+        sync_folder(store.path, "ann")
         size = (store.path / rel).stat().st_size
         manifest.files[rel] = FileEntry(sha256=sha, bytes=size, quick=quick_fingerprint(store.path / rel))
+        old = manifest.ann.get(name)
         info = AnnInfo(file=rel, factory=factory, rows=store.ntotal)
         manifest.ann[name] = info
+        if old is not None:
+            manifest.files.pop(old.file, None)
         manifest.save(store.path)
-    store.manifest = manifest
+        if old is not None:
+            delete_unlisted(store.path, manifest, [old.file])
     log.info("built %s (%s) over %d rows: %d bytes", name, factory, store.ntotal, size)
     return info

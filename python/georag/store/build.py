@@ -9,10 +9,7 @@ slices and their batches are the same, produces the same rows as an uninterrupte
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -24,9 +21,10 @@ import numpy.typing as npt
 
 from georag.errors import StoreError
 from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_jsonl, write_npy
-from georag.store.manifest import DTYPES, MANIFEST, FileEntry, Manifest, ShardInfo, SourceInfo
+from georag.store.manifest import DTYPES, MANIFEST, FileEntry, Manifest, ShardInfo, SourceInfo, check_name
 from georag.store.metadata import shard_table, to_parquet_bytes
 from georag.store.readers import ColumnMap, DatasetRecords, read_dataset
+from georag.store.writing import is_leftover_only, remove_leftovers, store_lock
 
 if TYPE_CHECKING:
     from georag.encoder.encoder import Encoder
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_ROWS = 4096
-LOCK = ".lock"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -59,10 +55,11 @@ class BuildRequest:
     """Name of this source in the store; default: the dataset format."""
     columns: ColumnMap | None = None
     """Column names (required for the generic format); default: the format's own."""
-    dtype: str = "float16"
-    """On-disk embedding dtype of a new store: float16 (half the disk and page cache) or float32."""
-    shard_rows: int = DEFAULT_SHARD_ROWS
-    """Work-list items per shard of a new store (the unit of resumption); default 4096."""
+    dtype: str | None = None
+    """On-disk dtype of a new store: float16 (the default: half the disk and page cache) or float32; None
+    for an existing store keeps its dtype (another value is refused)."""
+    shard_rows: int | None = None
+    """Work-list items per shard of a new store (the unit of resumption); None: 4096, or the store's."""
     zero_is_unknown: bool = True
     """Reject rows at exactly (0, 0), which Flickr-derived datasets use for "unknown"; default True."""
 
@@ -103,21 +100,6 @@ class _Slice:
     failures: list[dict[str, Any]]
 
 
-@contextlib.contextmanager
-def store_lock(store: Path) -> Iterator[None]:
-    """An exclusive lock on the store for writers (two builds on one store would interleave shards)."""
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / LOCK, "a+b") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise StoreError(f"{store} is being written by another georag process; wait for it") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build_source(
     req: BuildRequest,
     *,
@@ -136,17 +118,21 @@ def build_source(
     store = req.store
     if add and not (store / MANIFEST).is_file():
         raise StoreError(f"{store} is not a georag store; create it with `georag index build` first")
-    if not add and store.exists() and not (store / MANIFEST).is_file() and _has_foreign_files(store):
+    if not add and store.exists() and not (store / MANIFEST).is_file() and not is_leftover_only(store):
         raise StoreError(f"{store} exists and is not a georag store; choose an empty or new directory")
     with store_lock(store):
         manifest = Manifest.load(store) if (store / MANIFEST).is_file() else None
+        remove_leftovers(store, manifest)
         existing = manifest.source(req.source_name) if manifest else None
         if manifest is not None and existing is None and not add:
             raise StoreError(
                 f"{store} already holds {[s.name for s in manifest.sources]}; add another source with "
                 f"`georag index add {store} ...`, or build into a new directory"
             )
+        if manifest is not None:
+            _check_store_options(manifest, req)
         if existing is not None and existing.complete:
+            _check_same_inputs(existing, req)
             return BuildReport(
                 source=existing.name,
                 input_rows=existing.input_rows,
@@ -155,33 +141,47 @@ def build_source(
                 seconds=time.perf_counter() - t0,
                 already_complete=True,
             )
+        if existing is not None:
+            _check_same_inputs(existing, req)
         records = read_dataset(
             req.metadata, req.dataset, columns=req.columns, zero_is_unknown=req.zero_is_unknown
         )
         if existing is not None:
-            _check_same_source(existing, req, records)
+            _check_same_records(existing, records)
         emb = _open_embeddings(req.embeddings, records.total_rows) if req.embeddings else None
         encoder: Encoder | None = None
         if emb is None and (existing is None or existing.next_input < existing.input_rows):
             if encoder_factory is None:
                 raise StoreError("building from images needs an encoder")
             encoder = encoder_factory()
-        if emb is not None:
-            dim = int(emb.shape[1])
-        elif encoder is not None:
-            dim = encoder.dim
-        else:  # resuming a source whose every slice is committed: nothing to embed
-            assert manifest is not None
-            dim = manifest.dim
-        model_id = encoder.model_id if encoder is not None else req.encoder
         if manifest is None:
+            model_id, dim = _identity(req, encoder, emb)
             _check_new_store_options(req)
-            manifest = Manifest(encoder=model_id, dim=dim, dtype=req.dtype, shard_rows=req.shard_rows)
-        _check_same_encoder(manifest, model_id, dim, store)
+            manifest = Manifest(
+                encoder=model_id,
+                dim=dim,
+                dtype=req.dtype or "float16",
+                shard_rows=req.shard_rows or DEFAULT_SHARD_ROWS,
+            )
+        elif encoder is not None or emb is not None:
+            # Resuming a source whose every slice is committed embeds nothing, so it needs no identity check.
+            _check_same_encoder(manifest, *_identity(req, encoder, emb), store)
         if existing is None:
             existing = _register_source(store, manifest, req, records)
-        _remove_leftovers(store, manifest)
         return _run(store, manifest, existing, records, encoder, emb, progress, t0)
+
+
+def _identity(req: BuildRequest, encoder: Encoder | None, emb: npt.NDArray[Any] | None) -> tuple[str, int]:
+    """The encoder model id and dimension this source's rows come from.
+
+    A loaded encoder names itself (a hub id, a resolved local folder, or an export's original model id);
+    with precomputed embeddings, ``req.encoder`` names the model, resolved like a local folder when it is one.
+    """
+    if encoder is not None:
+        return encoder.model_id, encoder.dim
+    assert emb is not None
+    ref = Path(req.encoder).expanduser()  # as georag.encoder resolves a local folder
+    return (str(ref.resolve()) if ref.exists() else req.encoder), int(emb.shape[1])
 
 
 def _run(
@@ -204,6 +204,7 @@ def _run(
         from georag.store.image_catalog import open_catalog
 
         catalog = open_catalog(src.images)
+        where = catalog.describe()  # once: describing a folder lists it
     if src.next_input:
         log.info("resuming %s at item %d of %d", src.name, src.next_input, src.input_rows)
     bar = tqdm(
@@ -224,7 +225,7 @@ def _run(
                 part = _slice_from_embeddings(records, emb, start, end)
             else:
                 assert encoder is not None and catalog is not None
-                part = _slice_from_images(records, catalog, encoder, start, end)
+                part = _slice_from_images(records, catalog, where, encoder, start, end)
             _commit(store, manifest, src, records, part, start, end)
             report.added_rows += len(part.take)
             report.failed += len(part.failures)
@@ -238,7 +239,7 @@ def _run(
 
 
 def _slice_from_images(
-    records: DatasetRecords, catalog: ImageCatalog, encoder: Encoder, start: int, end: int
+    records: DatasetRecords, catalog: ImageCatalog, where: str, encoder: Encoder, start: int, end: int
 ) -> _Slice:
     table = records.table.slice(start, end - start)
     ids = table.column("image_id").to_pylist()
@@ -249,9 +250,7 @@ def _slice_from_images(
     for pos, (image_id, name) in enumerate(zip(ids, names, strict=True)):
         ref = catalog.locate(name)
         if ref is None:
-            failures.append(
-                _failure(records, start + pos, image_id, f"image not found: {name} in {catalog.describe()}")
-            )
+            failures.append(_failure(records, start + pos, image_id, f"image not found: {name} in {where}"))
         else:
             present.append(pos)
             refs.append(ref)
@@ -324,6 +323,8 @@ def _commit(
 ) -> None:
     """Writes one shard's files, then the manifest that lists them (the commit point)."""
     stem = f"shards/{src.name}-{start // manifest.shard_rows:06d}"
+    if f"{stem}.npy" in manifest.files:
+        raise StoreError(f"{stem}.npy is already a committed file of the store; refusing to overwrite it")
     (store / "shards").mkdir(exist_ok=True)
     first_row = manifest.num_rows
     rows = part.rows.astype(manifest.dtype)
@@ -360,6 +361,7 @@ def _commit(
 def _register_source(
     store: Path, manifest: Manifest, req: BuildRequest, records: DatasetRecords
 ) -> SourceInfo:
+    metadata_sha256 = sha256_file(req.metadata)
     rejections_file = None
     if records.rejections:
         rejections_file = f"sources/{req.source_name}.rejected.jsonl"
@@ -370,9 +372,10 @@ def _register_source(
         name=req.source_name,
         format=req.dataset,
         metadata_path=str(req.metadata.resolve()),
-        metadata_sha256=sha256_file(req.metadata),
+        metadata_sha256=metadata_sha256,
         images=[str(p.resolve()) for p in req.images],
         embeddings_path=str(req.embeddings.resolve()) if req.embeddings else None,
+        embeddings_fingerprint=quick_fingerprint(req.embeddings) if req.embeddings else None,
         columns=asdict(records.columns),
         total_rows=records.total_rows,
         input_rows=len(records),
@@ -393,11 +396,7 @@ def _register_source(
 
 
 def _check_request(req: BuildRequest) -> None:
-    if not _NAME.fullmatch(req.source_name):
-        raise StoreError(
-            f"source name {req.source_name!r} must be 1-64 letters, digits, '_', '.', '-' "
-            "(starting with a letter or digit)"
-        )
+    check_name(req.source_name, "source name")
     if (req.embeddings is None) == (not req.images):
         raise StoreError(
             "give either images (a folder or tar shards) or precomputed embeddings, not both or neither"
@@ -405,9 +404,9 @@ def _check_request(req: BuildRequest) -> None:
 
 
 def _check_new_store_options(req: BuildRequest) -> None:
-    if req.dtype not in DTYPES:
+    if req.dtype is not None and req.dtype not in DTYPES:
         raise StoreError(f"dtype must be one of {DTYPES}, got {req.dtype!r}")
-    if req.shard_rows < 1:
+    if req.shard_rows is not None and req.shard_rows < 1:
         raise StoreError(f"shard_rows must be >= 1, got {req.shard_rows}")
 
 
@@ -419,23 +418,49 @@ def _check_same_encoder(manifest: Manifest, model_id: str, dim: int, store: Path
         )
 
 
-def _check_same_source(src: SourceInfo, req: BuildRequest, records: DatasetRecords) -> None:
-    """A resumed build must be the same build: same reader, metadata file, images or embeddings."""
+def _check_same_inputs(src: SourceInfo, req: BuildRequest) -> None:
+    """A source is resumed (or found complete) only by the same build: same reader, files and images."""
     now = {
         "dataset format": (src.format, req.dataset),
         "metadata file": (src.metadata_path, str(req.metadata.resolve())),
         "metadata content (SHA-256)": (src.metadata_sha256, sha256_file(req.metadata)),
         "images": (src.images, [str(p.resolve()) for p in req.images]),
         "embeddings": (src.embeddings_path, str(req.embeddings.resolve()) if req.embeddings else None),
+    }
+    if req.embeddings is not None and src.embeddings_path == now["embeddings"][1]:
+        now["embeddings content"] = (src.embeddings_fingerprint, quick_fingerprint(req.embeddings))
+    _refuse_differences(src, now)
+
+
+def _check_same_records(src: SourceInfo, records: DatasetRecords) -> None:
+    now = {
         "columns": (src.columns, asdict(records.columns)),
         "accepted rows": (src.input_rows, len(records)),
     }
+    _refuse_differences(src, now)
+
+
+def _refuse_differences(src: SourceInfo, now: dict[str, tuple[Any, Any]]) -> None:
     diff = [f"{k}: was {a!r}, now {b!r}" for k, (a, b) in now.items() if a != b]
     if diff:
+        state = "complete" if src.complete else "half built"
         raise StoreError(
-            f"source {src.name!r} is half built with other inputs; resume it with the same command, or give "
-            "it another --source name. Differences: " + "; ".join(diff)
+            f"the store's source {src.name!r} ({state}) was built from other inputs; "
+            "to resume it run the same command, to add another dataset give it another --source name. "
+            "Differences: " + "; ".join(diff)
         )
+
+
+def _check_store_options(manifest: Manifest, req: BuildRequest) -> None:
+    for what, asked, has in (
+        ("dtype", req.dtype, manifest.dtype),
+        ("shard_rows", req.shard_rows, manifest.shard_rows),
+    ):
+        if asked is not None and asked != has:
+            raise StoreError(
+                f"the store uses {what} {has!r}, not {asked!r}: "
+                "drop that option, or build into a new directory"
+            )
 
 
 def _open_embeddings(path: Path, total_rows: int) -> npt.NDArray[Any]:
@@ -454,22 +479,3 @@ def _open_embeddings(path: Path, total_rows: int) -> npt.NDArray[Any]:
             "be data row i of the metadata file (rejected rows included)"
         )
     return emb
-
-
-def _has_foreign_files(store: Path) -> bool:
-    return any(p.name != LOCK for p in store.iterdir())
-
-
-def _remove_leftovers(store: Path, manifest: Manifest) -> None:
-    """Deletes shard files an interrupted commit wrote but never listed (and temporary files)."""
-    for sub in ("shards", "sources", "ann", "submaps"):
-        folder = store / sub
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            rel = f"{sub}/{p.name}"
-            if rel not in manifest.files:
-                log.info("removing %s, left by an interrupted step", rel)
-                p.unlink()
-    for p in store.glob(f"{MANIFEST}.tmp-*"):
-        p.unlink()

@@ -109,9 +109,10 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> tuple[str, int]:
     return w.digest.hexdigest(), w.bytes
 
 
-def write_json(path: str | os.PathLike[str], payload: Any) -> tuple[str, int]:
-    """Writes ``payload`` as indented JSON atomically; returns (sha256, bytes)."""
-    return write_bytes(path, (json.dumps(payload, indent=1, sort_keys=False) + "\n").encode())
+def write_json(path: str | os.PathLike[str], payload: Any, *, indent: int | None = 1) -> tuple[str, int]:
+    """Writes ``payload`` as JSON atomically (``indent=None``: compact); returns (sha256, bytes)."""
+    text = json.dumps(payload, indent=indent, separators=None if indent else (",", ":"))
+    return write_bytes(path, (text + "\n").encode())
 
 
 def write_jsonl(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> tuple[str, int]:

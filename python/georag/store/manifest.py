@@ -8,9 +8,12 @@ of an interrupted step and are ignored, then removed by the next build.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import re
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from types import NoneType, UnionType
 from typing import Any
 
 from georag.errors import StoreError
@@ -20,6 +23,28 @@ FORMAT = "georag-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DTYPES = ("float16", "float32")
+FOLDERS = ("shards", "sources", "ann", "submaps")
+"""The only folders a store writes into; every path the manifest names lies in one of them."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is a safe file-name stem (1-64 letters, digits, ``_ . -``), else StoreError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise StoreError(
+            f"{what} {name!r} must be 1-64 letters, digits, '_', '.', '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_path(rel: str, origin: object = "manifest") -> str:
+    """``rel`` if it is a plain relative path inside one of the store's folders (no '..', not absolute)."""
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    if len(parts) != 2 or parts[0] not in FOLDERS or parts[1] in ("", ".", "..") or "\\" in rel:
+        raise StoreError(
+            f"{origin} names the file {rel!r}, which is not inside the store's folders {FOLDERS}"
+        )
+    return rel
 
 
 def now() -> str:
@@ -65,6 +90,8 @@ class SourceInfo:
     """Rows rejected by the reader, per reason; listed in `rejections_file`."""
     rejections_file: str | None
     """Relative path of the JSON-lines list of rejected rows, or None when there were none."""
+    embeddings_fingerprint: str | None = None
+    """Size and 16-block fingerprint of that file: a resumed build refuses a regenerated file."""
     failure_files: list[str] = field(default_factory=list)
     """Relative paths of the JSON-lines lists of work-list items that produced no row, one per shard."""
     next_input: int = 0
@@ -173,9 +200,13 @@ class Manifest:
         return {"format": body.pop("format"), "format_version": body.pop("format_version"), **body}
 
     def save(self, store: Path) -> None:
-        """Commits the manifest atomically (fsync, rename, directory fsync)."""
+        """Commits the manifest atomically (fsync, rename, directory fsync), as compact JSON."""
         self.updated = now()
-        write_json(store / MANIFEST, self.to_json())
+        write_json(store / MANIFEST, self.to_json(), indent=None)
+
+    def shard_files(self) -> list[str]:
+        """The embeddings files in row order: equal lists mean the same rows in the same order."""
+        return [s.embeddings for s in self.shards]
 
     @classmethod
     def load(cls, store: Path) -> Manifest:
@@ -202,12 +233,12 @@ class Manifest:
             )
         try:
             m = cls(
-                encoder=str(raw["encoder"]),
-                dim=int(raw["dim"]),
-                dtype=str(raw["dtype"]),
-                shard_rows=int(raw["shard_rows"]),
-                created=str(raw["created"]),
-                updated=str(raw["updated"]),
+                encoder=raw["encoder"],
+                dim=raw["dim"],
+                dtype=raw["dtype"],
+                shard_rows=raw["shard_rows"],
+                created=raw["created"],
+                updated=raw["updated"],
                 sources=[SourceInfo(**s) for s in raw["sources"]],
                 shards=[ShardInfo(**s) for s in raw["shards"]],
                 files={k: FileEntry(**v) for k, v in raw["files"].items()},
@@ -216,6 +247,21 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"{origin} is malformed ({type(exc).__name__}: {exc})") from exc
+        _check_types(m, origin)
+        for rel in m.files:
+            check_path(rel, origin)
+        for what, entries in (("ANN index", m.ann), ("submaps", m.submaps)):
+            for name, entry in entries.items():
+                check_name(name, what)
+                if entry.file not in m.files:
+                    raise StoreError(
+                        f"{origin} is malformed: {what} {name!r} file {entry.file} has no checksum"
+                    )
+        for src in m.sources:
+            check_name(src.name, "source name")
+            for rel in [*src.failure_files, *([src.rejections_file] if src.rejections_file else [])]:
+                if rel not in m.files:
+                    raise StoreError(f"{origin} is malformed: {rel} has no checksum entry")
         if m.dtype not in DTYPES or m.dim < 1 or m.shard_rows < 1:
             raise StoreError(
                 f"{origin} is malformed: dtype {m.dtype!r}, dim {m.dim}, shard_rows {m.shard_rows}"
@@ -229,3 +275,37 @@ class Manifest:
                 if rel not in m.files:
                     raise StoreError(f"{origin} is malformed: {rel} has no checksum entry")
         return m
+
+
+def _check_types(obj: Any, origin: object) -> None:
+    """Every field of a parsed manifest has its annotated type (JSON gives no such guarantee)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if not _matches(value, hints[f.name]):
+            raise StoreError(f"{origin} is malformed: {type(obj).__name__}.{f.name} = {value!r}")
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        for item in items:
+            if is_dataclass(item):
+                _check_types(item, origin)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (UnionType, typing.Union):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is NoneType:
+        return value is None
+    if hint is Any:
+        return True
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(
+            _matches(k, key) and _matches(v, item) for k, v in value.items()
+        )
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)

@@ -10,9 +10,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from georag.errors import StoreError
-from georag.store.build import store_lock
-from georag.store.files import quick_fingerprint, write_bytes, write_npy
-from georag.store.manifest import FileEntry, Manifest, ShardInfo, SubmapInfo
+from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_npy
+from georag.store.manifest import FileEntry, Manifest, ShardInfo, SubmapInfo, check_name
 from georag.store.metadata import SCHEMA, to_parquet_bytes
 from georag.store.store import GeoStore
 from georag.store.submaps import (
@@ -23,6 +22,7 @@ from georag.store.submaps import (
     save_submaps,
     submaps_from_labels,
 )
+from georag.store.writing import delete_unlisted, fresh_name, remove_leftovers, store_lock, sync_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,90 +42,100 @@ def make_submaps(
 
     Country codes come from offline reverse geocoding of each row's coordinates (one scheme for every
     source of a hybrid store, whatever labels the datasets carry); k-means runs on the coordinates as 3D
-    unit vectors. With ``reorder``, the store's rows are first rewritten in submap order so that each
-    submap is ONE contiguous row range (fast restricted search); row ids change, so the store's other
-    submaps are recomputed and its ANN indexes dropped (rebuild them). Returns the new partition.
+    unit vectors. With ``reorder``, the store's rows are rewritten in submap order so that each submap is
+    ONE contiguous row range (fast restricted search). Row ids change: the store's other partitions are
+    carried over (their labels permuted with the rows) and its ANN indexes dropped (rebuild them). Everything
+    switches in one manifest commit, so an interruption leaves the store as it was. Returns the partition.
     """
     if by not in SCHEMES:
         raise StoreError(f"--by must be one of {SCHEMES}, got {by!r}")
-    name = name or ("country" if by == "country" else f"kmeans{k}")
+    name = check_name(name or ("country" if by == "country" else f"kmeans{k}"), "submaps name")
     store = GeoStore.open(store_path)
-    sub = _compute(store, by, k, seed)
-    with store_lock(store.path):
-        manifest = Manifest.load(store.path)
-        if manifest.num_rows != store.ntotal:
-            raise StoreError(f"{store.path} changed while submaps were computed; run the command again")
-        if reorder:
-            perm = reorder_permutation(sub.labels)
-            _rewrite_rows(store, manifest, perm)
-            sub = submaps_from_labels(sub.scheme, sub.names, sub.labels[perm], sub.centroids)
-            others = {n: i for n, i in manifest.submaps.items() if n != name}
-            for n in list(manifest.submaps):
-                _drop(store.path, manifest, manifest.submaps.pop(n).file)
-            for n in list(manifest.ann):
-                log.warning("ANN index %s indexed the old row order; dropped: rebuild it with build-ann", n)
-                _drop(store.path, manifest, manifest.ann.pop(n).file)
-            manifest.save(store.path)
-            reopened = GeoStore.open(store.path, verify="none")
-            for n, info in others.items():
-                old_k = info.count if info.scheme == "kmeans" else k
-                _save(store.path, manifest, n, _compute(reopened, info.scheme, old_k, seed), contiguous=False)
-        _save(store.path, manifest, name, sub, contiguous=reorder)
-        manifest.save(store.path)
-    return sub
-
-
-def _compute(store: GeoStore, by: str, k: int, seed: int) -> Submaps:
     if store.ntotal == 0:
         raise StoreError(f"{store.path} has no rows to partition")
-    if by == "country":
-        return country_submaps(store.lat, store.lon)
-    return kmeans_submaps(store.lat, store.lon, k, seed=seed)
+    rows_seen = store.manifest.shard_files()
+    sub = (
+        country_submaps(store.lat, store.lon)
+        if by == "country"
+        else kmeans_submaps(store.lat, store.lon, k, seed=seed)
+    )
+    with store_lock(store.path):
+        manifest = Manifest.load(store.path)
+        if manifest.shard_files() != rows_seen:
+            raise StoreError(f"{store.path} changed while submaps were computed; run the command again")
+        remove_leftovers(store.path, manifest)
+        replaced = [manifest.submaps[name].file] if name in manifest.submaps else []
+        partitions: dict[str, Submaps] = {name: sub}
+        if reorder:
+            perm = reorder_permutation(sub.labels)
+            replaced += _rewrite_rows(store, manifest, perm)
+            partitions = {name: _permuted(sub, perm)}
+            for other, info in manifest.submaps.items():
+                if other == name:
+                    continue
+                if info.rows == store.ntotal:
+                    partitions[other] = _permuted(store.submaps(other), perm)
+                else:
+                    log.warning("submaps %s were stale (rows added since); dropped: recompute them", other)
+                replaced.append(info.file)
+            for ann_name, ann in manifest.ann.items():
+                log.warning(
+                    "ANN index %s indexed the old row order; dropped: rebuild it with build-ann", ann_name
+                )
+                replaced.append(ann.file)
+            manifest.ann.clear()
+            manifest.submaps.clear()
+        (store.path / "submaps").mkdir(exist_ok=True)
+        for part_name, part in partitions.items():
+            _add_partition(store.path, manifest, part_name, part)
+        sync_folder(store.path, "submaps")
+        for rel in replaced:
+            manifest.files.pop(rel, None)
+        manifest.save(store.path)
+        delete_unlisted(store.path, manifest, replaced)
+    return partitions[name]
 
 
-def _save(root: Path, manifest: Manifest, name: str, sub: Submaps, *, contiguous: bool) -> None:
-    rel = f"submaps/{name}.npz"
-    (root / "submaps").mkdir(exist_ok=True)
+def _permuted(sub: Submaps, perm: npt.NDArray[np.int64]) -> Submaps:
+    """The same partition after the rows were reordered by ``perm`` (new row i = old row perm[i])."""
+    return submaps_from_labels(sub.scheme, sub.names, sub.labels[perm], sub.centroids)
+
+
+def _add_partition(root: Path, manifest: Manifest, name: str, sub: Submaps) -> None:
+    rel = fresh_name(manifest, "submaps", name, ".npz")
     save_submaps(root / rel, sub)
-    from georag.store.files import sha256_file
-
+    path = root / rel
     manifest.files[rel] = FileEntry(
-        sha256=sha256_file(root / rel), bytes=(root / rel).stat().st_size, quick=quick_fingerprint(root / rel)
+        sha256=sha256_file(path), bytes=path.stat().st_size, quick=quick_fingerprint(path)
     )
     manifest.submaps[name] = SubmapInfo(
-        file=rel, scheme=sub.scheme, count=len(sub), rows=sub.num_rows, contiguous=contiguous
+        file=rel, scheme=sub.scheme, count=len(sub), rows=sub.num_rows, contiguous=len(sub.starts) <= len(sub)
     )
 
 
-def _drop(root: Path, manifest: Manifest, rel: str) -> None:
-    manifest.files.pop(rel, None)
-    (root / rel).unlink(missing_ok=True)
+def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int64]) -> list[str]:
+    """Writes new shards so that new row i is old row perm[i]; switches the manifest's shard list to them.
 
-
-def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int64]) -> None:
-    """Rewrites every shard so that new row i is old row perm[i]; commits with one manifest write.
-
-    New shard files are written under new names first; the manifest switch is atomic, so an interruption
-    leaves the old store intact (the new files are leftovers the next build removes).
+    Nothing is committed here (the caller saves the manifest once); returns the old shard files, which the
+    caller deletes after its commit. New shards are named ``_r-<random>`` ("_" cannot start a source name,
+    so no later build can collide with them).
     """
-    generation = 1 + max((_generation(s.embeddings) for s in manifest.shards), default=0)
-    rows_per = manifest.shard_rows
     new_shards: list[ShardInfo] = []
-    new_files: dict[str, FileEntry] = {}
-    for j, start in enumerate(range(0, len(perm), rows_per)):
-        take = perm[start : start + rows_per]
-        stem = f"shards/r{generation}-{j:06d}"
+    for j, start in enumerate(range(0, len(perm), manifest.shard_rows)):
+        take = perm[start : start + manifest.shard_rows]
+        stem = fresh_name(manifest, "shards", f"_r{j:06d}", ".npy").removesuffix(".npy")
         emb = store.embeddings(take).astype(manifest.dtype)
-        meta = (
-            store.rows(take)
-            .set_column(0, "row_id", pa.array(np.arange(start, start + len(take), dtype=np.int64)))
-            .cast(SCHEMA)
+        meta = store.rows(take).set_column(
+            0, "row_id", pa.array(np.arange(start, start + len(take), dtype=np.int64))
         )
         for rel, (sha, size) in (
             (f"{stem}.npy", write_npy(store.path / f"{stem}.npy", emb)),
-            (f"{stem}.parquet", write_bytes(store.path / f"{stem}.parquet", to_parquet_bytes(meta))),
+            (
+                f"{stem}.parquet",
+                write_bytes(store.path / f"{stem}.parquet", to_parquet_bytes(meta.cast(SCHEMA))),
+            ),
         ):
-            new_files[rel] = FileEntry(sha, size, quick_fingerprint(store.path / rel))
+            manifest.files[rel] = FileEntry(sha, size, quick_fingerprint(store.path / rel))
         new_shards.append(
             ShardInfo(
                 source="*",
@@ -138,17 +148,5 @@ def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int6
             )
         )
     old = [p for s in manifest.shards for p in (s.embeddings, s.metadata)]
-    for rel in old:
-        manifest.files.pop(rel, None)
-    manifest.files.update(new_files)
     manifest.shards = new_shards
-    manifest.save(store.path)
-    for rel in old:
-        (store.path / rel).unlink(missing_ok=True)
-
-
-def _generation(rel: str) -> int:
-    stem = Path(rel).stem
-    if stem.startswith("r") and "-" in stem and stem[1 : stem.index("-")].isdigit():
-        return int(stem[1 : stem.index("-")])
-    return 0
+    return old

@@ -113,8 +113,11 @@ class GeoStore:
             )
         if verify not in ("quick", "full", "none"):
             raise StoreError(f"verify must be 'quick', 'full' or 'none', got {verify!r}")
+        # ANN indexes and submaps are optional: they are checked when first used, so a damaged one never
+        # blocks the exact search.
         for rel in manifest.files:
-            _check_file(root, manifest, rel, "none" if rel.endswith(".parquet") else verify)
+            if rel.startswith(("shards/", "sources/")):
+                _check_file(root, manifest, rel, "none" if rel.endswith(".parquet") else verify)
         tables = [read_checked(root / s.metadata, manifest.files[s.metadata].sha256) for s in manifest.shards]
         metadata = pa.concat_tables(tables) if tables else empty_table()
         shards = [_open_shard(root, manifest, i) for i in range(len(manifest.shards))]
