@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 TOL = 2e-5  # float32 dot products of unit vectors vs the float64 reference
+
+SMALL = {"blas_min_batch": 10**9}  # force the register-blocked kernel
+BLAS = {"blas_min_batch": 1}  # force SGEMM tiles
+PATHS = pytest.mark.parametrize("path", [SMALL, BLAS], ids=["kernel", "blas"])
+
+
+def data(n: int, d: int, b: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random (n, d) database and (b, d) queries, float32."""
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n, d), dtype=np.float32),
+        rng.standard_normal((b, d), dtype=np.float32),
+    )
 
 
 def reference_scores(

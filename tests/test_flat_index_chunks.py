@@ -10,19 +10,7 @@ import numpy as np
 import pytest
 
 from georag import FlatIndex, _core
-from reference import check_neighbors
-
-SMALL = {"blas_min_batch": 10**9}  # force the register-blocked kernel
-BLAS = {"blas_min_batch": 1}  # force SGEMM tiles
-PATHS = pytest.mark.parametrize("path", [SMALL, BLAS], ids=["kernel", "blas"])
-
-
-def data(n: int, d: int, b: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return (
-        rng.standard_normal((n, d), dtype=np.float32),
-        rng.standard_normal((b, d), dtype=np.float32),
-    )
+from reference import BLAS, PATHS, SMALL, check_neighbors, data
 
 
 def split(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
