@@ -41,3 +41,7 @@ class StoreError(GeoRagError):
 
 class DatasetError(GeoRagError, ValueError):
     """A dataset metadata file or image collection cannot be read as the chosen format."""
+
+
+class LLMError(GeoRagError):
+    """A multimodal LLM request failed (server down, timed out, refused, or answered something unusable)."""
