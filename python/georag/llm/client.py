@@ -25,7 +25,8 @@ class Prompt:
     """MIME type of ``image``; default image/jpeg."""
 
     def __repr__(self) -> str:
-        return f"Prompt(system={len(self.system)} chars, user={len(self.user)} chars, image={len(self.image)} bytes)"
+        sizes = f"system={len(self.system)} chars, user={len(self.user)} chars, image={len(self.image)} bytes"
+        return f"Prompt({sizes})"
 
 
 @dataclass(frozen=True)
