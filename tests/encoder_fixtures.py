@@ -8,31 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from georag.encoder.tiny import TINY_DIM, TINY_SIZE, make_tiny_siglip
+
+__all__ = ["TINY_DIM", "TINY_SIZE", "make_tiny_siglip"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = REPO.parent / "shared" / "data" / "im2gps3k" / "images"
-TINY_SIZE = 32
-TINY_DIM = 32
-
-
-def make_tiny_siglip(folder: Path, *, seed: int = 0, image_size: int = TINY_SIZE) -> Path:
-    """Saves a random 2-layer SigLIP vision tower (d=32, patch 8) and its image processor in `folder`."""
-    import torch
-    from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
-
-    config = SiglipVisionConfig(
-        hidden_size=TINY_DIM,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=8,
-    )
-    torch.manual_seed(seed)
-    model = SiglipVisionModel(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    SiglipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(folder)
-    return folder
 
 
 def png_bytes(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:

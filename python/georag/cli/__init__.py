@@ -22,11 +22,13 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from georag.cli.demo_cmd import demo
     from georag.cli.encoder_cmd import encoder
     from georag.cli.index_cmd import index
+    from georag.cli.locate_cmd import locate
     from georag.cli.search_cmd import search
 
-    for command in (search, encoder, index):
+    for command in (demo, search, encoder, index, locate):
         main.add_command(command)
 
 

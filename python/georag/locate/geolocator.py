@@ -1,0 +1,242 @@
+"""Geolocator: photos in, predictions out, the stages overlapped (encode | search | LLM requests in flight).
+
+Three stages run at once: a thread decodes and encodes batches of photos, a thread searches the store for
+each encoded batch, and the calling thread hands each photo to a pool of ``max_in_flight`` LLM workers and
+yields predictions IN INPUT ORDER as they complete. Queues between the stages are bounded, so memory does
+not grow with the number of photos, and throughput is set by the slowest stage. A photo that cannot be
+read, or whose every LLM request fails, becomes a prediction with an error or a fallback, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from georag.errors import GeoRagError, ImageLoadError
+from georag.llm.prompts import PromptVariant
+from georag.locate.llm_image import llm_image
+from georag.locate.prediction import Prediction
+from georag.strategies.knn import KNN_MODES, knn_predict
+from georag.strategies.rag import RagConfig, rag_predict
+from georag.strategies.retrieved import Retrieved
+
+if TYPE_CHECKING:
+    from georag.encoder.encoder import Encoder
+    from georag.llm.client import LLMClient
+    from georag.store.store import GeoStore
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("rag", *KNN_MODES)
+_END = object()
+
+
+@dataclass(frozen=True)
+class LocateConfig:
+    """What `Geolocator` does for each photo."""
+
+    strategy: str = "rag"
+    """"rag" (needs an LLM), "knn" (top-1 neighbour) or "knn-medoid" (medoid of the top k); default rag."""
+    k_near: int = 16
+    """Similar rows retrieved per photo; default 16 (prompt variants show at most this many)."""
+    k_far: int = 16
+    """Dissimilar rows retrieved per photo; default 16."""
+    rag: RagConfig = field(default_factory=RagConfig)
+    """Prompt variants, sampling and selection of the rag route."""
+    max_in_flight: int = 16
+    """Photos whose LLM requests run at once; default 16."""
+    knn_k: int = 16
+    """Neighbours the knn-medoid baseline takes the medoid of; default 16."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise GeoRagError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.k_near < 1 or self.k_far < 0 or self.max_in_flight < 1 or self.knn_k < 1:
+            raise GeoRagError("k_near, max_in_flight and knn_k must be >= 1 and k_far >= 0")
+        for v in self.rag.variants:
+            if v.k_near > self.k_near or v.k_far > self.k_far:
+                raise GeoRagError(
+                    f"prompt variant {v} shows more references than are retrieved (k_near={self.k_near}, "
+                    f"k_far={self.k_far}); raise --k-near/--k-far"
+                )
+
+
+class Geolocator:
+    """Locates photos with a store, an encoder and (for the rag route) a multimodal LLM client."""
+
+    def __init__(
+        self, store: GeoStore, encoder: Encoder, llm: LLMClient | None, config: LocateConfig | None = None
+    ) -> None:
+        """Refuses an encoder other than the store's (its embeddings would not be comparable)."""
+        self.config = config or LocateConfig()
+        if encoder.model_id != store.encoder or encoder.dim != store.dim:
+            raise GeoRagError(
+                f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
+                f"{encoder.model_id!r} (d={encoder.dim}); use the store's encoder"
+            )
+        if self.config.strategy == "rag" and llm is None:
+            raise GeoRagError(
+                "the rag strategy needs an LLM (--llm triton://... or openai://...); or use knn"
+            )
+        self.store, self.encoder, self.llm = store, encoder, llm
+
+    def locate_one(self, path: str | Path) -> Prediction:
+        """One photo, through the same stages."""
+        return next(self.locate([Path(path)]))
+
+    def locate(self, paths: Sequence[Path], *, skip: Iterable[str] = ()) -> Iterator[Prediction]:
+        """Predictions for ``paths`` in input order (ids: file names, which must be unique), skipping ids in
+        ``skip`` (photos finished by an earlier run). Close the iterator to stop early."""
+        todo = _unique([Path(p) for p in paths])
+        done = set(skip)
+        todo = [p for p in todo if p.name not in done]
+        stop = threading.Event()
+        retrieved: queue.Queue[Any] = queue.Queue(maxsize=4 * self.encoder.batch_size)
+        worker = threading.Thread(target=self._encode_and_search, args=(todo, retrieved, stop), daemon=True)
+        worker.start()
+        pool = ThreadPoolExecutor(max_workers=self.config.max_in_flight, thread_name_prefix="georag-llm")
+        pending: deque[Future[Prediction] | Prediction] = deque()
+        try:
+            while True:
+                try:
+                    item = retrieved.get(timeout=0.05)
+                except queue.Empty:
+                    while pending and _ready(pending[0]):
+                        yield _result(pending.popleft())
+                    continue
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Prediction):
+                    pending.append(item)
+                else:
+                    pending.append(self._dispatch(item, pool))
+                # Bounded window: wait for the oldest when enough photos are in flight.
+                while pending and (_ready(pending[0]) or len(pending) >= 2 * self.config.max_in_flight):
+                    yield _result(pending.popleft())
+            while pending:
+                yield _result(pending.popleft())
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock the producer if it waits on a full queue
+                try:
+                    retrieved.get_nowait()
+                except queue.Empty:
+                    worker.join(0.05)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _dispatch(
+        self, item: tuple[Retrieved, dict[str, float]], pool: ThreadPoolExecutor
+    ) -> Future[Prediction] | Prediction:
+        found, timings = item
+        if self.config.strategy in KNN_MODES:
+            pred = knn_predict(found, self.config.strategy, self.config.knn_k)
+            return _with_evidence(pred, found, timings)
+        return pool.submit(self._rag, found, timings)
+
+    def _rag(self, found: Retrieved, timings: dict[str, float]) -> Prediction:
+        assert self.llm is not None
+        try:
+            image, mime = llm_image(found.path)
+        except ImageLoadError as exc:
+            return _with_evidence(Prediction(found.id, strategy="rag", error=str(exc)), found, timings)
+        t0 = time.perf_counter()
+        pred = rag_predict(found, image, mime, self.llm, self.config.rag)
+        timings = {**timings, "llm_s": round(time.perf_counter() - t0, 4)}
+        return _with_evidence(pred, found, timings)
+
+    def _encode_and_search(self, paths: list[Path], out: queue.Queue[Any], stop: threading.Event) -> None:
+        """Producer thread: encode a batch, search it, hand each photo on (or its error), in input order."""
+        try:
+            bs = self.encoder.batch_size
+            for start in range(0, len(paths), bs):
+                if stop.is_set():
+                    return
+                chunk = paths[start : start + bs]
+                t0 = time.perf_counter()
+                enc = self.encoder.encode(chunk, ids=[p.name for p in chunk], progress=False)
+                t1 = time.perf_counter()
+                found: dict[str, Retrieved] = {}
+                if len(enc):
+                    res = self.store.search(enc.embeddings, self.config.k_near, self.config.k_far)
+                    n = res.neighbors
+                    by_name = {p.name: p for p in chunk}
+                    for i, image_id in enumerate(enc.ids):
+                        found[image_id] = Retrieved(
+                            image_id, by_name[image_id],
+                            n.near_ids[i], n.near_scores[i], res.near_lat[i], res.near_lon[i],
+                            n.far_ids[i], n.far_scores[i], res.far_lat[i], res.far_lon[i],
+                        )  # fmt: skip
+                t2 = time.perf_counter()
+                timings = {
+                    "encode_s": round((t1 - t0) / len(chunk), 5),
+                    "search_s": round((t2 - t1) / max(len(enc), 1), 5),
+                }
+                failed = {f.id: f.reason for f in enc.failures}
+                for p in chunk:
+                    if p.name in found:
+                        item: Any = (found[p.name], timings)
+                    else:
+                        reason = failed.get(p.name, "not encoded")
+                        item = Prediction(
+                            p.name, strategy=self.config.strategy, error=reason, evidence={"timings": timings}
+                        )
+                    _put(out, item, stop)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            _put(out, exc, stop)
+        finally:
+            _put(out, _END, stop)
+
+
+def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _ready(p: Future[Prediction] | Prediction) -> bool:
+    return isinstance(p, Prediction) or p.done()
+
+
+def _result(p: Future[Prediction] | Prediction) -> Prediction:
+    return p if isinstance(p, Prediction) else p.result()
+
+
+def _with_evidence(pred: Prediction, found: Retrieved, timings: dict[str, float]) -> Prediction:
+    pred.evidence = {"neighbors": found.evidence(), **pred.evidence, "timings": timings}
+    return pred
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    """The paths with repeats dropped; GeoRagError when two different files share a name (the id)."""
+    seen: dict[str, Path] = {}
+    out = []
+    for p in paths:
+        if p.name in seen:
+            if seen[p.name] != p:
+                raise GeoRagError(
+                    f"two photos share the file name {p.name!r} ({seen[p.name]} and {p}): "
+                    "ids are file names; "
+                    "locate them in separate runs"
+                )
+            continue
+        seen[p.name] = p
+        out.append(p)
+    return out
+
+
+def default_variants(k_near: int, k_far: int) -> tuple[PromptVariant, ...]:
+    """The default prompt: rag with all retrieved references."""
+    return (PromptVariant("rag", k_near, k_far),)
