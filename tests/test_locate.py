@@ -1,0 +1,151 @@
+"""`georag locate` end to end on the shared images: retrieval baselines, bad inputs, resuming, the demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from encoder_fixtures import SHARED_IMAGES, make_tiny_siglip
+from georag.cli import main
+from georag.encoder import load_encoder
+from georag.store.build import BuildRequest, build_source
+from georag.store.store import GeoStore
+from store_fixtures import need_shared, rows_with_images, unit_rows, write_csv
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A tiny SigLIP and a store of 250 shared photos; the other 50 (every 6th) are the queries."""
+    need_shared()
+    root = tmp_path_factory.mktemp("locate")
+    tiny = make_tiny_siglip(root / "tiny")
+    rows = rows_with_images()
+    queries, gallery = rows[::6], [r for i, r in enumerate(rows) if i % 6]
+    meta = write_csv(root / "gallery.csv", gallery)
+    req = BuildRequest(
+        store=root / "store", dataset="im2gps3k", metadata=meta, encoder=str(tiny), images=(SHARED_IMAGES,)
+    )
+    build_source(req, add=False, encoder_factory=lambda: load_encoder(tiny))
+    return {
+        "root": root,
+        "tiny": tiny,
+        "store": root / "store",
+        "queries": [SHARED_IMAGES / r["IMG_ID"] for r in queries],
+    }
+
+
+def _locate(setup: dict[str, object], paths: list[Path], out: Path, *extra: str) -> tuple[int, str]:
+    args = ["locate", *map(str, paths), "--store", str(setup["store"]), "--encoder", str(setup["tiny"])]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), *extra])
+    return result.exit_code, result.output
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_knn_predictions_are_the_nearest_rows_coordinates(setup: dict[str, object], tmp_path: Path) -> None:
+    queries = setup["queries"]
+    assert isinstance(queries, list)
+    code, output = _locate(setup, queries, tmp_path / "preds.csv")
+    assert code == 0, output
+    assert "located 50 photos" in output and "50 ok" in output
+    rows = _rows(tmp_path / "preds.csv")
+    assert [r["id"] for r in rows] == [p.name for p in queries]  # input order
+    # Independent reference: encode, normalize, brute-force argmax over the store's rows.
+    store = GeoStore.open(setup["store"])  # type: ignore[arg-type]
+    db = unit_rows(store.embeddings(np.arange(store.ntotal)))
+    q = unit_rows(load_encoder(setup["tiny"]).encode(queries).embeddings)  # type: ignore[arg-type]
+    top1 = np.argmax(q @ db.T, axis=1)
+    np.testing.assert_allclose([float(r["lat"]) for r in rows], store.lat[top1], atol=1e-6)
+    np.testing.assert_allclose([float(r["lon"]) for r in rows], store.lon[top1], atol=1e-6)
+    assert {r["strategy"] for r in rows} == {"knn"} and all(r["error"] == "" for r in rows)
+    records = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert [rec["evidence"]["neighbors"]["near"][0]["row"] for rec in records] == top1.tolist()
+    assert len(records[0]["evidence"]["neighbors"]["far"]) == 16
+    assert set(records[0]["evidence"]["timings"]) == {"encode_s", "search_s"}
+
+
+def test_a_bad_image_is_a_row_with_an_error(setup: dict[str, object], tmp_path: Path) -> None:
+    queries = setup["queries"]
+    assert isinstance(queries, list)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    paths = [queries[0], corrupt, tmp_path / "missing.jpg", queries[1]]
+    code, output = _locate(setup, paths, tmp_path / "p.csv", "--strategy", "knn-medoid")
+    assert code == 0, output
+    rows = _rows(tmp_path / "p.csv")
+    assert [r["id"] for r in rows] == ["" + p.name for p in paths]
+    assert rows[1]["error"] and rows[2]["error"] and rows[1]["lat"] == "" and rows[2]["lon"] == ""
+    assert rows[0]["strategy"] == "knn-medoid" and rows[0]["lat"] and not rows[0]["error"]
+    assert "2 failed" in output
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_photos(
+    setup: dict[str, object], tmp_path: Path
+) -> None:
+    queries = setup["queries"]
+    assert isinstance(queries, list)
+    paths = queries[:20]
+    assert _locate(setup, paths, tmp_path / "full.csv")[0] == 0
+    full = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
+    # An interrupted run: 8 finished records, then a record cut mid-line by the kill.
+    (tmp_path / "cut.jsonl").write_text("".join(full[:8]) + full[8][:40])
+    shutil.copyfile(tmp_path / "full.csv", tmp_path / "cut.csv")
+    code, output = _locate(setup, paths, tmp_path / "cut.csv")
+    assert code == 0 and "located 12 photos" in output and "resumed: 8 already done" in output, output
+    assert _rows(tmp_path / "cut.csv") == _rows(tmp_path / "full.csv")
+    ids = [json.loads(x)["id"] for x in (tmp_path / "cut.jsonl").read_text().splitlines()]
+    assert ids == [p.name for p in paths]
+    code, output = _locate(setup, paths, tmp_path / "cut.csv", "--overwrite")
+    assert code == 0 and "located 20 photos" in output
+
+
+def test_locate_refuses_another_encoder_and_bad_options(setup: dict[str, object], tmp_path: Path) -> None:
+    queries = setup["queries"]
+    assert isinstance(queries, list)
+    other = make_tiny_siglip(tmp_path / "other", seed=5)
+    args = ["locate", str(queries[0]), "--store", str(setup["store"]), "--out", str(tmp_path / "x.csv")]
+    result = CliRunner().invoke(main, [*args, "--encoder", str(other)])
+    assert result.exit_code != 0 and "was built with encoder" in result.output
+    result = CliRunner().invoke(main, [*args, "--encoder", str(setup["tiny"]), "--strategy", "rag"])
+    assert result.exit_code != 0 and "needs an LLM" in result.output
+    result = CliRunner().invoke(main, [*args, "--encoder", str(setup["tiny"]), "--llm", "ftp://x"])
+    assert result.exit_code != 0 and "triton://HOST:PORT/MODEL" in result.output
+    result = CliRunner().invoke(
+        main, ["locate", "--store", str(setup["store"]), "--encoder", "x", "--out", "y.csv"]
+    )
+    assert result.exit_code != 0 and "no images" in result.output
+
+
+def test_demo_runs_offline_and_says_its_accuracy_is_meaningless(tmp_path: Path) -> None:
+    need_shared()
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "store of 250 photos; located 50 held-out photos with knn (0 failed)" in result.output
+    assert "| 1 km | 25 km | 200 km | 750 km | 2500 km |" in result.output
+    assert "RANDOM weights" in result.output
+    assert len(_rows(tmp_path / "demo" / "predictions.csv")) == 50
+    # The folder is the demo's own: a second run replaces it, another folder is refused.
+    assert CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")]).exit_code == 0
+    (tmp_path / "mine").mkdir()
+    refused = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "mine")])
+    assert refused.exit_code != 0 and "not a georag demo folder" in refused.output
+
+
+def test_demo_without_shared_data_generates_pictures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import georag.demo
+
+    monkeypatch.setattr(georag.demo, "find_shared_data", lambda: None)
+    report = georag.demo.run_demo(tmp_path / "d")
+    assert (report.gallery, report.queries, report.failed) == (100, 20, 0)
+    assert "generated" in report.data and set(report.accuracy) == {1.0, 25.0, 200.0, 750.0, 2500.0}
