@@ -17,6 +17,7 @@ Modes (``StandIn.mode``; can be changed between requests):
 * ``short_body``: HTTP 200 whose body ends before its Content-Length (a server dying mid-answer).
 * ``no_choices``: HTTP 200 with ``{"choices": []}``.
 * ``echo``: like ``ok`` but each answer starts with the user prompt.
+* ``refuse``: every choice is a refusal with no coordinates.
 * ``null_content`` / ``parts``: the content is null / a list of text parts.
 
 Independently, the first ``fail_first`` requests get ``fail_status`` (503) with an optional ``Retry-After``,
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 MODES = frozenset(
     {
         "ok",
+        "refuse",
         "one_choice",
         "bad_request",
         "stall",
@@ -271,6 +273,8 @@ class StandIn:
             content: Any = text
             if self.mode == "echo":
                 content = _user_text(body) + "\n" + text
+            elif self.mode == "refuse":
+                content = "I'm sorry, I can't determine where this photo was taken."
             elif self.mode == "null_content":
                 content = None
             elif self.mode == "parts":

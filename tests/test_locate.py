@@ -11,39 +11,24 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from encoder_fixtures import SHARED_IMAGES, make_tiny_siglip
+from encoder_fixtures import make_tiny_siglip
 from georag.cli import main
 from georag.encoder import load_encoder
-from georag.store.build import BuildRequest, build_source
 from georag.store.store import GeoStore
-from store_fixtures import need_shared, rows_with_images, unit_rows, write_csv
+from store_fixtures import need_shared, unit_rows
 
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A tiny SigLIP and a store of 250 shared photos; the other 50 (every 6th) are the queries."""
-    need_shared()
-    root = tmp_path_factory.mktemp("locate")
-    tiny = make_tiny_siglip(root / "tiny")
-    rows = rows_with_images()
-    queries, gallery = rows[::6], [r for i, r in enumerate(rows) if i % 6]
-    meta = write_csv(root / "gallery.csv", gallery)
-    req = BuildRequest(
-        store=root / "store", dataset="im2gps3k", metadata=meta, encoder=str(tiny), images=(SHARED_IMAGES,)
-    )
-    build_source(req, add=False, encoder_factory=lambda: load_encoder(tiny))
-    return {
-        "root": root,
-        "tiny": tiny,
-        "store": root / "store",
-        "queries": [SHARED_IMAGES / r["IMG_ID"] for r in queries],
-    }
-
-
-def _locate(setup: dict[str, object], paths: list[Path], out: Path, *extra: str) -> tuple[int, str]:
-    args = ["locate", *map(str, paths), "--store", str(setup["store"]), "--encoder", str(setup["tiny"])]
+def _locate(locate_env: dict[str, object], paths: list[Path], out: Path, *extra: str) -> tuple[int, str]:
+    args = [
+        "locate",
+        *map(str, paths),
+        "--store",
+        str(locate_env["store"]),
+        "--encoder",
+        str(locate_env["tiny"]),
+    ]
     result = CliRunner().invoke(main, [*args, "--out", str(out), *extra])
     return result.exit_code, result.output
 
@@ -53,18 +38,20 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_knn_predictions_are_the_nearest_rows_coordinates(setup: dict[str, object], tmp_path: Path) -> None:
-    queries = setup["queries"]
+def test_knn_predictions_are_the_nearest_rows_coordinates(
+    locate_env: dict[str, object], tmp_path: Path
+) -> None:
+    queries = locate_env["queries"]
     assert isinstance(queries, list)
-    code, output = _locate(setup, queries, tmp_path / "preds.csv")
+    code, output = _locate(locate_env, queries, tmp_path / "preds.csv")
     assert code == 0, output
     assert "located 50 photos" in output and "50 ok" in output
     rows = _rows(tmp_path / "preds.csv")
     assert [r["id"] for r in rows] == [p.name for p in queries]  # input order
     # Independent reference: encode, normalize, brute-force argmax over the store's rows.
-    store = GeoStore.open(setup["store"])  # type: ignore[arg-type]
+    store = GeoStore.open(locate_env["store"])  # type: ignore[arg-type]
     db = unit_rows(store.embeddings(np.arange(store.ntotal)))
-    q = unit_rows(load_encoder(setup["tiny"]).encode(queries).embeddings)  # type: ignore[arg-type]
+    q = unit_rows(load_encoder(locate_env["tiny"]).encode(queries).embeddings)  # type: ignore[arg-type]
     top1 = np.argmax(q @ db.T, axis=1)
     np.testing.assert_allclose([float(r["lat"]) for r in rows], store.lat[top1], atol=1e-6)
     np.testing.assert_allclose([float(r["lon"]) for r in rows], store.lon[top1], atol=1e-6)
@@ -75,13 +62,13 @@ def test_knn_predictions_are_the_nearest_rows_coordinates(setup: dict[str, objec
     assert set(records[0]["evidence"]["timings"]) == {"encode_s", "search_s"}
 
 
-def test_a_bad_image_is_a_row_with_an_error(setup: dict[str, object], tmp_path: Path) -> None:
-    queries = setup["queries"]
+def test_a_bad_image_is_a_row_with_an_error(locate_env: dict[str, object], tmp_path: Path) -> None:
+    queries = locate_env["queries"]
     assert isinstance(queries, list)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     paths = [queries[0], corrupt, tmp_path / "missing.jpg", queries[1]]
-    code, output = _locate(setup, paths, tmp_path / "p.csv", "--strategy", "knn-medoid")
+    code, output = _locate(locate_env, paths, tmp_path / "p.csv", "--strategy", "knn-medoid")
     assert code == 0, output
     rows = _rows(tmp_path / "p.csv")
     assert [r["id"] for r in rows] == ["" + p.name for p in paths]
@@ -91,38 +78,40 @@ def test_a_bad_image_is_a_row_with_an_error(setup: dict[str, object], tmp_path: 
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_photos(
-    setup: dict[str, object], tmp_path: Path
+    locate_env: dict[str, object], tmp_path: Path
 ) -> None:
-    queries = setup["queries"]
+    queries = locate_env["queries"]
     assert isinstance(queries, list)
     paths = queries[:20]
-    assert _locate(setup, paths, tmp_path / "full.csv")[0] == 0
+    assert _locate(locate_env, paths, tmp_path / "full.csv")[0] == 0
     full = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
     # An interrupted run: 8 finished records, then a record cut mid-line by the kill.
     (tmp_path / "cut.jsonl").write_text("".join(full[:8]) + full[8][:40])
     shutil.copyfile(tmp_path / "full.csv", tmp_path / "cut.csv")
-    code, output = _locate(setup, paths, tmp_path / "cut.csv")
+    code, output = _locate(locate_env, paths, tmp_path / "cut.csv")
     assert code == 0 and "located 12 photos" in output and "resumed: 8 already done" in output, output
     assert _rows(tmp_path / "cut.csv") == _rows(tmp_path / "full.csv")
     ids = [json.loads(x)["id"] for x in (tmp_path / "cut.jsonl").read_text().splitlines()]
     assert ids == [p.name for p in paths]
-    code, output = _locate(setup, paths, tmp_path / "cut.csv", "--overwrite")
+    code, output = _locate(locate_env, paths, tmp_path / "cut.csv", "--overwrite")
     assert code == 0 and "located 20 photos" in output
 
 
-def test_locate_refuses_another_encoder_and_bad_options(setup: dict[str, object], tmp_path: Path) -> None:
-    queries = setup["queries"]
+def test_locate_refuses_another_encoder_and_bad_options(
+    locate_env: dict[str, object], tmp_path: Path
+) -> None:
+    queries = locate_env["queries"]
     assert isinstance(queries, list)
     other = make_tiny_siglip(tmp_path / "other", seed=5)
-    args = ["locate", str(queries[0]), "--store", str(setup["store"]), "--out", str(tmp_path / "x.csv")]
+    args = ["locate", str(queries[0]), "--store", str(locate_env["store"]), "--out", str(tmp_path / "x.csv")]
     result = CliRunner().invoke(main, [*args, "--encoder", str(other)])
     assert result.exit_code != 0 and "was built with encoder" in result.output
-    result = CliRunner().invoke(main, [*args, "--encoder", str(setup["tiny"]), "--strategy", "rag"])
+    result = CliRunner().invoke(main, [*args, "--encoder", str(locate_env["tiny"]), "--strategy", "rag"])
     assert result.exit_code != 0 and "needs an LLM" in result.output
-    result = CliRunner().invoke(main, [*args, "--encoder", str(setup["tiny"]), "--llm", "ftp://x"])
+    result = CliRunner().invoke(main, [*args, "--encoder", str(locate_env["tiny"]), "--llm", "ftp://x"])
     assert result.exit_code != 0 and "triton://HOST:PORT/MODEL" in result.output
     result = CliRunner().invoke(
-        main, ["locate", "--store", str(setup["store"]), "--encoder", "x", "--out", "y.csv"]
+        main, ["locate", "--store", str(locate_env["store"]), "--encoder", "x", "--out", "y.csv"]
     )
     assert result.exit_code != 0 and "no images" in result.output
 
