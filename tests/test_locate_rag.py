@@ -129,3 +129,24 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_result(
     assert again.returncode == 0, again.stderr
     assert f"resumed: {done_before} already done" in again.stdout
     assert _rows(tmp_path / "killed.csv") == _rows(tmp_path / "whole.csv")
+
+
+def test_rag_through_a_real_triton_server(locate_env: dict[str, object], tmp_path: Path) -> None:
+    from triton_server import run_triton_server, triton_unavailable_reason
+
+    reason = triton_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    pytest.importorskip("tritonclient.grpc")
+    queries = locate_env["queries"][:4]  # type: ignore[index]
+    with run_triton_server() as server:
+        for protocol in ("grpc", "http"):
+            out = tmp_path / f"{protocol}.csv"
+            args = _args(locate_env, queries, out, server.url("mllm_standin", protocol), "--samples", "3")
+            r = CliRunner().invoke(main, args)
+            assert r.exit_code == 0, r.output
+            rows = _rows(out)
+            # The stand-in answers Paris + 0.01 * i for sample i: the medoid of three is sample 1.
+            assert [(x["lat"], x["lon"], x["strategy"]) for x in rows] == [
+                ("48.866600", "2.362200", "rag")
+            ] * 4
