@@ -38,6 +38,10 @@ class DemoReport:
     """Photos located."""
     strategy: str = ""
     """The route used."""
+    encoder: str = ""
+    """The encoder's model id."""
+    random_weights: bool = True
+    """True when the tiny random SigLIP was used (the accuracy is then meaningless)."""
     accuracy: dict[float, float] = field(default_factory=dict)
     """Share of queries within each threshold (km)."""
     failed: int = 0
@@ -66,11 +70,13 @@ def run_demo(
     metadata: Path | None = None,
     dataset: str = "im2gps3k",
     llm: str = "none",
+    encoder: str | None = None,
     every: int = 6,
     progress: bool = False,
 ) -> DemoReport:
     """Runs the demo into ``out`` (created; a previous demo folder there is replaced). Every ``every``-th
-    photo is a query, the others form the store."""
+    photo is a query, the others form the store. ``encoder``: a SigLIP hub id or folder (the real
+    ``google/siglip-so400m-patch14-384`` needs a network); default: a tiny random one built here."""
     from georag.encoder import load_encoder
     from georag.encoder.tiny import make_tiny_siglip
     from georag.evaluate import accuracy
@@ -111,24 +117,24 @@ def run_demo(
         w = csv.writer(f)
         w.writerow(["id", "lat", "lon"])
         w.writerows([names[i], repr(float(lat[i])), repr(float(lon[i]))] for i in gallery_rows)
-    model = make_tiny_siglip(out / "tiny-siglip")
-    encoder = load_encoder(model, batch_size=16)
+    model = str(make_tiny_siglip(out / "tiny-siglip")) if encoder is None else encoder
+    enc = load_encoder(model, batch_size=16)
     build_source(
         BuildRequest(
             store=out / "store",
             dataset="generic",
             metadata=gallery_csv,
-            encoder=str(model),
+            encoder=enc.model_id,
             images=(images,),
             columns=ColumnMap(image_id="id", lat="lat", lon="lon"),
         ),
         add=False,
-        encoder_factory=lambda: encoder,
+        encoder_factory=lambda: enc,
         progress=progress,
     )
     client = open_llm(llm)
     strategy = "rag" if client is not None else "knn"
-    geo = Geolocator(GeoStore.open(out / "store"), encoder, client, LocateConfig(strategy=strategy))
+    geo = Geolocator(GeoStore.open(out / "store"), enc, client, LocateConfig(strategy=strategy))
     preds_path = out / "predictions.csv"
     got: dict[str, tuple[float, float]] = {}
     failed = 0
@@ -148,6 +154,8 @@ def run_demo(
         gallery=len(gallery_rows),
         queries=len(query_rows),
         strategy=strategy,
+        encoder=enc.model_id,
+        random_weights=encoder is None,
         accuracy=accuracy(pl, po, lat[query_rows], lon[query_rows]),
         failed=failed,
         seconds=time.perf_counter() - t0,

@@ -29,18 +29,26 @@ from georag.errors import GeoRagError
 @click.option(
     "--llm", default="none", show_default=True, help="none, or an LLM server URL (see `georag locate`)."
 )
-def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, llm: str) -> None:
+@click.option(
+    "--encoder", default=None,
+    help="SigLIP hub id or folder, e.g. google/siglip-so400m-patch14-384 (a network) [default: tiny random].",
+)  # fmt: skip
+def demo(
+    out: Path, images: Path | None, metadata: Path | None, dataset: str, llm: str, encoder: str | None
+) -> None:
     """Run the pipeline end to end offline: build a store, locate held-out photos, score them.
 
-    Uses a tiny RANDOM-WEIGHT SigLIP built on the fly (nothing is downloaded) and, unless --images and
-    --metadata are given, the IM2GPS3k sample in ../shared/data or generated pictures. With random weights
-    the accuracy is meaningless: this shows the plumbing. With a network, build a real store with
-    `georag index build --encoder google/siglip-so400m-patch14-384` and run `georag locate`.
+    By default a tiny RANDOM-WEIGHT SigLIP is built on the fly (nothing is downloaded) and, unless
+    --images and --metadata are given, the IM2GPS3k sample in ../shared/data or generated pictures are
+    used. With random weights the accuracy is meaningless: this shows the plumbing. With a network,
+    `--encoder google/siglip-so400m-patch14-384` runs the same job with the real model.
     """
     from georag.demo import run_demo
 
     try:
-        report = run_demo(out, images=images, metadata=metadata, dataset=dataset, llm=llm, progress=True)
+        report = run_demo(
+            out, images=images, metadata=metadata, dataset=dataset, llm=llm, encoder=encoder, progress=True
+        )
     except (GeoRagError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"photos: {report.data}")
@@ -51,6 +59,8 @@ def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, ll
     click.echo("| " + " | ".join(f"{t:g} km" for t in report.accuracy) + " |")
     click.echo("|" + "---:|" * len(report.accuracy))
     click.echo("| " + " | ".join(f"{100 * a:.1f} %" for a in report.accuracy.values()) + " |")
+    if not report.random_weights:
+        return
     click.echo(
         "NOTE: the encoder has RANDOM weights, so these accuracies mean nothing; "
         "the demo shows the plumbing. Real accuracy needs the real SigLIP "
