@@ -97,6 +97,20 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
     "--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Decode threads (0: all)."
 )
 @click.option(
+    "--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Benchmark metadata (true location, author) for the --exclude-* options.",
+)  # fmt: skip
+@click.option(
+    "--truth-format", default="im2gps3k", show_default=True, help="Reader of --truth (see index build)."
+)
+@click.option(
+    "--exclude-same-author", is_flag=True, help="Never retrieve gallery rows by the photo's author."
+)
+@click.option(
+    "--exclude-radius-km", type=click.FloatRange(min=0.0), default=None,
+    help="Never retrieve gallery rows within R km of the photo's true location (leakage-free ablation).",
+)  # fmt: skip
+@click.option(
     "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="preds.csv (+ preds.jsonl)."
 )
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run into --out.")
@@ -145,6 +159,10 @@ def run_locate(
     workers: int,
     out: Path,
     overwrite: bool,
+    truth: Path | None = None,
+    truth_format: str = "im2gps3k",
+    exclude_same_author: bool = False,
+    exclude_radius_km: float | None = None,
     progress: bool = True,
 ) -> str:
     """Runs the CLI's job; returns the summary line."""
@@ -154,8 +172,10 @@ def run_locate(
     from georag.llm.backends import open_llm
     from georag.llm.client import Sampling
     from georag.llm.prompts import parse_variants
+    from georag.locate.exclusion import Exclusion
     from georag.locate.geolocator import Geolocator, LocateConfig, default_variants
     from georag.locate.output import PredictionWriter, output_paths, read_done
+    from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
     from georag.strategies.rag import RagConfig
 
@@ -172,14 +192,16 @@ def run_locate(
             with_neighbors=with_neighbors,
         ),
         max_in_flight=max_in_flight,
+        exclusion=Exclusion(same_author=exclude_same_author, radius_km=exclude_radius_km),
     )
+    truths = load_truth(truth, truth_format) if truth is not None else None
     csv_path, jsonl_path = output_paths(out)
     if overwrite:
         for p in (csv_path, jsonl_path):
             p.unlink(missing_ok=True)
     done, done_bytes = read_done(jsonl_path)
     enc = load_encoder(encoder, backend, device=device, batch_size=batch_size, workers=workers)
-    geo = Geolocator(GeoStore.open(store, encoder=enc.model_id), enc, client, config)
+    geo = Geolocator(GeoStore.open(store, encoder=enc.model_id), enc, client, config, truth=truths)
     finished = {p.id for p in done}
     todo = [p for p in paths if p.name not in finished]
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from georag.errors import GeoRagError, ImageLoadError
 from georag.llm.prompts import PromptVariant
+from georag.locate.exclusion import ExcludingSearch, Exclusion, QueryTruth
 from georag.locate.llm_image import llm_image
 from georag.locate.prediction import Prediction
 from georag.strategies.knn import KNN_MODES, knn_predict
@@ -55,6 +56,8 @@ class LocateConfig:
     """Photos whose LLM requests run at once; default 16."""
     knn_k: int = 16
     """Neighbours the knn-medoid baseline takes the medoid of; default 16."""
+    exclusion: Exclusion = field(default_factory=Exclusion)
+    """Gallery rows a query may not retrieve (same author, near the truth); default none. Needs the truth."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -73,10 +76,29 @@ class Geolocator:
     """Locates photos with a store, an encoder and (for the rag route) a multimodal LLM client."""
 
     def __init__(
-        self, store: GeoStore, encoder: Encoder, llm: LLMClient | None, config: LocateConfig | None = None
+        self,
+        store: GeoStore,
+        encoder: Encoder,
+        llm: LLMClient | None,
+        config: LocateConfig | None = None,
+        *,
+        truth: Mapping[str, QueryTruth] | None = None,
     ) -> None:
-        """Refuses an encoder other than the store's (its embeddings would not be comparable)."""
+        """Refuses an encoder other than the store's (its embeddings would not be comparable).
+
+        ``truth`` (by image file name) is needed by the exclusions of ``config.exclusion``: a photo without
+        a truth entry then gets an error instead of a search that might leak.
+        """
         self.config = config or LocateConfig()
+        if self.config.exclusion.active and truth is None:
+            raise GeoRagError(
+                f"excluding {self.config.exclusion} needs the photos' truth (--truth FILE): their true "
+                "location and author"
+            )
+        self.truth = truth
+        self._excluding = (
+            ExcludingSearch(store, self.config.exclusion) if self.config.exclusion.active else None
+        )
         if encoder.model_id != store.encoder or encoder.dim != store.dim:
             raise GeoRagError(
                 f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
@@ -166,11 +188,29 @@ class Geolocator:
                 enc = self.encoder.encode(chunk, ids=[p.name for p in chunk], progress=False)
                 t1 = time.perf_counter()
                 found: dict[str, Retrieved] = {}
+                failed = {f.id: f.reason for f in enc.failures}
+                excluded: dict[str, int] = {}
                 if len(enc):
-                    res = self.store.search(enc.embeddings, self.config.k_near, self.config.k_far)
+                    keep = list(range(len(enc)))
+                    if self._excluding is not None:
+                        assert self.truth is not None
+                        keep = [i for i, x in enumerate(enc.ids) if x in self.truth]
+                        for x in set(enc.ids) - set(self.truth):
+                            failed[x] = (
+                                "no truth for this photo: --exclude-* needs its true location and author"
+                            )
+                    embeddings, ids = enc.embeddings[keep], [enc.ids[i] for i in keep]
+                    if self._excluding is None:
+                        res = self.store.search(embeddings, self.config.k_near, self.config.k_far)
+                    else:
+                        assert self.truth is not None
+                        res, dropped = self._excluding.search(
+                            embeddings, [self.truth[x] for x in ids], self.config.k_near, self.config.k_far
+                        )
+                        excluded = {x: int(c) for x, c in zip(ids, dropped, strict=True)}
                     n = res.neighbors
                     by_name = {p.name: p for p in chunk}
-                    for i, image_id in enumerate(enc.ids):
+                    for i, image_id in enumerate(ids):
                         found[image_id] = Retrieved(
                             image_id, by_name[image_id],
                             n.near_ids[i], n.near_scores[i], res.near_lat[i], res.near_lon[i],
@@ -181,10 +221,10 @@ class Geolocator:
                     "encode_s": round((t1 - t0) / len(chunk), 5),
                     "search_s": round((t2 - t1) / max(len(enc), 1), 5),
                 }
-                failed = {f.id: f.reason for f in enc.failures}
                 for p in chunk:
                     if p.name in found:
-                        item: Any = (found[p.name], timings)
+                        extra = {"excluded_rows": excluded[p.name]} if p.name in excluded else {}
+                        item: Any = (found[p.name], {**timings, **extra})
                     else:
                         reason = failed.get(p.name, "not encoded")
                         item = Prediction(
@@ -215,7 +255,9 @@ def _result(p: Future[Prediction] | Prediction) -> Prediction:
 
 
 def _with_evidence(pred: Prediction, found: Retrieved, timings: dict[str, float]) -> Prediction:
-    pred.evidence = {"neighbors": found.evidence(), **pred.evidence, "timings": timings}
+    timings = dict(timings)
+    extra = {"excluded_rows": int(timings.pop("excluded_rows"))} if "excluded_rows" in timings else {}
+    pred.evidence = {"neighbors": found.evidence(), **extra, **pred.evidence, "timings": timings}
     return pred
 
 

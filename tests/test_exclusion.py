@@ -1,0 +1,144 @@
+"""Leakage control: the search never returns excluded rows and returns exactly the top k of the others."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from georag.cli import main
+from georag.errors import GeoRagError
+from georag.geo.coords import haversine_km
+from georag.locate.exclusion import ExcludingSearch, Exclusion, QueryTruth
+from georag.store.build import BuildRequest, build_source
+from georag.store.store import GeoStore
+from reference import check_neighbors
+from store_fixtures import IM2GPS3K_CSV, write_csv
+
+D = 16
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> GeoStore:
+    """600 rows by 6 authors, clustered around 3 places, so exclusions remove many of the best rows."""
+    root = tmp_path_factory.mktemp("excl")
+    rng = np.random.default_rng(0)
+    centres = np.array([[48.85, 2.35], [40.71, -74.0], [35.68, 139.69]])
+    place = rng.integers(0, 3, 600)
+    lat = centres[place, 0] + rng.normal(0, 0.3, 600)
+    lon = centres[place, 1] + rng.normal(0, 0.3, 600)
+    rows = [
+        {"IMG_ID": f"r{i}.jpg", "AUTHOR": f"a{i % 6}", "LAT": f"{lat[i]:.6f}", "LON": f"{lon[i]:.6f}"}
+        for i in range(600)
+    ]
+    meta = write_csv(root / "meta.csv", rows)
+    emb = rng.standard_normal((600, D)).astype(np.float32)
+    emb[:, 0] += 3 * place  # similar embeddings at the same place: the nearest rows are the excludable ones
+    np.save(root / "emb.npy", emb)
+    req = BuildRequest(
+        store=root / "s", dataset="im2gps3k", metadata=meta, encoder="toy", embeddings=root / "emb.npy"
+    )
+    build_source(req, add=False)
+    return GeoStore.open(root / "s")
+
+
+@pytest.mark.parametrize(
+    "exclusion", [Exclusion(same_author=True), Exclusion(radius_km=50), Exclusion(True, 25.0)]
+)
+def test_excluding_search_is_the_top_k_of_the_allowed_rows(store: GeoStore, exclusion: Exclusion) -> None:
+    db = store.embeddings(np.arange(store.ntotal))
+    authors = np.array(store.metadata.column("author").to_pylist(), dtype=object)
+    rng = np.random.default_rng(1)
+    q_rows = rng.choice(store.ntotal, 12, replace=False)
+    queries = db[q_rows] + rng.normal(0, 0.05, (12, D)).astype(np.float32)
+    truths = [QueryTruth(float(store.lat[r]), float(store.lon[r]), str(authors[r])) for r in q_rows]
+    res, dropped = ExcludingSearch(store, exclusion).search(queries, truths, 16, 16)
+    assert dropped.sum() > 0
+    for i, t in enumerate(truths):
+        allowed = np.ones(store.ntotal, dtype=bool)
+        if exclusion.same_author:
+            allowed &= authors != t.author
+        if exclusion.radius_km is not None:
+            allowed &= haversine_km(store.lat, store.lon, t.lat, t.lon) > exclusion.radius_km
+        one = type(res.neighbors)(
+            *(
+                a[i : i + 1]
+                for a in (
+                    res.neighbors.near_ids,
+                    res.neighbors.near_scores,
+                    res.neighbors.far_ids,
+                    res.neighbors.far_scores,
+                )
+            )
+        )
+        check_neighbors(one, db, queries[i : i + 1], 16, 16, allowed=np.flatnonzero(allowed))
+    np.testing.assert_array_equal(res.near_lat, store.lat[res.neighbors.near_ids])
+
+
+def test_exclusion_options_are_checked() -> None:
+    with pytest.raises(GeoRagError, match=">= 0 km"):
+        Exclusion(radius_km=-1)
+    assert str(Exclusion(True, 25.0)) == "same author and within 25 km of the truth"
+    assert not Exclusion().active
+
+
+def _rows(p: Path) -> list[dict[str, str]]:
+    with open(p, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_leakage_inflates_street_level_accuracy_and_the_exclusions_remove_it(
+    locate_env: dict[str, object], tmp_path: Path
+) -> None:
+    """The store holds the query photos themselves (the worst leak): exact copies are found at 0 km."""
+    from store_fixtures import real_rows, rows_with_images
+
+    store = Path(str(locate_env["root"])) / "store"
+    gallery = GeoStore.open(store)
+    in_store = set(gallery.metadata.column("image_id").to_pylist())
+    photos = [
+        Path(str(locate_env["queries"][0])).parent / r["IMG_ID"]
+        for r in rows_with_images()
+        if r["IMG_ID"] in in_store
+    ][:30]  # type: ignore[index]
+    base = ["locate", *map(str, photos), "--store", str(store), "--encoder", str(locate_env["tiny"])]
+    truth = ["--truth", str(IM2GPS3K_CSV)]
+    runs = {}
+    for name, extra in (
+        ("leaky", []),
+        ("author", ["--exclude-same-author"]),
+        ("radius", ["--exclude-radius-km", "1"]),
+    ):
+        out = tmp_path / f"{name}.csv"
+        r = CliRunner().invoke(main, [*base, *truth, *extra, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        runs[name] = out
+    true = {r["IMG_ID"]: r for r in real_rows()}
+
+    def within_1km(path: Path) -> float:
+        rows = _rows(path)
+        d = [
+            haversine_km(
+                float(x["lat"]), float(x["lon"]), float(true[x["id"]]["LAT"]), float(true[x["id"]]["LON"])
+            )
+            for x in rows
+        ]
+        return float(np.mean(np.array(d) <= 1.0))
+
+    assert within_1km(runs["leaky"]) == 1.0  # every photo finds itself
+    assert within_1km(runs["radius"]) == 0.0  # by construction nothing within 1 km may help
+    authors = gallery.metadata.column("author").to_pylist()
+    for line in (tmp_path / "author.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        mine = true[rec["id"]]["AUTHOR"]
+        assert all(
+            authors[n["row"]] != mine
+            for n in rec["evidence"]["neighbors"]["near"] + rec["evidence"]["neighbors"]["far"]
+        )
+        assert rec["evidence"]["excluded_rows"] >= 1  # at least the photo itself
+    r = CliRunner().invoke(main, [*base, "--exclude-same-author", "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code != 0 and "needs the photos' truth" in r.output
