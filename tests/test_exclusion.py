@@ -142,3 +142,33 @@ def test_leakage_inflates_street_level_accuracy_and_the_exclusions_remove_it(
         assert rec["evidence"]["excluded_rows"] >= 1  # at least the photo itself
     r = CliRunner().invoke(main, [*base, "--exclude-same-author", "--out", str(tmp_path / "x.csv")])
     assert r.exit_code != 0 and "needs the photos' truth" in r.output
+
+
+def test_near_duplicates_list_every_pair_above_the_bar(locate_env: dict[str, object], tmp_path: Path) -> None:
+    from georag.encoder import load_encoder
+    from georag.store.duplicates import near_duplicates
+    from store_fixtures import unit_rows
+
+    store = GeoStore.open(Path(str(locate_env["root"])) / "store")
+    folder = Path(str(locate_env["queries"][0])).parent  # type: ignore[index]
+    photos = [folder / n for n in store.metadata.column("image_id").to_pylist()[:8]] + locate_env["queries"][
+        :4
+    ]  # type: ignore[operator]
+    enc = load_encoder(Path(str(locate_env["tiny"]))).encode(photos, ids=[p.name for p in photos])
+    db = unit_rows(store.embeddings(np.arange(store.ntotal)))
+    cos = unit_rows(enc.embeddings) @ db.T
+    bar = float(np.quantile(cos, 0.995))  # a bar that a few dozen pairs pass
+    pairs = near_duplicates(store, enc.embeddings, list(enc.ids), bar, k=4)  # k=4 forces the widening
+    got = {(p.query, p.row) for p in pairs}
+    clear = np.abs(cos - bar) > 1e-4  # float16 rows: pairs at the bar itself may go either way
+    want = {(enc.ids[i], int(r)) for i, r in zip(*np.nonzero((cos >= bar) & clear), strict=True)}
+    assert want <= got
+    assert all((q, r) in want for q, r in got if clear[enc.ids.index(q), r])
+    assert {p.query for p in pairs} >= {p.name for p in photos[:8]}  # each gallery photo finds itself
+    r = CliRunner().invoke(
+        main,
+        ["index", "near-duplicates", str(store.path), *map(str, photos[:8]),
+         "--encoder", str(locate_env["tiny"]), "--threshold", "0.999", "--out", str(tmp_path / "pairs.csv")],
+    )  # fmt: skip
+    assert r.exit_code == 0 and "8 of 8 photos have a gallery row" in r.output, r.output
+    assert len(_rows(tmp_path / "pairs.csv")) >= 8

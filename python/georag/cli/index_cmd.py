@@ -324,3 +324,52 @@ def verify_cmd(store: Path) -> None:
     )
     if not report.ok:
         raise SystemExit(1)
+
+
+@index.command("near-duplicates")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--encoder", required=True, help="The store's encoder (hub id or folder).")
+@click.option(
+    "--threshold", default=0.95, show_default=True, type=click.FloatRange(-1.0, 1.0), help="Cosine bar."
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the pairs as CSV here.")
+def near_duplicates_cmd(
+    store: Path, images: tuple[Path, ...], encoder: str, threshold: float, out: Path | None
+) -> None:
+    """List gallery rows of STORE that are near-copies of benchmark IMAGES (files or folders): cosine >= bar.
+
+    A near-copy is found at about 0 km by retrieval and inflates street-level scores; see also
+    `georag locate --exclude-same-author / --exclude-radius-km`.
+    """
+    import csv
+    from dataclasses import asdict
+
+    from georag.cli.locate_cmd import expand_images
+    from georag.encoder import load_encoder
+    from georag.store.duplicates import near_duplicates
+    from georag.store.store import GeoStore
+
+    try:
+        enc = load_encoder(encoder)
+        gallery = GeoStore.open(store, encoder=enc.model_id)
+        paths = expand_images(images, None)
+        result = enc.encode(paths, ids=[p.name for p in paths], progress=True)
+        pairs = near_duplicates(gallery, result.embeddings, list(result.ids), threshold)
+    except (GeoRagError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    queries = {p.query for p in pairs}
+    click.echo(
+        f"{len(queries)} of {len(result)} photos have a gallery row at cosine >= {threshold:g} "
+        f"({len(pairs)} pairs); {len(result.failures)} photos could not be read"
+    )
+    for p in pairs[:10]:
+        click.echo(
+            f"  {p.query}  ~  row {p.row} {p.image_id} ({p.source}, author {p.author})  cos {p.cosine:.4f}"
+        )
+    if out is not None:
+        with open(out, "w", newline="") as f:
+            w = csv.DictWriter(f, ["query", "row", "image_id", "source", "author", "cosine"])
+            w.writeheader()
+            w.writerows(asdict(p) for p in pairs)
+        click.echo(f"wrote {out}")
