@@ -1,0 +1,186 @@
+"""`georag eval`: score a predictions file (or two, paired) against a benchmark's ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from georag.errors import GeoRagError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from georag.evaluate import EvalReport
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command("eval")
+@click.argument("predictions", type=_FILE)
+@click.option("--truth", required=True, type=_FILE, help="Ground-truth metadata file of the benchmark.")
+@click.option(
+    "--truth-format",
+    default="im2gps3k",
+    show_default=True,
+    help="Reader of --truth: im2gps, im2gps3k, yfcc4k, mp16, osv5m or generic (columns id,lat,lon).",
+)
+@click.option("--truth-id-col", default=None, help="Truth id column [default: the format's].")
+@click.option("--truth-lat-col", default=None, help="Truth latitude column [default: the format's].")
+@click.option("--truth-lon-col", default=None, help="Truth longitude column [default: the format's].")
+@click.option("--id-col", default="id", show_default=True, help="Predictions' id column (JSONL key).")
+@click.option("--lat-col", default="lat", show_default=True, help="Predictions' latitude column.")
+@click.option("--lon-col", default="lon", show_default=True, help="Predictions' longitude column.")
+@click.option(
+    "--distance",
+    type=click.Choice(["haversine", "geodesic"]),
+    default="haversine",
+    show_default=True,
+    help="haversine: sphere of R = 6371.0 km (the papers); geodesic: WGS-84 ellipsoid.",
+)
+@click.option("--thresholds", default="1,25,200,750,2500", show_default=True, help="Thresholds in km.")
+@click.option(
+    "--denominator",
+    type=click.Choice(["truth", "predicted"]),
+    default="truth",
+    show_default=True,
+    help="truth: every truth row (missing or failed = wrong); predicted: only rows with a prediction.",
+)
+@click.option(
+    "--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Resamples (0: no CIs)."
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
+@click.option(
+    "--compare",
+    "other",
+    type=_FILE,
+    default=None,
+    help="A second predictions file (same columns): side by side, with a paired bootstrap of A - B.",
+)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
+@click.option("--markdown", is_flag=True, help="Print a markdown table instead of the plain one.")
+@click.option("--digits", default=1, show_default=True, type=click.IntRange(0, 6), help="Decimals of %.")
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write error_cdf.png and world_map.png here (needs: pip install georag[plot]).",
+)
+def eval_command(
+    predictions: Path,
+    truth: Path,
+    truth_format: str,
+    truth_id_col: str | None,
+    truth_lat_col: str | None,
+    truth_lon_col: str | None,
+    id_col: str,
+    lat_col: str,
+    lon_col: str,
+    distance: str,
+    thresholds: str,
+    denominator: str,
+    bootstrap: int,
+    seed: int,
+    other: Path | None,
+    json_out: Path | None,
+    markdown: bool,
+    digits: int,
+    plot_dir: Path | None,
+) -> None:
+    """Score PREDICTIONS against the ground truth: accuracy within each distance threshold, median and
+    mean error, GeoScore, with 95% bootstrap intervals.
+
+    PREDICTIONS is a `georag locate` output (CSV or JSONL: failed rows and fallbacks are counted) or any
+    CSV/JSONL with id, latitude and longitude columns (--id-col, --lat-col, --lon-col); a CSV is read up to
+    its first blank line. Ids join the truth's exactly, or when they differ only by an image extension
+    ("x" and "x.jpg"). With --compare B, PREDICTIONS is A and both are scored on the same rows.
+
+    \b
+    georag eval preds.csv --truth im2gps3k_places365.csv
+    georag eval results.csv --truth meta.csv --truth-format im2gps \\
+        --id-col img_id --lat-col predicted_lat --lon-col predicted_long
+    georag eval a.csv --compare b.csv --truth meta.csv --json ab.json
+    """
+    from georag.evaluate import compare, evaluate_predictions, parse_thresholds, read_predictions, read_truth
+    from georag.evaluate.tables import comparison_table, report_table
+
+    try:
+        chosen = parse_thresholds(thresholds)
+        truth_rows = read_truth(
+            truth, truth_format, id_col=truth_id_col, lat_col=truth_lat_col, lon_col=truth_lon_col
+        )
+        options: dict[str, Any] = {
+            "distance": distance,
+            "thresholds": chosen,
+            "denominator": denominator,
+            "bootstrap": bootstrap,
+            "seed": seed,
+        }
+        files = [predictions] if other is None else [predictions, other]
+        preds = [read_predictions(f, id_col, lat_col, lon_col) for f in files]
+        for p in preds:
+            for note in p.notes:
+                click.echo(f"note: {p.path}: {note}", err=True)
+        head = f"against {truth.name} ({truth_format}), {distance} distance"
+        if other is None:
+            report = evaluate_predictions(preds[0], truth_rows, **options)
+            payload = {**report.to_json(), "predictions": str(predictions), "truth": str(truth)}
+            text = report_table(report, title=f"{predictions.name} {head}", markdown=markdown, digits=digits)
+            reports: dict[str, tuple[str, EvalReport]] = {"": (predictions.name, report)}
+        else:
+            comparison = compare(preds[0], preds[1], truth_rows, **options)
+            payload = {
+                **comparison.to_json(),
+                "predictions": [str(predictions), str(other)],
+                "truth": str(truth),
+            }
+            title = f"A = {predictions.name}, B = {other.name}, {head}"
+            text = comparison_table(comparison, title=title, markdown=markdown, digits=digits)
+            reports = {
+                "a_": (f"A = {predictions.name}", comparison.a),
+                "b_": (f"B = {other.name}", comparison.b),
+            }
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        if plot_dir is not None:
+            for prefix, (name, rep) in reports.items():
+                _plot(rep, plot_dir, prefix, name)
+    except GeoRagError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(text)
+    if json_out is not None:
+        click.echo(f"wrote {json_out}")
+    if plot_dir is not None:
+        click.echo(f"wrote the plots to {plot_dir}")
+
+
+def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:
+    """The error CDF and the world map of one report, through georag.evaluate.plots (matplotlib)."""
+    hint = "--plot needs matplotlib: pip install georag[plot]"
+    try:
+        from georag.evaluate import plots
+    except ImportError as exc:
+        raise MissingDependencyError(f"{hint} ({exc})") from exc
+    # Every denominator row goes in: the plots draw a row without a prediction (NaN) as an error beyond
+    # the axis and a truth marker alone, so the curve at each threshold is the reported accuracy.
+    rows = report.rows
+    what = f"{name}, {report.distance}, n = {report.n}"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        plots.plot_error_cdf(
+            rows.dist_km, report.thresholds_km, out / f"{prefix}error_cdf.png", title=f"Error CDF: {what}"
+        )
+        plots.plot_world_map(
+            rows.true_lat,
+            rows.true_lon,
+            rows.pred_lat,
+            rows.pred_lon,
+            out / f"{prefix}world_map.png",
+            title=f"Truth vs prediction: {what}",
+        )
+    except GeoRagError:
+        raise
+    except ImportError as exc:  # a lazily imported matplotlib
+        raise MissingDependencyError(f"{hint} ({exc})") from exc

@@ -1,0 +1,225 @@
+"""evaluate: join predictions to truth, measure each distance, and summarise it as an EvalReport."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from georag.evaluate.bootstrap import bootstrap as bootstrap_replicates
+from georag.evaluate.bootstrap import percentile_interval
+from georag.evaluate.distances import DISTANCES, distance_km
+from georag.evaluate.errors import EvaluationError
+from georag.evaluate.join import join_ids
+from georag.evaluate.metrics import THRESHOLDS_KM, check_thresholds, geoscore
+from georag.evaluate.predictions import Predictions
+from georag.evaluate.report import Counts, EvalReport, Rows
+from georag.evaluate.truth import Truth
+
+log = logging.getLogger(__name__)
+
+DENOMINATORS = ("truth", "predicted")
+"""truth: every truth row (a missing or failed prediction is wrong everywhere); predicted: scored rows."""
+
+
+@dataclass(frozen=True, repr=False)
+class Scored:
+    """Per truth row: its prediction (index, -1 for none) and distance (inf where not scored)."""
+
+    predictions: Predictions
+    truth: Truth
+    pred_of_truth: npt.NDArray[np.int64]
+    dist_km: npt.NDArray[np.float64]
+    extra: npt.NDArray[np.int64]
+    by_extension: int
+
+    @property
+    def joined(self) -> npt.NDArray[np.bool_]:
+        return self.pred_of_truth >= 0
+
+    @property
+    def scored(self) -> npt.NDArray[np.bool_]:
+        return np.isfinite(self.dist_km)
+
+
+def check_options(distance: str, denominator: str, bootstrap: int) -> None:
+    """EvaluationError for an unknown distance or denominator, or a negative resample count."""
+    if distance not in DISTANCES:
+        raise EvaluationError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+    if denominator not in DENOMINATORS:
+        raise EvaluationError(f"unknown denominator {denominator!r}; choose one of {', '.join(DENOMINATORS)}")
+    if bootstrap < 0:
+        raise EvaluationError(f"bootstrap resamples must be >= 0 (0 = no intervals), got {bootstrap}")
+
+
+def score_rows(predictions: Predictions, truth: Truth, distance: str) -> Scored:
+    """Join by id and measure the distance of every truth row that has usable predicted coordinates."""
+    join = join_ids(predictions.ids, truth.ids)
+    joined = join.pred_of_truth >= 0
+    if len(predictions) and not joined.any():
+        raise EvaluationError(
+            f"no prediction id matches a truth id (first prediction id {predictions.ids[0]!r}, first truth "
+            f"id {truth.ids[0] if len(truth) else None!r}); check --id-col and the truth file and format"
+        )
+    pj = np.where(joined, join.pred_of_truth, 0)
+    usable = joined & ~predictions.failed[pj] if len(predictions) else np.zeros(len(truth), dtype=bool)
+    dist = np.full(len(truth), np.inf)
+    if usable.any():
+        p = pj[usable]
+        dist[usable] = distance_km(
+            distance, predictions.lat[p], predictions.lon[p], truth.lat[usable], truth.lon[usable]
+        )
+    extra = np.flatnonzero(join.truth_of_pred < 0)
+    return Scored(predictions, truth, join.pred_of_truth, dist, extra, join.by_extension)
+
+
+def summarize(
+    scored: Scored,
+    rows: npt.NDArray[np.bool_],
+    *,
+    distance: str,
+    denominator: str,
+    thresholds_km: tuple[float, ...],
+    bootstrap: int,
+    seed: int,
+) -> EvalReport:
+    """The report over the truth rows selected by ``rows`` (the denominator); counts cover both files."""
+    preds, truth = scored.predictions, scored.truth
+    n = int(rows.sum())
+    if n == 0:
+        raise EvaluationError(
+            "no row to score: no truth row has a prediction with coordinates; "
+            "use --denominator truth to score a run whose every prediction failed"
+        )
+    d = scored.dist_km[rows]
+    finite = d[np.isfinite(d)]
+    accuracy = {t: float(np.mean(d <= t)) for t in thresholds_km}
+    acc_ci: dict[float, tuple[float, float]] | None = None
+    med_ci: tuple[float, float] | None = None
+    if bootstrap > 0:
+        acc_rep, med_rep = bootstrap_replicates(d, thresholds_km, bootstrap, seed)
+        lo, hi = percentile_interval(acc_rep)
+        acc_ci = {t: (float(a), float(b)) for t, a, b in zip(thresholds_km, lo, hi, strict=True)}
+        mlo, mhi = percentile_interval(med_rep)
+        med_ci = (float(mlo), float(mhi))
+    joined = scored.joined
+    pj = scored.pred_of_truth[joined]
+    failed = joined.copy()
+    failed[joined] = preds.failed[pj]
+    fallback = joined.copy()
+    fallback[joined] = preds.fallback[pj]
+    counts = Counts(
+        n=n,
+        truth=len(truth),
+        predictions=len(preds),
+        joined=int(joined.sum()),
+        scored=int(scored.scored.sum()),
+        missing=int((~joined).sum()),
+        extra=int(scored.extra.size),
+        failures=int(failed.sum()),
+        fallbacks=int(fallback.sum()),
+        by_extension=scored.by_extension,
+    )
+    return EvalReport(
+        thresholds_km=thresholds_km,
+        accuracy=accuracy,
+        mean_km=float(finite.mean()) if finite.size else float("nan"),
+        median_km=float(np.median(finite)) if finite.size else float("nan"),
+        geoscore=float(geoscore(d).mean()),
+        counts=counts,
+        distance=distance,
+        denominator=denominator,
+        accuracy_ci=acc_ci,
+        median_ci=med_ci,
+        resamples=bootstrap,
+        seed=seed,
+        missing_ids=_pick(truth.ids, ~joined),
+        extra_ids=tuple(preds.ids[j] for j in scored.extra.tolist()),
+        failed_ids=_pick(truth.ids, failed),
+        rows=_rows(scored, rows),
+    )
+
+
+def _pick(ids: tuple[str, ...], mask: npt.NDArray[np.bool_]) -> tuple[str, ...]:
+    return tuple(ids[i] for i in np.flatnonzero(mask).tolist())
+
+
+def _rows(scored: Scored, rows: npt.NDArray[np.bool_]) -> Rows:
+    preds, truth = scored.predictions, scored.truth
+    pj = scored.pred_of_truth[rows]
+    has = pj >= 0
+    pred_lat = np.full(pj.size, np.nan)
+    pred_lon = np.full(pj.size, np.nan)
+    pred_lat[has] = preds.lat[pj[has]]
+    pred_lon[has] = preds.lon[pj[has]]
+    d = scored.dist_km[rows]
+    return Rows(
+        ids=_pick(truth.ids, rows),
+        true_lat=truth.lat[rows],
+        true_lon=truth.lon[rows],
+        pred_lat=pred_lat,
+        pred_lon=pred_lon,
+        dist_km=np.where(np.isfinite(d), d, np.nan),
+    )
+
+
+def evaluate_predictions(
+    predictions: Predictions,
+    truth: Truth,
+    *,
+    distance: str = "haversine",
+    thresholds: Iterable[float] = THRESHOLDS_KM,
+    denominator: str = "truth",
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> EvalReport:
+    """Score ``predictions`` against ``truth`` (see `evaluate` for the options)."""
+    check_options(distance, denominator, bootstrap)
+    thresholds_km = check_thresholds(thresholds)
+    scored = score_rows(predictions, truth, distance)
+    rows = np.ones(len(truth), dtype=bool) if denominator == "truth" else scored.scored
+    return summarize(
+        scored,
+        rows,
+        distance=distance,
+        denominator=denominator,
+        thresholds_km=thresholds_km,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+
+
+def evaluate(
+    pred_ids: Iterable[object],
+    pred_lat: npt.ArrayLike,
+    pred_lon: npt.ArrayLike,
+    truth_ids: Iterable[object],
+    truth_lat: npt.ArrayLike,
+    truth_lon: npt.ArrayLike,
+    *,
+    distance: str = "haversine",
+    thresholds: Iterable[float] = THRESHOLDS_KM,
+    denominator: str = "truth",
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> EvalReport:
+    """Score predicted coordinates against the truth, joined by id (also "x" with "x.jpg", see `join_ids`).
+
+    A NaN or out-of-range prediction is a failure. ``distance``: "haversine" (R = 6371.0 km, as the
+    benchmark papers) or "geodesic" (WGS-84). ``denominator``: "truth" (every truth row; a missing or
+    failed prediction is wrong at every threshold) or "predicted" (only rows with a scored prediction).
+    ``bootstrap`` percentile-bootstrap resamples (seeded by ``seed``; 0 for none) give the 95% intervals.
+    Raises EvaluationError for unknown options, repeated ids, or when no id matches.
+    """
+    return evaluate_predictions(
+        Predictions.from_arrays(pred_ids, pred_lat, pred_lon),
+        Truth.from_arrays(truth_ids, truth_lat, truth_lon),
+        distance=distance,
+        thresholds=thresholds,
+        denominator=denominator,
+        bootstrap=bootstrap,
+        seed=seed,
+    )

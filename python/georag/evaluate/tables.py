@@ -1,0 +1,128 @@
+"""Text tables of an EvalReport or a Comparison: aligned plain text for the terminal, or markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from georag.evaluate.compare import Comparison
+from georag.evaluate.metrics import threshold_key
+from georag.evaluate.report import EvalReport, Interval
+
+MAX_IDS_SHOWN = 20
+"""Missing / extra / failed ids listed under a table; the JSON lists all."""
+
+
+def report_table(report: EvalReport, *, title: str, markdown: bool = False, digits: int = 1) -> str:
+    """The report as a metric | value | 95% CI table, a title line above and counts and ids below."""
+    rows = [
+        [f"acc @ {threshold_key(t)} km", _pct(a, digits), _ci_pct(report.accuracy_ci, t, digits)]
+        for t, a in report.accuracy.items()
+    ]
+    rows += [
+        ["median error", _km(report.median_km), _ci_km(report.median_ci)],
+        ["mean error", _km(report.mean_km), ""],
+        ["GeoScore (mean)", _num(report.geoscore, 1), ""],
+    ]
+    lines = [title, "", *_grid(["metric", "value", "95% CI"], rows, markdown), ""]
+    lines += _footer(report)
+    return "\n".join(lines)
+
+
+def comparison_table(comparison: Comparison, *, title: str, markdown: bool = False, digits: int = 1) -> str:
+    """A and B side by side with A - B (percentage points) and its paired 95% CI."""
+    a, b = comparison.a, comparison.b
+    rows = [
+        [
+            f"acc @ {threshold_key(t)} km",
+            _pct(a.accuracy[t], digits),
+            _pct(b.accuracy[t], digits),
+            _pp(comparison.difference[t], digits),
+            _ci_pp(comparison.difference_ci, t, digits),
+        ]
+        for t in a.thresholds_km
+    ]
+    rows += [
+        ["median error", _km(a.median_km), _km(b.median_km), _km_diff(a.median_km - b.median_km), ""],
+        ["mean error", _km(a.mean_km), _km(b.mean_km), _km_diff(a.mean_km - b.mean_km), ""],
+        ["GeoScore (mean)", _num(a.geoscore, 1), _num(b.geoscore, 1), f"{a.geoscore - b.geoscore:+.1f}", ""],
+    ]
+    header = ["metric", "A", "B", "A - B", "95% CI (paired)"]
+    lines = [title, "", *_grid(header, rows, markdown), ""]
+    lines += [f"A: {line}" for line in _footer(a)]
+    lines += [f"B: {line}" for line in _footer(b)]
+    return "\n".join(lines)
+
+
+def _footer(report: EvalReport) -> list[str]:
+    c = report.counts
+    lines = [
+        f"n = {c.n} ({'every truth row' if report.denominator == 'truth' else 'scored rows only'}): "
+        f"{c.truth} truth rows, {c.predictions} predictions, {c.scored} scored",
+        f"missing {c.missing}, extra {c.extra}, failures {c.failures}, fallbacks {c.fallbacks}"
+        + (f", matched without image extension {c.by_extension}" if c.by_extension else ""),
+    ]
+    for label, ids in (
+        ("missing predictions", report.missing_ids),
+        ("extra predictions (not in the truth)", report.extra_ids),
+        ("failed predictions", report.failed_ids),
+    ):
+        if ids:
+            shown = ", ".join(ids[:MAX_IDS_SHOWN])
+            more = f" ... (first {MAX_IDS_SHOWN}; --json lists all)" if len(ids) > MAX_IDS_SHOWN else ""
+            lines.append(f"{label} ({len(ids)}): {shown}{more}")
+    return lines
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> list[str]:
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        return out + ["| " + " | ".join(r) + " |" for r in rows]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _num(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+
+
+def _pct(fraction: float, digits: int) -> str:
+    return f"{100 * fraction:.{digits}f} %"
+
+
+def _pp(fraction: float, digits: int) -> str:
+    return f"{100 * fraction:+.{digits}f} pp"
+
+
+def _km(value: float) -> str:
+    return f"{_num(value, 2)} km" if math.isfinite(value) else "n/a"
+
+
+def _km_diff(value: float) -> str:
+    return f"{value:+.2f} km" if math.isfinite(value) else "n/a"
+
+
+def _ci_pct(ci: dict[float, Interval] | None, t: float, digits: int) -> str:
+    if ci is None:
+        return ""
+    lo, hi = ci[t]
+    return f"[{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+
+
+def _ci_pp(ci: dict[float, Interval] | None, t: float, digits: int) -> str:
+    if ci is None:
+        return ""
+    lo, hi = ci[t]
+    return f"[{100 * lo:+.{digits}f}, {100 * hi:+.{digits}f}]"
+
+
+def _ci_km(ci: Interval | None) -> str:
+    if ci is None or not all(math.isfinite(v) for v in ci):
+        return ""
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
