@@ -24,11 +24,12 @@ def main(verbose: int) -> None:
 def _register() -> None:
     from georag.cli.demo_cmd import demo
     from georag.cli.encoder_cmd import encoder
+    from georag.cli.eval_cmd import eval_command
     from georag.cli.index_cmd import index
     from georag.cli.locate_cmd import locate
     from georag.cli.search_cmd import search
 
-    for command in (demo, search, encoder, index, locate):
+    for command in (demo, search, encoder, index, locate, eval_command):
         main.add_command(command)
 
 
