@@ -16,7 +16,22 @@ if TYPE_CHECKING:
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.command("eval")
+class _EvalGroup(click.Group):
+    """`georag eval FILE ...` scores a file (the `score` subcommand); `georag eval sweep ...` runs a grid."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["score", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("eval", cls=_EvalGroup)
+def eval_command() -> None:
+    """Score predictions against ground truth (`georag eval FILE --truth T`), or sweep settings
+    (`georag eval sweep`). `georag eval score --help` lists the scoring options."""
+
+
+@eval_command.command("score")
 @click.argument("predictions", type=_FILE)
 @click.option("--truth", required=True, type=_FILE, help="Ground-truth metadata file of the benchmark.")
 @click.option(
@@ -67,7 +82,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     default=None,
     help="Write error_cdf.png and world_map.png here (needs: pip install georag[plot]).",
 )
-def eval_command(
+def score(
     predictions: Path,
     truth: Path,
     truth_format: str,
@@ -184,3 +199,12 @@ def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:
         raise
     except ImportError as exc:  # a lazily imported matplotlib
         raise MissingDependencyError(f"{hint} ({exc})") from exc
+
+
+def _add_sweep() -> None:
+    from georag.cli.sweep_cmd import sweep
+
+    eval_command.add_command(sweep)
+
+
+_add_sweep()
