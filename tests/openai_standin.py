@@ -19,6 +19,10 @@ Modes (``StandIn.mode``; can be changed between requests):
 * ``echo``: like ``ok`` but each answer starts with the user prompt.
 * ``refuse``: every choice is a refusal with no coordinates.
 * ``null_content`` / ``parts``: the content is null / a list of text parts.
+* ``prior``: like ``ok`` with a country added: ``{"country": prior_country, "latitude": ..., ...}``.
+
+``script`` (optional): a function of the request body returning the answer text (every choice), or a list
+of texts (choice ``i`` gets item ``i`` modulo its length); it replaces the answer of ``ok`` and ``prior``.
 
 Independently, the first ``fail_first`` requests get ``fail_status`` (503) with an optional ``Retry-After``,
 and every request waits ``delay_s`` before answering (each request has its own thread, so slow requests are
@@ -30,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,6 +54,7 @@ MODES = frozenset(
         "echo",
         "null_content",
         "parts",
+        "prior",
     }
 )
 PATH = "/v1/chat/completions"
@@ -142,6 +148,8 @@ class StandIn:
         stall_s: float = 30.0,
         error_message: str = "this model does not accept images",
         model: str = "standin-vl",
+        script: Callable[[dict[str, Any]], str | list[str]] | None = None,
+        prior_country: str = "FR",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {sorted(MODES)}")
@@ -153,6 +161,8 @@ class StandIn:
         self.stall_s = stall_s
         self.error_message = error_message
         self.model = model
+        self.script = script
+        self.prior_country = prior_country
         self._lock = threading.Condition()
         self._seen: list[Seen] = []
         self._in_flight = 0
@@ -267,9 +277,16 @@ class StandIn:
         n = int(body.get("n", 1))
         seed = body.get("seed")
         count = 1 if self.mode == "one_choice" else n
+        scripted = self.script(body) if self.script is not None else None
         choices = []
         for i in range(count):
             text = json.dumps(answer(i, seed))
+            if self.mode == "prior":
+                text = json.dumps({"country": self.prior_country, **answer(i, seed)})
+            if isinstance(scripted, str):
+                text = scripted
+            elif scripted:
+                text = scripted[i % len(scripted)]
             content: Any = text
             if self.mode == "echo":
                 content = _user_text(body) + "\n" + text
@@ -293,6 +310,11 @@ class StandIn:
 
 def _json(status: int, doc: Any) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+
+def user_text(body: dict[str, Any]) -> str:
+    """The text parts of a request's user message (what a script can tell requests apart by)."""
+    return _user_text(body)
 
 
 def _user_text(body: dict[str, Any]) -> str:

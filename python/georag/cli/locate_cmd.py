@@ -52,7 +52,7 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
 )
 @click.option(
     "--strategy",
-    type=click.Choice(["rag", "knn", "knn-medoid"]),
+    type=click.Choice(["rag", "knn", "knn-medoid", "vpr-guided"]),
     default=None,
     help="[default: rag with an LLM, else knn]",
 )
@@ -111,6 +111,34 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
     help="Never retrieve gallery rows within R km of the photo's true location (leakage-free ablation).",
 )  # fmt: skip
 @click.option(
+    "--prior-samples", default=5, show_default=True, type=click.IntRange(min=1),
+    help="vpr-guided: samples of the prior request (they vote on the country and coordinates).",
+)  # fmt: skip
+@click.option(
+    "--submap-by", default="country", show_default=True,
+    help="vpr-guided: the store's submap partition to search in: country, or a k-means one (kmeans100).",
+)  # fmt: skip
+@click.option(
+    "--clusters", default=1, show_default=True, type=click.IntRange(min=1),
+    help="vpr-guided, k-means partition: search the N clusters nearest to the prior.",
+)  # fmt: skip
+@click.option(
+    "--min-submap-rows", default=100, show_default=True, type=click.IntRange(min=1),
+    help="vpr-guided: a smaller submap falls back to the global search.",
+)  # fmt: skip
+@click.option(
+    "--rerank-k", default=16, show_default=True, type=click.IntRange(min=1),
+    help="vpr-guided: visual candidates re-ranked by distance to the prior.",
+)  # fmt: skip
+@click.option(
+    "--prior-weight", default=0.5, show_default=True, type=click.FloatRange(min=0.0, max=1.0),
+    help="vpr-guided: w of score = (1-w)*cos - w*km/20037.5 (0: retrieval order, 1: nearest to the prior).",
+)  # fmt: skip
+@click.option(
+    "--hybrid", is_flag=True,
+    help="vpr-guided: the re-ranked candidates become the RAG prompt's similar set; the RAG route answers.",
+)  # fmt: skip
+@click.option(
     "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="preds.csv (+ preds.jsonl)."
 )
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run into --out.")
@@ -119,6 +147,10 @@ def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
 
     Writes OUT.csv (id, lat, lon, confidence, strategy, error, fallback) and OUT.jsonl (the evidence:
     neighbours, prompt variants, raw answers, candidates, fallback reason, timings per stage).
+
+    --strategy vpr-guided: the LLM first names the country and a coordinate guess (--prior-samples vote),
+    the search runs only over that submap of the store (--submap-by), and the top --rerank-k candidates
+    are re-ranked by distance to the guess (--prior-weight); --hybrid then asks the RAG prompt with them.
     """
     paths = expand_images(images, listing)
     if not paths:
@@ -163,6 +195,13 @@ def run_locate(
     truth_format: str = "im2gps3k",
     exclude_same_author: bool = False,
     exclude_radius_km: float | None = None,
+    prior_samples: int = 5,
+    submap_by: str = "country",
+    clusters: int = 1,
+    min_submap_rows: int = 100,
+    rerank_k: int = 16,
+    prior_weight: float = 0.5,
+    hybrid: bool = False,
     progress: bool = True,
 ) -> str:
     """Runs the CLI's job; returns the summary line."""
@@ -178,7 +217,10 @@ def run_locate(
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
     from georag.strategies.rag import RagConfig
+    from georag.strategies.vpr_guided import VprConfig
 
+    if hybrid and strategy != "vpr-guided":
+        raise GeoRagError("--hybrid is an option of --strategy vpr-guided")
     client = open_llm(llm, timeout_s=timeout, retries=retries, max_in_flight=max_in_flight)
     config = LocateConfig(
         strategy=strategy or ("rag" if client is not None else "knn"),
@@ -193,6 +235,17 @@ def run_locate(
         ),
         max_in_flight=max_in_flight,
         exclusion=Exclusion(same_author=exclude_same_author, radius_km=exclude_radius_km),
+        vpr=VprConfig(
+            submap_by=submap_by,
+            clusters=clusters,
+            min_submap_rows=min_submap_rows,
+            rerank_k=rerank_k,
+            prior_weight=prior_weight,
+            sampling=Sampling(
+                n=prior_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed
+            ),
+            hybrid=hybrid,
+        ),
     )
     truths = load_truth(truth, truth_format) if truth is not None else None
     csv_path, jsonl_path = output_paths(out)
@@ -227,9 +280,10 @@ def run_locate(
             client.close()
     secs = time.perf_counter() - t0
     rate = len(todo) / secs if secs > 0 else 0.0
+    fell_back_to = "the global search" if config.strategy == "vpr-guided" else "retrieval"
     resumed = f" (resumed: {len(paths) - len(todo)} already done)" if len(todo) < len(paths) else ""
     return (
         f"located {len(todo)} photos in {secs:.1f} s ({rate:.1f}/s) with {config.strategy}{resumed}: "
-        f"{counts['ok']} ok, {counts['fallback']} fell back to retrieval, {counts['error']} failed; "
+        f"{counts['ok']} ok, {counts['fallback']} fell back to {fell_back_to}, {counts['error']} failed; "
         f"wrote {csv_path} and {jsonl_path}"
     )

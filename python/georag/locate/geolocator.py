@@ -5,6 +5,8 @@ each encoded batch, and the calling thread hands each photo to a pool of ``max_i
 yields predictions IN INPUT ORDER as they complete. Queues between the stages are bounded, so memory does
 not grow with the number of photos, and throughput is set by the slowest stage. A photo that cannot be
 read, or whose every LLM request fails, becomes a prediction with an error or a fallback, never a crash.
+On the vpr-guided route the worker asks for the photo's prior and searches the prior's submap itself (the
+photo's embedding travels with it); the search thread's global search is its fallback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from georag.locate.prediction import Prediction
 from georag.strategies.knn import KNN_MODES, knn_predict
 from georag.strategies.rag import RagConfig, rag_predict
 from georag.strategies.retrieved import Retrieved
+from georag.strategies.vpr_guided import VPR, VprConfig, VprRoute
 
 if TYPE_CHECKING:
     from georag.encoder.encoder import Encoder
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("rag", *KNN_MODES)
+STRATEGIES = ("rag", *KNN_MODES, VPR)
 _END = object()
 
 
@@ -45,7 +48,8 @@ class LocateConfig:
     """What `Geolocator` does for each photo."""
 
     strategy: str = "rag"
-    """"rag" (needs an LLM), "knn" (top-1 neighbour) or "knn-medoid" (medoid of the top k); default rag."""
+    """"rag" (needs an LLM), "knn" (top-1 neighbour), "knn-medoid" (medoid of the top k) or "vpr-guided"
+    (needs an LLM and a submap partition of the store); default rag."""
     k_near: int = 16
     """Similar rows retrieved per photo; default 16 (prompt variants show at most this many)."""
     k_far: int = 16
@@ -58,6 +62,9 @@ class LocateConfig:
     """Neighbours the knn-medoid baseline takes the medoid of; default 16."""
     exclusion: Exclusion = field(default_factory=Exclusion)
     """Gallery rows a query may not retrieve (same author, near the truth); default none. Needs the truth."""
+    vpr: VprConfig = field(default_factory=VprConfig)
+    """Prior, submap and re-ranking of the vpr-guided route (and its hybrid with rag, which uses ``rag``);
+    default: country submaps, 5 prior samples, top 16 re-ranked with weight 0.5."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -104,11 +111,23 @@ class Geolocator:
                 f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
                 f"{encoder.model_id!r} (d={encoder.dim}); use the store's encoder"
             )
-        if self.config.strategy == "rag" and llm is None:
+        if self.config.strategy in ("rag", VPR) and llm is None:
             raise GeoRagError(
-                "the rag strategy needs an LLM (--llm triton://... or openai://...); or use knn"
+                f"the {self.config.strategy} strategy needs an LLM (--llm triton://... or openai://...); "
+                "or use knn"
             )
         self.store, self.encoder, self.llm = store, encoder, llm
+        # Resolved now, so a missing partition is one clear error before any photo, not one per photo.
+        self._vpr: VprRoute | None = None
+        if self.config.strategy == VPR:
+            self._vpr = VprRoute(store, self.config.vpr, excluding=self._excluding)
+
+    @property
+    def _k_near(self) -> int:
+        """Rows the search thread retrieves: the vpr-guided fallback re-ranks ``rerank_k`` of them."""
+        if self._vpr is not None:
+            return max(self.config.k_near, self.config.vpr.rerank_k)
+        return self.config.k_near
 
     def locate_one(self, path: str | Path) -> Prediction:
         """One photo, through the same stages."""
@@ -163,7 +182,19 @@ class Geolocator:
         if self.config.strategy in KNN_MODES:
             pred = knn_predict(found, self.config.strategy, self.config.knn_k)
             return _with_evidence(pred, found, timings)
+        if self._vpr is not None:
+            return pool.submit(self._vpr_guided, found, timings)
         return pool.submit(self._rag, found, timings)
+
+    def _vpr_guided(self, found: Retrieved, timings: dict[str, float]) -> Prediction:
+        assert self.llm is not None and self._vpr is not None
+        try:
+            image, mime = llm_image(found.path)
+        except ImageLoadError as exc:
+            return _with_evidence(Prediction(found.id, strategy=VPR, error=str(exc)), found, timings)
+        truth = self.truth.get(found.id) if self.truth is not None and self._excluding is not None else None
+        pred = self._vpr.predict(found, image, mime, self.llm, self.config.rag, truth)
+        return _with_evidence(pred, found, {**timings, **pred.evidence.pop("timings", {})})
 
     def _rag(self, found: Retrieved, timings: dict[str, float]) -> Prediction:
         assert self.llm is not None
@@ -201,11 +232,11 @@ class Geolocator:
                             )
                     embeddings, ids = enc.embeddings[keep], [enc.ids[i] for i in keep]
                     if self._excluding is None:
-                        res = self.store.search(embeddings, self.config.k_near, self.config.k_far)
+                        res = self.store.search(embeddings, self._k_near, self.config.k_far)
                     else:
                         assert self.truth is not None
                         res, dropped = self._excluding.search(
-                            embeddings, [self.truth[x] for x in ids], self.config.k_near, self.config.k_far
+                            embeddings, [self.truth[x] for x in ids], self._k_near, self.config.k_far
                         )
                         excluded = {x: int(c) for x, c in zip(ids, dropped, strict=True)}
                     n = res.neighbors
@@ -215,6 +246,7 @@ class Geolocator:
                             image_id, by_name[image_id],
                             n.near_ids[i], n.near_scores[i], res.near_lat[i], res.near_lon[i],
                             n.far_ids[i], n.far_scores[i], res.far_lat[i], res.far_lon[i],
+                            embeddings[i].copy() if self._vpr is not None else None,
                         )  # fmt: skip
                 t2 = time.perf_counter()
                 timings = {

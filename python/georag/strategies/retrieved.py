@@ -26,6 +26,8 @@ class Retrieved:
     far_scores: npt.NDArray[np.float32]
     far_lat: npt.NDArray[np.float64]
     far_lon: npt.NDArray[np.float64]
+    embedding: npt.NDArray[np.float32] | None = None
+    """The photo's raw (d,) embedding, for routes that search again (vpr-guided: its submap); default None."""
 
     def valid_near(self) -> npt.NDArray[np.bool_]:
         """Which near slots hold a row (not padding)."""
