@@ -20,7 +20,8 @@ class Prediction:
     confidence: float = 0.0
     """Agreement of the candidates in [0, 1] (see `georag.strategies.select.agreement`); 0 for fallbacks."""
     strategy: str = ""
-    """The route that produced it: "rag", "knn", "knn-medoid", or "rag>knn" when rag fell back to knn."""
+    """The route that produced it: "rag", "knn", "knn-medoid", "vpr-guided", "vpr-guided+rag"; "A>B" when
+    route A fell back to B ("rag>knn", "vpr-guided>global")."""
     error: str | None = None
     """Why the photo has no prediction (unreadable image, ...), else None."""
     fallback: str | None = None
