@@ -213,7 +213,7 @@ def run_locate(
     from georag.llm.prompts import parse_variants
     from georag.locate.exclusion import Exclusion
     from georag.locate.geolocator import Geolocator, LocateConfig, default_variants
-    from georag.locate.output import PredictionWriter, output_paths, read_done
+    from georag.locate.output import PredictionWriter, run_settings
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
     from georag.strategies.rag import RagConfig
@@ -248,34 +248,30 @@ def run_locate(
         ),
     )
     truths = load_truth(truth, truth_format) if truth is not None else None
-    csv_path, jsonl_path = output_paths(out)
-    if overwrite:
-        for p in (csv_path, jsonl_path):
-            p.unlink(missing_ok=True)
-    done, done_bytes = read_done(jsonl_path)
-    enc = load_encoder(encoder, backend, device=device, batch_size=batch_size, workers=workers)
-    geo = Geolocator(GeoStore.open(store, encoder=enc.model_id), enc, client, config, truth=truths)
-    finished = {p.id for p in done}
-    todo = [p for p in paths if p.name not in finished]
+    settings = run_settings(
+        config, llm=client.name if client is not None else "none", store=store, encoder=encoder
+    )
+    writer = PredictionWriter.open(out, settings, overwrite=overwrite)
+    csv_path, jsonl_path = writer.csv_path, writer.jsonl_path
     t0 = time.perf_counter()
     counts = {"ok": 0, "error": 0, "fallback": 0}
+    paths = _unique_paths(paths)
+    finished = {p.id for p in writer.done}
+    todo = [p for p in paths if p.name not in finished]
     try:
-        with (
-            PredictionWriter(out, done, done_bytes) as writer,
-            tqdm(
-                total=len(paths),
-                initial=len(paths) - len(todo),
-                unit="img",
-                disable=not progress,
-                desc="locate",
-            ) as bar,
-        ):
+        enc = load_encoder(encoder, backend, device=device, batch_size=batch_size, workers=workers)
+        geo = Geolocator(GeoStore.open(store, encoder=enc.model_id), enc, client, config, truth=truths)
+        t0 = time.perf_counter()
+        with tqdm(
+            total=len(paths), initial=len(paths) - len(todo), unit="img", disable=not progress, desc="locate"
+        ) as bar:
             for pred in geo.locate(todo):
                 writer.write(pred)
                 counts["error" if pred.error else "fallback" if pred.fallback else "ok"] += 1
                 bar.update(1)
                 bar.set_postfix(errors=counts["error"], fallbacks=counts["fallback"])
     finally:
+        writer.close()
         if client is not None:
             client.close()
     secs = time.perf_counter() - t0
@@ -287,3 +283,8 @@ def run_locate(
         f"{counts['ok']} ok, {counts['fallback']} fell back to {fell_back_to}, {counts['error']} failed; "
         f"wrote {csv_path} and {jsonl_path}"
     )
+
+
+def _unique_paths(paths: list[Path]) -> list[Path]:
+    """Repeats of one path dropped (the pipeline refuses two different files with one name)."""
+    return list(dict.fromkeys(paths))

@@ -91,6 +91,7 @@ def sweep(
         raise click.BadParameter(
             f"unknown strategies {unknown}; choose from {STRATEGIES}", param_hint="--strategies"
         )
+    client = None
     try:
         client = open_llm(llm, timeout_s=timeout, retries=retries, max_in_flight=max_in_flight)
         enc = load_encoder(encoder, backend)
@@ -114,8 +115,15 @@ def sweep(
             bootstrap=bootstrap,
             on_run=lambda p, n: click.echo(f"  {p.name}: {n} photos", err=True),
         )
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            "interrupted: finished runs and photos are kept; re-run to resume"
+        ) from None
     except (GeoRagError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if client is not None:
+            client.close()
     table = sweep_table(rows)
     (out / "sweep.md").write_text(table + "\n")
     (out / "sweep.json").write_text(sweep_json(rows) + "\n")

@@ -115,7 +115,7 @@ def run_sweep(
     """Locates ``photos`` at every grid point (resumable runs in ``out``); scores each against ``truth``."""
     from georag.llm.prompts import PromptVariant
     from georag.locate.geolocator import Geolocator
-    from georag.locate.output import PredictionWriter, read_done
+    from georag.locate.output import PredictionWriter, run_settings
 
     missing = [p.name for p in photos if p.name not in truth]
     if missing:
@@ -146,10 +146,13 @@ def run_sweep(
         )
         geo = Geolocator(store, cached, llm, config, truth=truth)  # type: ignore[arg-type]
         path = out / f"{point.name}.csv"
-        done, size = read_done(path.with_suffix(".jsonl"))
-        finished = {p.id for p in done}
-        preds = list(done)
-        with PredictionWriter(path, done, size) as writer:
+        settings = run_settings(
+            config, llm=llm.name if llm is not None else "none", store=store.path, encoder=encoder.model_id
+        )
+        settings["truth_ids"] = len(truth_rows)
+        with PredictionWriter.open(path, settings) as writer:
+            finished = {p.id for p in writer.done}
+            preds = list(writer.done)
             for pred in geo.locate([p for p in photos if p.name not in finished]):
                 writer.write(pred)
                 preds.append(pred)

@@ -71,8 +71,13 @@ class LLMClient(Protocol):
         """Sends one request (retrying transient failures) and returns its answers."""
         ...
 
+    def cancel(self) -> None:
+        """Stops this client's retries and new requests (each then fails with LLMError "cancelled"); an
+        attempt in flight ends within its timeout. For a run that is stopping; the client stays cancelled."""
+        ...
+
     def close(self) -> None:
-        """Releases connections."""
+        """Releases connections (and cancels like `cancel`)."""
         ...
 
 

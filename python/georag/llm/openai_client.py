@@ -28,11 +28,13 @@ Behaviour:
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import http.client
 import json
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -113,7 +115,15 @@ class OpenAIClient:
         self._closed = False
         self._topup_logged = False
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        key = key.strip() if key else None
+        if key and not all(33 <= ord(c) < 127 for c in key):
+            # Never quote it: a key with a stray \r or a non-ASCII character is still a secret.
+            raise LLMError(
+                f"the API key (argument or {API_KEY_ENV}) holds spaces, control or non-ASCII characters; "
+                "check how it was set (a key file with Windows line endings?)"
+            )
         self._api_key = key or None
+        self._cancelled = threading.Event()
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -189,9 +199,14 @@ class OpenAIClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def cancel(self) -> None:
+        """Stops retries and new requests (they fail with LLMError "cancelled")."""
+        self._cancelled.set()
+
     def close(self) -> None:
-        """Marks the client closed; connections are per request, so none stay open."""
+        """Marks the client closed and cancels; connections are per request, so none stay open."""
         self._closed = True
+        self._cancelled.set()
 
     def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         """Sends the prompt (retrying transient failures, topping up missing choices); returns n answers."""
@@ -262,7 +277,7 @@ class OpenAIClient:
                     time.sleep(min(exc.retry_after_s, self._policy.max_backoff_s))
                 raise
 
-        return with_retries(attempt, self._policy, self._name)
+        return with_retries(attempt, self._policy, self._name, self._cancelled)
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._ssl is not None:
@@ -275,6 +290,20 @@ class OpenAIClient:
         """One HTTP attempt; raises TransientError for what is worth retrying, LLMError otherwise."""
         with self._slots:
             conn = self._connect()
+            # The socket timeout bounds each read; this bounds the whole attempt (a server trickling bytes
+            # would otherwise keep it alive): at the deadline the connection is closed under the reader.
+            deadline = threading.Event()
+
+            def expire() -> None:
+                deadline.set()
+                sock = conn.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read, unlike close()
+
+            watchdog = threading.Timer(self._timeout_s, expire)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 log.debug("%s: POST %s (%d bytes)", self._name, self._path, len(body))
                 conn.request("POST", self._path, body=body, headers=self._headers)
@@ -286,9 +315,19 @@ class OpenAIClient:
                 # Certificate or protocol mismatch: the same next time.
                 raise LLMError(f"{self._name}: TLS error: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:
-                # Refused, reset, timed out, or cut mid-response.
+                # Refused, reset, timed out, cut mid-response, or closed by the deadline below.
+                if deadline.is_set():
+                    raise TransientError(
+                        f"timed out: no complete answer within {self._timeout_s:g} s"
+                    ) from exc
                 raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            except (ValueError, UnicodeError) as exc:
+                # http.client refuses a malformed header or URL; the message could quote the key.
+                raise LLMError(
+                    f"{self._name}: the request could not be sent ({type(exc).__name__})"
+                ) from None
             finally:
+                watchdog.cancel()
                 conn.close()
         if data is None:
             raise LLMError(f"{self._name}: HTTP {status}: response larger than {_MAX_BODY_BYTES} bytes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -32,14 +32,19 @@ class RetryPolicy:
     """Cap on one wait; default 8 s."""
 
 
-def with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str) -> tuple[T, int]:
+def with_retries(
+    fn: Callable[[], T], policy: RetryPolicy, what: str, cancelled: threading.Event | None = None
+) -> tuple[T, int]:
     """Runs ``fn`` until it returns or raises a non-transient error; returns (result, attempts).
 
     A `TransientError` is retried up to ``policy.retries`` times; the last one is raised as an `LLMError`
-    that says how many attempts were made. Any other `LLMError` is raised at once (e.g. HTTP 400).
+    that says how many attempts were made. Any other `LLMError` is raised at once (e.g. HTTP 400). Once
+    ``cancelled`` is set, no further attempt starts and a backoff wait ends at once (LLMError "cancelled").
     """
     delay = policy.backoff_s
     for attempt in range(1, policy.retries + 2):
+        if cancelled is not None and cancelled.is_set():
+            raise LLMError(f"{what}: cancelled")
         try:
             return fn(), attempt
         except TransientError as exc:
@@ -47,6 +52,9 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str) -> tuple[T
                 raise LLMError(f"{what}: {exc} (gave up after {attempt} attempts)") from exc
             wait = min(delay, policy.max_backoff_s) * random.uniform(0.5, 1.5)
             log.info("%s: %s; retrying in %.2f s (attempt %d)", what, exc, wait, attempt + 1)
-            time.sleep(wait)
+            if cancelled is not None and cancelled.wait(wait):
+                raise LLMError(f"{what}: cancelled") from exc
+            if cancelled is None:
+                threading.Event().wait(wait)
             delay *= 2
     raise AssertionError("unreachable")

@@ -209,6 +209,7 @@ class TritonClient:
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # gRPC clients not in use; at most max_in_flight exist
         self._closed = False
+        self._cancelled = threading.Event()
         self._ids = itertools.count(1)
         self._grpc: ModuleType | None = import_tritonclient_grpc() if endpoint.protocol == "grpc" else None
 
@@ -249,8 +250,10 @@ class TritonClient:
             sampling_parameters=sampling_json(sampling),
         )
         start = time.monotonic()
+        if self._closed:
+            raise LLMError(f"{self.name}: the client is closed")
         texts, attempts = with_retries(
-            lambda: self._attempt(request), self._policy, f"{self.name} request {request.id}"
+            lambda: self._attempt(request), self._policy, f"{self.name} request {request.id}", self._cancelled
         )
         cut = [strip_echo(text, request.text) for text in texts]
         echoed = any(was_echoed for _, was_echoed in cut)
@@ -265,8 +268,13 @@ class TritonClient:
             echoed=echoed,
         )
 
+    def cancel(self) -> None:
+        """Stops retries and new requests (they fail with LLMError "cancelled")."""
+        self._cancelled.set()
+
     def close(self) -> None:
-        """Closes pooled connections; later calls to `generate` raise LLMError."""
+        """Closes pooled connections and cancels; later calls to `generate` raise LLMError."""
+        self._cancelled.set()
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []

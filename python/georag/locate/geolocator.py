@@ -16,11 +16,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from georag.errors import GeoRagError, ImageLoadError
 from georag.llm.prompts import PromptVariant
@@ -145,6 +147,7 @@ class Geolocator:
         worker.start()
         pool = ThreadPoolExecutor(max_workers=self.config.max_in_flight, thread_name_prefix="georag-llm")
         pending: deque[Future[Prediction] | Prediction] = deque()
+        finished = False
         try:
             while True:
                 try:
@@ -166,8 +169,13 @@ class Geolocator:
                     yield _result(pending.popleft())
             while pending:
                 yield _result(pending.popleft())
+            finished = True
         finally:
             stop.set()
+            if not finished and self.llm is not None:
+                # Stopped early (closed, Ctrl-C, an error): no retries or queued requests; the attempts in
+                # flight end within their timeout, and their results are not wanted.
+                self.llm.cancel()
             while worker.is_alive():  # unblock the producer if it waits on a full queue
                 try:
                     retrieved.get_nowait()
@@ -182,9 +190,24 @@ class Geolocator:
         if self.config.strategy in KNN_MODES:
             pred = knn_predict(found, self.config.strategy, self.config.knn_k)
             return _with_evidence(pred, found, timings)
-        if self._vpr is not None:
-            return pool.submit(self._vpr_guided, found, timings)
-        return pool.submit(self._rag, found, timings)
+        route = self._vpr_guided if self._vpr is not None else self._rag
+        return pool.submit(self._safely, route, found, timings)
+
+    def _safely(
+        self,
+        route: Callable[[Retrieved, dict[str, float]], Prediction],
+        found: Retrieved,
+        timings: dict[str, float],
+    ) -> Prediction:
+        """Runs one photo's route; an unexpected error becomes that photo's error, never the run's end."""
+        try:
+            return route(found, timings)
+        except Exception as exc:  # a client or library bug must cost one photo, not the batch
+            log.exception("%s: unexpected error", found.id)
+            pred = Prediction(
+                found.id, strategy=self.config.strategy, error=f"internal error: {type(exc).__name__}: {exc}"
+            )
+            return _with_evidence(pred, found, timings)
 
     def _vpr_guided(self, found: Retrieved, timings: dict[str, float]) -> Prediction:
         assert self.llm is not None and self._vpr is not None
@@ -222,10 +245,15 @@ class Geolocator:
                 failed = {f.id: f.reason for f in enc.failures}
                 excluded: dict[str, int] = {}
                 if len(enc):
-                    keep = list(range(len(enc)))
+                    # A NaN or zero embedding would make the whole batch's search raise: it fails alone.
+                    norms = np.linalg.norm(enc.embeddings.astype(np.float64), axis=1)
+                    usable = np.isfinite(norms) & (norms > 0)
+                    keep = [i for i in range(len(enc)) if usable[i]]
+                    for i in np.flatnonzero(~usable):
+                        failed[enc.ids[i]] = "the encoder returned a zero or non-finite embedding"
                     if self._excluding is not None:
                         assert self.truth is not None
-                        keep = [i for i, x in enumerate(enc.ids) if x in self.truth]
+                        keep = [i for i in keep if enc.ids[i] in self.truth]
                         for x in set(enc.ids) - set(self.truth):
                             failed[x] = (
                                 "no truth for this photo: --exclude-* needs its true location and author"

@@ -7,9 +7,11 @@ kill is dropped), and the CSV is rewritten from it before new rows are appended,
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,25 +55,69 @@ def read_done(jsonl: Path) -> tuple[list[Prediction], int]:
 
 
 class PredictionWriter:
-    """Appends predictions to the CSV and JSONL (flushed per row; fsynced on close)."""
+    """Appends predictions to the CSV and JSONL (flushed per row; fsynced on close), holding a lock on them.
 
-    def __init__(self, out: Path, done: list[Prediction], done_bytes: int) -> None:
+    Open it with :meth:`open`, which locks the files (a second run on the same --out is refused instead of
+    interleaving rows), reads what an earlier run finished, and checks that run used the same settings.
+    """
+
+    def __init__(
+        self, out: Path, done: list[Prediction], done_bytes: int, *, lock: IO[bytes] | None = None
+    ) -> None:
         """Continues ``out`` after ``done`` (from `read_done`): the JSONL is cut back to its complete lines,
         never rewritten (it is the only record of finished work); the CSV is rebuilt from it atomically."""
         self.csv_path, self.jsonl_path = output_paths(out)
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = done
+        self._lock = lock
         if self.jsonl_path.exists() and self.jsonl_path.stat().st_size != done_bytes:
             os.truncate(self.jsonl_path, done_bytes)
         tmp = self.csv_path.with_name(f"{self.csv_path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        # Ids are file names; one that is not UTF-8 is written back as the bytes it was (surrogateescape).
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             w = csv.DictWriter(f, CSV_FIELDS)
             w.writeheader()
             for p in done:
                 w.writerow(p.row())
         os.replace(tmp, self.csv_path)
-        self._csv: IO[str] = open(self.csv_path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        self._csv: IO[str] = open(  # noqa: SIM115
+            self.csv_path, "a", encoding="utf-8", errors="surrogateescape", newline=""
+        )
         self._jsonl: IO[str] = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
         self._writer = csv.DictWriter(self._csv, CSV_FIELDS)
+
+    @classmethod
+    def open(
+        cls, out: Path, settings: dict[str, Any] | None = None, *, overwrite: bool = False
+    ) -> PredictionWriter:
+        """Locks ``out``'s files, resumes them (or starts over with ``overwrite``), and records ``settings``.
+
+        ``settings`` (what decides the predictions: strategy, k, prompts, LLM, exclusions, store, encoder) is
+        kept in ``<out>.settings.json``; resuming predictions made with other settings is refused (they would
+        mix silently) with the differences listed.
+        """
+        csv_path, jsonl_path = output_paths(out)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(jsonl_path.with_name(jsonl_path.name + ".lock"), "a+b")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise GeoRagError(
+                f"{out} is being written by another georag run; wait for it or use another --out"
+            ) from None
+        try:
+            side = csv_path.with_suffix(".settings.json")
+            if overwrite:
+                for p in (csv_path, jsonl_path, side):
+                    p.unlink(missing_ok=True)
+            done, size = read_done(jsonl_path)
+            if settings is not None:
+                _check_settings(side, settings, resuming=bool(done))
+            return cls(out, done, size, lock=lock)
+        except BaseException:
+            lock.close()
+            raise
 
     def write(self, pred: Prediction) -> None:
         """Appends one prediction to both files."""
@@ -81,17 +127,49 @@ class PredictionWriter:
         self._csv.flush()
 
     def close(self) -> None:
-        """Flushes to disk and closes."""
+        """Flushes to disk, closes, and releases the lock."""
         for f in (self._jsonl, self._csv):
             f.flush()
             os.fsync(f.fileno())
             f.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self) -> PredictionWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_settings(config: Any, *, llm: str, store: Path, encoder: str) -> dict[str, Any]:
+    """What decides a run's predictions (a resumed run must match it): the `LocateConfig` without its
+    concurrency, the LLM endpoint (no credentials), the store and the encoder."""
+    settings = asdict(config)
+    settings.pop("max_in_flight", None)
+    if str(settings["strategy"]).startswith("knn"):  # retrieval only: the LLM settings do not matter
+        settings = {k: v for k, v in settings.items() if k not in ("rag", "vpr")}
+        llm = "none"
+    elif settings["strategy"] == "rag":
+        settings.pop("vpr", None)
+    return {**settings, "llm": llm, "store": str(Path(store).resolve()), "encoder": encoder}
+
+
+def _check_settings(path: Path, settings: dict[str, Any], *, resuming: bool) -> None:
+    now = json.loads(json.dumps(settings, default=str))
+    if resuming and path.exists():
+        before = json.loads(path.read_text())
+        diff = [
+            f"{k}: was {before.get(k)!r}, now {now.get(k)!r}"
+            for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)
+        ]
+        if diff:
+            raise GeoRagError(
+                f"{path.with_suffix('').with_suffix('.csv')} holds predictions made with other settings; "
+                "use --overwrite to start over, or another --out. Differences: " + "; ".join(diff)
+            )
+    path.write_text(json.dumps(now, indent=1) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

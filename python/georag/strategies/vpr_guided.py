@@ -334,6 +334,8 @@ class VprRoute:
             else:
                 why = f"hybrid: {answer.fallback or answer.error}; the best re-ranked candidate stands"
                 pred.fallback = why if fallback is None else f"{fallback}; {why}"
+        if pred.fallback is not None:
+            pred.confidence = 0.0  # as for every fallback (see Prediction.confidence)
         pred.evidence["timings"] = timings
         return pred
 
