@@ -12,8 +12,14 @@ Create it with::
     python3 -m venv ../triton-venv
     ../triton-venv/bin/pip install "numpy<2" nvidia-pytriton==0.7.0
 
-`triton_unavailable_reason` says why tests must skip; `run_triton_server` starts a server over a temporary
-copy of a model repository and stops it (and the Python backend stubs it started) on exit.
+`triton_unavailable_reason` says why tests must skip (``requires``: modules the models import, checked in
+the server environment); `run_triton_server` starts a server over a temporary copy of a model repository
+(tests/triton_models, or any other one) and stops it (and the Python backend stubs it started) on exit.
+
+georag's own Python-backend models (`georag triton repo`) import georag, onnxruntime and Pillow in the
+server environment; install them there too::
+
+    ../triton-venv/bin/pip install "numpy<2" "pyarrow<24" onnxruntime pillow ./  # from the checkout
 """
 
 from __future__ import annotations
@@ -156,10 +162,32 @@ def find_triton_env() -> TritonEnv | str:
     return f"no Triton server environment ({'; '.join(reasons)}); create one: {hint}, or set {PYTHON_ENV_VAR}"
 
 
-def triton_unavailable_reason() -> str | None:
-    """Why a real Triton server cannot run here, or None when it can."""
+def triton_unavailable_reason(requires: tuple[str, ...] = ()) -> str | None:
+    """Why a real Triton server cannot run here, or None when it can.
+
+    ``requires``: modules the repository's Python models import; each must import in the server
+    environment (not just be present: a georag built for another numpy, say, fails here).
+    """
     found = find_triton_env()
-    return found if isinstance(found, str) else None
+    if isinstance(found, str):
+        return found
+    return _missing_modules(found.python, tuple(requires)) if requires else None
+
+
+@functools.cache
+def _missing_modules(python: Path, modules: tuple[str, ...]) -> str | None:
+    probe = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+    try:
+        run = subprocess.run(
+            [str(python), "-c", probe, *modules], capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} cannot run: {exc}"
+    if run.returncode == 0:
+        return None
+    last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+    hint = f'{python.parent / "pip"} install "numpy<2" "pyarrow<24" onnxruntime pillow ./ (from the checkout)'
+    return f"the Triton server environment cannot import {', '.join(modules)} ({last}); install them: {hint}"
 
 
 def free_ports(count: int) -> list[int]:

@@ -28,8 +28,9 @@ def _register() -> None:
     from georag.cli.index_cmd import index
     from georag.cli.locate_cmd import locate
     from georag.cli.search_cmd import search
+    from georag.cli.triton_cmd import triton
 
-    for command in (demo, search, encoder, index, locate, eval_command):
+    for command in (demo, search, encoder, index, locate, eval_command, triton):
         main.add_command(command)
 
 

@@ -1,0 +1,248 @@
+#!/usr/bin/env python
+"""The georag pipeline through a real Triton server on CPU against the same pipeline called in-process.
+
+Setup: a tiny random SigLIP (2 layers, 32 px) exported to ONNX, a store of the shared IM2GPS3k sample
+(300 photos, also the queries), and a repository from `georag triton repo` with siglip_python (the ONNX
+file in the Python backend), retrieval, georag and the tests' stand-in LLM (tests/triton_models). The
+stand-in answers at once, or after a fixed 200 ms when the prompt carries ``[[slow]]`` (sent as the
+request's ``test_marker``). In-process, `georag.serving.pipeline.Pipeline` runs the same code with local
+steps: onnxruntime on the same file, GeoStore.search, and an LLM stand-in with the same answers and delay.
+
+For each LLM latency and concurrency (1, 4, 16 requests in flight; each client thread has its own
+connection) it reports requests/s and p50 / p95 / p99 latency, over gRPC and HTTP and in-process, and the
+server's overhead per request: server p50 - in-process p50 (target < 10 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from timing import log
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+IMAGES = REPO.parent / "shared" / "data" / "im2gps3k" / "images"
+META = REPO.parent / "shared" / "data" / "im2gps3k" / "im2gps3k_places365.csv"
+STANDIN = REPO / "tests" / "triton_models" / "mllm_standin"
+PARIS = (48.8566, 2.3522)
+SLOW_S = 0.2  # the stand-in's [[slow]] delay (tests/triton_models/mllm_standin/1/model.py)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def build(work: Path) -> tuple[Path, Path]:
+    """The store and the ONNX export of a tiny SigLIP; returns (store, export folder)."""
+    from georag.encoder import export_onnx, load_encoder
+    from georag.encoder.tiny import make_tiny_siglip
+    from georag.store.build import BuildRequest, build_source
+
+    model = make_tiny_siglip(work / "model")
+    log("building the store")
+    request = BuildRequest(
+        store=work / "store", dataset="im2gps3k", metadata=META, encoder=str(model), images=(IMAGES,)
+    )
+    build_source(request, add=False, encoder_factory=lambda: load_encoder(model))
+    log("exporting the encoder to ONNX")
+    export_onnx(model, work / "onnx")
+    return work / "store", work / "onnx"
+
+
+class LocalSteps:
+    """The pipeline's steps in this process: onnxruntime, GeoStore.search and a scripted LLM."""
+
+    def __init__(self, store_dir: Path, onnx_dir: Path) -> None:
+        from georag.encoder.backends.onnx_backend import OnnxBackend
+        from georag.store.store import GeoStore
+
+        self.backend = OnnxBackend(onnx_dir)
+        self.store = GeoStore.open(store_dir)
+        self.store.flat_index()
+
+    async def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return (await asyncio.to_thread(self.backend.embed, pixels[None]))[0]
+
+    async def retrieve(self, embedding: np.ndarray) -> Any:
+        from georag.serving.pipeline import NeighbourArrays
+
+        res = await asyncio.to_thread(self.store.search, embedding[None], 16, 16)
+        n = res.neighbors
+        return NeighbourArrays(
+            n.near_ids[0], n.near_scores[0], res.near_lat[0], res.near_lon[0],
+            n.far_ids[0], n.far_scores[0], res.far_lat[0], res.far_lon[0],
+        )  # fmt: skip
+
+    async def generate(self, text: str, image_b64: str, sampling: str) -> list[str]:
+        """The stand-in's answers, with the same work (decode and hash the image, report what came)."""
+        image = base64.b64decode(image_b64, validate=True)
+        params = json.loads(sampling)
+        if "[[slow]]" in text:
+            await asyncio.sleep(SLOW_S)
+        received = {
+            "sampling_parameters": params,
+            "n": params.get("n"),
+            "exclude_input_in_output": True,
+            "stream": False,
+            "image_count": 1,
+            "image_bytes": len(image),
+            "image_sha256": [hashlib.sha256(image).hexdigest()],
+            "prompt_chars": len(text),
+            "slow_in_flight": None,
+        }
+        answers = []
+        for i in range(int(params.get("n", 1))):
+            lat, lon = round(PARIS[0] + 0.01 * i, 4), round(PARIS[1] + 0.01 * i, 4)
+            body = {"latitude": lat, "longitude": lon, "received": {**received, "sample": i}}
+            answers.append(json.dumps(body, sort_keys=True))
+        return answers
+
+
+def run_in_process(
+    pipeline: Any, photos: list[bytes], params: Any, concurrency: int
+) -> tuple[float, list[float]]:
+    """(wall seconds, per-request latencies) of ``photos`` through ``pipeline`` with ``concurrency`` tasks."""
+
+    async def main() -> tuple[float, list[float]]:
+        queue = list(enumerate(photos))
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            while queue:
+                _, photo = queue.pop()
+                t0 = time.perf_counter()
+                await pipeline.run(photo, params)
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - t0, latencies
+
+    return asyncio.run(main())
+
+
+def run_server(
+    server: Any, protocol: str, photos: list[bytes], params: dict[str, Any], concurrency: int
+) -> tuple[float, list[float]]:
+    """(wall seconds, per-request latencies) through the server, ``concurrency`` client threads."""
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    module: Any = grpc if protocol == "grpc" else http
+    port = server.grpc_port if protocol == "grpc" else server.http_port
+    local = threading.local()
+    body = json.dumps(params).encode()
+
+    def one(photo: bytes) -> float:
+        if not hasattr(local, "client"):
+            local.client = module.InferenceServerClient(f"127.0.0.1:{port}")
+        inputs = [
+            module.InferInput("image", [1, 1], "BYTES"),
+            module.InferInput("parameters", [1, 1], "BYTES"),
+        ]
+        inputs[0].set_data_from_numpy(np.array([[photo]], dtype=np.object_))
+        inputs[1].set_data_from_numpy(np.array([[body]], dtype=np.object_))
+        t0 = time.perf_counter()
+        result = json.loads(local.client.infer("georag", inputs).as_numpy("result")[0, 0])
+        elapsed = time.perf_counter() - t0
+        if result["strategy"] != "rag":
+            raise RuntimeError(f"unexpected result {result['strategy']}")
+        return elapsed
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, photos[: 2 * concurrency]))  # warm-up: connections, first calls
+        t0 = time.perf_counter()
+        latencies = list(pool.map(one, photos))
+        return time.perf_counter() - t0, latencies
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--requests", type=int, default=160, help="requests per cell at concurrency 16 (default 160)"
+    )
+    ap.add_argument("--concurrency", default="1,4,16", help="comma-separated (default 1,4,16)")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = ap.parse_args()
+    if not IMAGES.is_dir():
+        raise SystemExit(f"needs the shared IM2GPS3k sample at {IMAGES}")
+    from georag.serving.params import parse_params
+    from georag.serving.pipeline import Pipeline, PipelineConfig
+    from georag.serving.repository import RepositoryConfig, write_repository
+    from georag.serving.triton_glue import processor_spec
+    from triton_server import run_triton_server, triton_unavailable_reason
+
+    reason = triton_unavailable_reason(("georag.serving.triton_glue", "georag._core", "onnxruntime", "PIL"))
+    if reason is not None:
+        raise SystemExit(reason)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    paths = sorted(IMAGES.glob("*.jpg"))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        store, onnx = build(work)
+        config = RepositoryConfig(
+            store=store, encoder_onnx=onnx, python_encoder=True, llm_standin=STANDIN, allow_test_markers=True
+        )
+        write_repository(config, work / "repo")
+        pipeline = Pipeline(
+            PipelineConfig(), processor_spec(work / "repo" / "georag" / "1", 32), LocalSteps(store, onnx)
+        )
+        photos_all = [p.read_bytes() for p in paths]
+        with run_triton_server(work / "repo", startup_timeout_s=120.0) as server:
+            log(f"server ready in {server.seconds_to_ready:.1f} s")
+            for latency, marker in ((0.0, None), (SLOW_S, "[[slow]]")):
+                params = {"test_marker": marker} if marker else {}
+                parsed = parse_params(json.dumps(params), allow_test_markers=True)
+                for c in levels:
+                    n = max(4 * c, args.requests * c // 16, 80 if latency == 0 else 40)
+                    photos = [photos_all[i % len(photos_all)] for i in range(n)]
+                    run_in_process(pipeline, photos[: 2 * c], parsed, c)  # warm-up
+                    cells = {"in-process": run_in_process(pipeline, photos, parsed, c)}
+                    for protocol in ("grpc", "http"):
+                        cells[protocol] = run_server(server, protocol, photos, params, c)
+                    base = pct(cells["in-process"][1], 50)
+                    for mode, (wall, lat) in cells.items():
+                        row = {
+                            "llm_ms": 1e3 * latency,
+                            "concurrency": c,
+                            "mode": mode,
+                            "requests": len(lat),
+                            "rps": len(lat) / wall,
+                            "p50_ms": 1e3 * pct(lat, 50),
+                            "p95_ms": 1e3 * pct(lat, 95),
+                            "p99_ms": 1e3 * pct(lat, 99),
+                            "overhead_p50_ms": None if mode == "in-process" else 1e3 * (pct(lat, 50) - base),
+                        }
+                        rows.append(row)
+                        log(f"{row}")
+    print("## georag through tritonserver (CPU) vs in-process, tiny SigLIP, stand-in LLM")
+    print()
+    print("| LLM ms | conc. | path | requests | req/s | p50 ms | p95 ms | p99 ms | overhead p50 ms |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        over = "" if r["overhead_p50_ms"] is None else f"{r['overhead_p50_ms']:.1f}"
+        print(
+            f"| {r['llm_ms']:.0f} | {r['concurrency']} | {r['mode']} | {r['requests']} | {r['rps']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {over} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

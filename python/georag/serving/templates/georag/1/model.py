@@ -1,0 +1,100 @@
+"""Triton Python-backend model `georag`: one photo in, JSON coordinates out (the whole pipeline via BLS).
+
+The pipeline itself is `georag.serving.pipeline` (decode, SigLIP, retrieval, prompt, LLM, parse, select);
+this file connects it to Triton: the config's parameters, the BLS calls, the responses and the errors.
+Written by `georag triton repo`; needs georag in the server's Python environment.
+
+Every request is answered from a task of its own through its response sender, and `execute` returns at
+once: the instance takes the next requests while earlier ones wait for the LLM (a non-decoupled model,
+so clients use plain /infer). At most ``max_in_flight`` run at once; the others wait for a slot within
+their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout
+from georag.serving.params import parse_params
+from georag.serving.pipeline import Pipeline
+from georag.serving.triton_glue import (
+    BlsSteps,
+    bytes_tensor,
+    error_response,
+    input_array,
+    max_in_flight,
+    model_parameters,
+    pipeline_config,
+    processor_spec,
+    result_json,
+)
+
+
+class TritonPythonModel:
+    """Builds the pipeline from the config's parameters; answers each request or a clean error."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        params = model_parameters(json.loads(args["model_config"]))
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.config = pipeline_config(params)
+        steps = BlsSteps(params["encoder_model"], params["retrieval_model"], params["llm_model"], self.config)
+        spec = processor_spec(folder, int(params.get("image_size", "224")))
+        self.pipeline = Pipeline(self.config, spec, steps)
+        self.slots = asyncio.Semaphore(max_in_flight(params))
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def execute(self, requests: list[Any]) -> None:
+        self.loop = loop = asyncio.get_running_loop()
+        for request in requests:
+            task = loop.create_task(self._respond(request, time.monotonic()))
+            self.tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self.tasks.discard)
+
+    async def _respond(self, request: Any, arrived: float) -> None:
+        response = await self._answer(request, arrived)
+        try:
+            request.get_response_sender().send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # the client went away; nobody is left to answer
+            pb_utils.Logger.log_warn(f"georag: could not send a response: {exc!r}")
+
+    async def _answer(self, request: Any, arrived: float) -> Any:
+        try:
+            image = input_array(request, "image")
+            if image is None or image.size != 1:
+                raise BadRequest("send exactly one image per request (input 'image', shape [1, 1])")
+            raw = input_array(request, "parameters")
+            params = parse_params(
+                None if raw is None or raw.size == 0 else raw.reshape(-1)[0],
+                allow_test_markers=self.config.allow_test_markers,
+            )
+            left = self.config.deadline_s - (time.monotonic() - arrived)
+            try:
+                await asyncio.wait_for(self.slots.acquire(), max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise StepTimeout(
+                    "the server is busy: the request could not start within its deadline"
+                ) from None
+            try:
+                result = await self.pipeline.run(bytes(image.reshape(-1)[0]), params, arrived=arrived)
+            finally:
+                self.slots.release()
+        except ServingError as exc:
+            pb_utils.Logger.log_info(f"georag: request refused ({exc.code}): {exc}")
+            return error_response(exc)
+        except Exception as exc:  # a bug: the client gets no traceback or path, the log gets the detail
+            pb_utils.Logger.log_error(f"georag: unexpected failure: {exc!r}")
+            return error_response(StepFailed("internal error in the georag pipeline (see the server log)"))
+        return pb_utils.InferenceResponse([bytes_tensor("result", [result_json(result)], (1, 1))])
+
+    def finalize(self) -> None:
+        # Tasks belong to the stub's event loop, which runs in another thread: cancel them from there.
+        if self.loop is not None and not self.loop.is_closed():
+            for task in list(self.tasks):
+                self.loop.call_soon_threadsafe(task.cancel)

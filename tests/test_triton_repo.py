@@ -1,0 +1,601 @@
+"""Tests georag.serving: the generated Triton model repository, and the pipeline served by a real server.
+
+Generation: every config.pbtxt parses as Triton's ModelConfig (tritonclient's model_config_pb2), the
+TensorRT / vLLM configs carry the fields production needs, refusals are clear, and the source tree's
+triton_models/ is what the templates render. Serving: a repository generated for a tiny SigLIP (exported
+to ONNX and run by siglip_python), a store of the shared IM2GPS3k photos and the stand-in LLM of
+tests/triton_models runs on the CPU tritonserver of nvidia-pytriton (tests/triton_server.py starts it on
+127.0.0.1 and stops it); real photos go through HTTP and gRPC and must get what the in-process Geolocator
+gets; a corrupt image, an oversized request, bad parameters and a stalled LLM must each end in a clean
+error, and the server must keep answering. The server tests skip, saying why, when the server
+environment (nvidia-pytriton with georag, onnxruntime and Pillow installed) is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from georag.llm.client import Sampling
+from georag.llm.prompts import PromptVariant
+from georag.serving.batching import run_batched
+from georag.serving.errors import BadRequest, StepTimeout, public_message
+from georag.serving.params import parse_params
+from georag.serving.pipeline import NeighbourArrays, Pipeline, PipelineConfig
+from georag.serving.repository import RepositoryConfig, RepositoryError, write_example_repository
+from triton_server import MODEL_REPOSITORY, REPO, TritonServer, run_triton_server, triton_unavailable_reason
+
+STANDIN = MODEL_REPOSITORY / "mllm_standin"
+SERVER_MODULES = ("georag.serving.triton_glue", "georag._core", "onnxruntime", "PIL")
+LLM_TIMEOUT_S = 2.0
+MAX_IMAGE_MB = 1.0
+LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
+
+
+# Messages, parameters and batching (no server).
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "gone"),
+    [
+        ("cannot open /work/main/store/shards/a.npy: denied", "cannot open <path>", "/work"),
+        ("model at C:\\models\\x\\y failed", "<path>", "models"),
+        ("connect to 10.1.2.3:8001 refused", "<address>", "10.1.2.3"),
+        ("<_io.BytesIO object at 0x7f3a2b1c0d90>", "<addr>", "0x7f3a"),
+        ('Traceback (most recent call last):\n  File "/x/y.py", line 3\nValueError: no', "", "Traceback"),
+        ('oops File "/srv/m/model.py", line 12, in execute', "oops", "model.py"),
+    ],
+)
+def test_public_message_hides_internals(text: str, kept: str, gone: str) -> None:
+    out = public_message(text)
+    assert kept in out and gone not in out
+
+
+def test_public_message_is_one_short_line() -> None:
+    out = public_message("word\n" * 500)
+    assert "\n" not in out and len(out) <= 300 and out.endswith("...")
+    assert public_message("") == "request failed"
+
+
+def test_params_defaults_and_values() -> None:
+    assert parse_params(None).strategy == "rag"
+    assert parse_params(b"  ").samples is None
+    p = parse_params(
+        '{"id": "a.jpg", "strategy": "knn", "samples": 3, "variants": "zero,rag:5:5", "seed": 7}'
+    )
+    assert (p.id, p.strategy, p.samples, p.seed) == ("a.jpg", "knn", 3, 7)
+    assert p.variants == (PromptVariant("zero", 0, 0), PromptVariant("rag", 5, 5))
+    assert parse_params('{"test_marker": "[[stall]]"}', allow_test_markers=True).test_marker == "[[stall]]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("[1]", "JSON object"),
+        ("{bad", "JSON object"),
+        ('{"k": 1}', "unknown parameter"),
+        ('{"strategy": "gps"}', "strategy must be"),
+        ('{"samples": 0}', "samples must be"),
+        ('{"samples": true}', "samples must be"),
+        ('{"variants": "rag:x"}', "prompt variant"),
+        ('{"variants": "zero,zero,zero,zero,zero"}', "at most 4"),
+        ('{"temperature": 9}', "temperature"),
+        ('{"id": "../../etc/passwd"}', "id must be"),
+        ('{"test_marker": "[[stall]]"}', "only by model repositories generated for tests"),
+        ("x" * 5000, "at most 4096"),
+    ],
+)
+def test_params_refused(raw: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        parse_params(raw)
+
+
+def test_run_batched_fails_bad_rows_alone() -> None:
+    good = np.ones((2, 4), np.float32)
+    results = run_batched(
+        [good, np.full((1, 4), np.nan, np.float32), np.zeros((1, 4), np.float32), good[:1], np.ones((1, 3))],
+        lambda x: (x.sum(axis=1),),
+        row_shape=(4,),
+        nonzero=True,
+    )
+    assert [type(r).__name__ for r in results] == ["tuple", "BadRequest", "BadRequest", "tuple", "BadRequest"]
+    assert results[0][0].tolist() == [4.0, 4.0] and results[3][0].tolist() == [4.0]  # type: ignore[index]
+    assert "NaN" in str(results[1]) and "all-zero" in str(results[2]) and "[4]" in str(results[4])
+
+
+# The pipeline in-process, with scripted steps (no server).
+
+
+class ScriptedSteps:
+    """Steps answering at once with fixed neighbours; the LLM answers Paris or garbage; a step may stall."""
+
+    def __init__(self, llm: str = "paris") -> None:
+        self.llm = llm
+        k = 4
+        self.found = NeighbourArrays(
+            np.arange(k, dtype=np.int64), np.linspace(0.9, 0.6, k, dtype=np.float32),
+            np.array([40.0, 41.0, 42.0, 43.0]), np.array([-3.0, -3.0, -3.0, -3.0]),
+            np.arange(10, 10 + k, dtype=np.int64), np.linspace(-0.5, -0.2, k, dtype=np.float32),
+            np.full(k, -30.0), np.full(k, 150.0),
+        )  # fmt: skip
+
+    async def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return np.ones(8, np.float32)
+
+    async def retrieve(self, embedding: np.ndarray) -> NeighbourArrays:
+        if self.llm == "stall-retrieval":
+            await asyncio.sleep(30)
+        return self.found
+
+    async def generate(self, text: str, image_b64: str, sampling: str) -> list[str]:
+        if self.llm == "stall":
+            await asyncio.sleep(30)
+        n = json.loads(sampling)["n"]
+        if self.llm == "garbage":
+            return ["no idea"] * n
+        return [json.dumps({"latitude": 48.85 + 0.01 * i, "longitude": 2.35}) for i in range(n)]
+
+
+def _pipeline(llm: str = "paris", **config: Any) -> Pipeline:
+    from georag.encoder.preprocess import ProcessorSpec
+
+    base = {"k_near": 4, "k_far": 4, "variants": (PromptVariant("rag", 4, 4),), "sampling": Sampling(n=3)}
+    return Pipeline(PipelineConfig(**{**base, **config}), ProcessorSpec.for_siglip(16), ScriptedSteps(llm))
+
+
+def _png() -> bytes:
+    from encoder_fixtures import png_bytes
+
+    return png_bytes(1)
+
+
+def test_pipeline_picks_the_medoid() -> None:
+    out = asyncio.run(_pipeline().run(_png(), parse_params(None)))
+    assert (out["lat"], out["lon"], out["strategy"]) == (48.86, 2.35, "rag")
+    assert out["confidence"] == 1.0 and len(out["evidence"]["answers"]) == 3
+    assert [n["row"] for n in out["evidence"]["neighbors"]["near"]] == [0, 1, 2, 3]
+
+
+def test_pipeline_falls_back_to_the_top_neighbour_when_no_answer_parses() -> None:
+    out = asyncio.run(_pipeline("garbage").run(_png(), parse_params(None)))
+    assert (out["lat"], out["lon"], out["strategy"], out["confidence"]) == (40.0, -3.0, "rag>knn", 0.0)
+    assert "stated coordinates" in out["fallback"]
+
+
+def test_pipeline_bounds_stalled_steps() -> None:
+    start = time.monotonic()
+    with pytest.raises(StepTimeout, match=r"the retrieval step did not answer within 0\.2 s"):
+        asyncio.run(_pipeline("stall-retrieval", retrieval_timeout_s=0.2).run(_png(), parse_params(None)))
+    with pytest.raises(StepTimeout, match=r"the LLM step did not answer within 0\.3 s"):
+        asyncio.run(_pipeline("stall", llm_timeout_s=0.3).run(_png(), parse_params(None)))
+    with pytest.raises(StepTimeout, match=r"ran past its 0\.4 s deadline in the LLM step"):
+        asyncio.run(_pipeline("stall", deadline_s=0.4).run(_png(), parse_params(None)))
+    assert time.monotonic() - start < 3.0
+
+
+def test_pipeline_refuses_bad_requests() -> None:
+    with pytest.raises(BadRequest, match="bad image: not an image"):
+        asyncio.run(_pipeline().run(b"\x89PNG\r\n" + bytes(100), parse_params(None)))
+    with pytest.raises(BadRequest, match=r"the image is 1\.0 MiB; this server accepts at most 0\.5 MiB"):
+        asyncio.run(_pipeline(max_image_bytes=1 << 19).run(bytes(1 << 20), parse_params(None)))
+    with pytest.raises(BadRequest, match="empty"):
+        asyncio.run(_pipeline().run(b"", parse_params(None)))
+    with pytest.raises(BadRequest, match="more references than this server retrieves"):
+        asyncio.run(_pipeline().run(_png(), parse_params('{"variants": "rag:9:9"}')))
+
+
+# Generating repositories (no server).
+
+
+def _parse_config(path: Path) -> Any:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def exported(locate_env: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SigLIP of the shared store, exported to ONNX."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from georag.encoder import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    export_onnx(locate_env["tiny"], out)
+    return out
+
+
+def _test_config(locate_env: dict[str, Any], exported: Path, **changes: Any) -> RepositoryConfig:
+    settings = {
+        "store": locate_env["store"],
+        "encoder_onnx": exported,
+        "python_encoder": True,
+        "llm_standin": STANDIN,
+        "allow_test_markers": True,
+        "max_image_mb": MAX_IMAGE_MB,
+        "llm_timeout_s": LLM_TIMEOUT_S,
+        "deadline_s": 20.0,
+    }
+    return RepositoryConfig(**{**settings, **changes})
+
+
+def _fake_engine(folder: Path, exported: Path, locate_env: dict[str, Any], **meta: Any) -> Path:
+    """An engine folder as `georag encoder export --format tensorrt` writes it (the bytes are no engine)."""
+    folder.mkdir()
+    (folder / "encoder.engine").write_bytes(b"not a real engine")
+    info = {"model_id": str(locate_env["tiny"]), "dim": 32, "height": 32, "width": 32, "batch": [1, 8, 32]}
+    (folder / "encoder.engine.json").write_text(json.dumps({**info, **meta}))
+    return folder
+
+
+def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tritonclient.grpc")
+    from georag.serving.repository import write_repository
+
+    models = write_repository(_test_config(locate_env, exported), tmp_path / "repo")
+    assert models == ["georag", "mllm_standin", "retrieval", "siglip_python"]
+    configs = {m: _parse_config(tmp_path / "repo" / m / "config.pbtxt") for m in models}
+    assert all(configs[m].name == m for m in models)
+    assert (tmp_path / "repo" / "siglip_python" / "1" / "encoder.onnx").is_file()
+    assert (tmp_path / "repo" / "georag" / "1" / "preprocessor_config.json").is_file()
+    encoder, retrieval, pipeline = configs["siglip_python"], configs["retrieval"], configs["georag"]
+    assert [(i.name, list(i.dims)) for i in encoder.input] == [("pixel_values", [3, 32, 32])]
+    assert [(o.name, list(o.dims)) for o in encoder.output] == [("embeddings", [32])]
+    assert [(i.name, list(i.dims)) for i in retrieval.input] == [("embeddings", [32])]
+    assert [o.name for o in retrieval.output][:4] == ["near_ids", "near_scores", "near_lat", "near_lon"]
+    assert all(list(o.dims) == [16] for o in retrieval.output)
+    assert [g.count for g in retrieval.instance_group] == [1]
+    assert "ONE instance" in (tmp_path / "repo" / "retrieval" / "config.pbtxt").read_text()
+    params = {k: v.string_value for k, v in pipeline.parameters.items()}
+    assert (params["encoder_model"], params["llm_model"], params["allow_test_markers"]) == (
+        "siglip_python",
+        "mllm_standin",
+        "true",
+    )
+    assert int(params["max_image_bytes"]) == int(MAX_IMAGE_MB * (1 << 20))
+    stored = {k: v.string_value for k, v in retrieval.parameters.items()}
+    assert stored["store"] == str(Path(locate_env["store"]).resolve())
+
+
+def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tritonclient.grpc")
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from georag.serving.repository import write_repository
+
+    engine = _fake_engine(tmp_path / "trt", exported, locate_env)
+    config = RepositoryConfig(
+        store=locate_env["store"],
+        encoder_onnx=exported,
+        encoder_trt=engine,
+        llm_model="Qwen/Qwen2.5-VL-7B-Instruct",
+        family="qwen2.5-vl",
+        max_model_len=16384,
+        gpu_memory_utilization=0.9,
+        max_pixels=512 * 28 * 28,
+    )
+    out = tmp_path / "repo"
+    assert write_repository(config, out) == ["georag", "mllm", "retrieval", "siglip_trt"]
+    assert (out / "siglip_trt" / "1" / "model.plan").read_bytes() == b"not a real engine"
+    trt = _parse_config(out / "siglip_trt" / "config.pbtxt")
+    assert (trt.platform, trt.max_batch_size) == ("tensorrt_plan", 32)
+    assert list(trt.dynamic_batching.preferred_batch_size) == [8, 32]
+    assert trt.dynamic_batching.max_queue_delay_microseconds > 0
+    policy = trt.dynamic_batching.default_queue_policy
+    assert (
+        policy.timeout_action == pb.ModelQueuePolicy.REJECT
+        and "timeout_action: REJECT" in (out / "siglip_trt" / "config.pbtxt").read_text()
+    )
+    assert policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
+    assert [g.kind for g in trt.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+    assert [(w.batch_size, list(w.inputs)) for w in trt.model_warmup] == [(8, ["pixel_values"])]
+    assert "NOT RUN" in (out / "siglip_trt" / "config.pbtxt").read_text()
+    mllm = _parse_config(out / "mllm" / "config.pbtxt")
+    assert (mllm.backend, mllm.model_transaction_policy.decoupled, mllm.max_batch_size) == ("vllm", True, 0)
+    assert "NOT RUN" in (out / "mllm" / "config.pbtxt").read_text()
+    args = json.loads((out / "mllm" / "1" / "model.json").read_text())
+    assert args["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert (args["load_format"], args["trust_remote_code"]) == ("safetensors", False)
+    assert (args["max_model_len"], args["gpu_memory_utilization"]) == (16384, 0.9)
+    assert args["limit_mm_per_prompt"] == {"image": 1}
+    assert args["mm_processor_kwargs"]["max_pixels"] == 512 * 28 * 28
+    params = {k: v.string_value for k, v in _parse_config(out / "georag" / "config.pbtxt").parameters.items()}
+    assert (params["encoder_model"], params["llm_model"], params["family"]) == (
+        "siglip_trt",
+        "mllm",
+        "qwen2.5-vl",
+    )
+    assert int(params["max_image_bytes"]) == 20 << 20
+
+
+def test_cpu_repository_uses_the_onnxruntime_backend(
+    locate_env: dict[str, Any], exported: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tritonclient.grpc")
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from georag.serving.repository import write_repository
+
+    config = RepositoryConfig(store=locate_env["store"], encoder_onnx=exported)
+    assert "siglip_onnx" in write_repository(config, tmp_path / "repo")
+    onnx = _parse_config(tmp_path / "repo" / "siglip_onnx" / "config.pbtxt")
+    assert (onnx.backend, onnx.default_model_filename) == ("onnxruntime", "model.onnx")
+    assert [g.kind for g in onnx.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    assert [i.name for i in onnx.input] == ["pixel_values"] and [o.name for o in onnx.output] == [
+        "embeddings"
+    ]
+    assert (tmp_path / "repo" / "siglip_onnx" / "1" / "model.onnx").is_file()
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_example_repository_is_what_the_templates_render(tmp_path: Path) -> None:
+    pytest.importorskip("tritonclient.grpc")
+    write_example_repository(tmp_path / "example")
+    stale = "triton_models/ is stale: run `georag triton example --out triton_models --overwrite`"
+    assert _files(tmp_path / "example") == _files(REPO / "triton_models"), stale
+    for config in (REPO / "triton_models").glob("*/config.pbtxt"):
+        assert _parse_config(config).name == config.parent.name
+
+
+def test_generation_refusals(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
+    from georag.serving.repository import write_repository
+
+    with pytest.raises(RepositoryError, match="engine was built for"):
+        write_repository(
+            RepositoryConfig(
+                store=locate_env["store"],
+                encoder_onnx=exported,
+                encoder_trt=_fake_engine(tmp_path / "trt", exported, locate_env, dim=64),
+            ),
+            tmp_path / "a",
+        )
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    config = _test_config(locate_env, exported)
+    with pytest.raises(RepositoryError, match="not empty"):
+        write_repository(config, busy)
+    with pytest.raises(RepositoryError, match="no georag repository"):
+        write_repository(config, busy, overwrite=True)
+    assert (busy / "notes.txt").read_text() == "mine"
+    write_repository(config, tmp_path / "b")
+    write_repository(config, tmp_path / "b", overwrite=True)
+    with pytest.raises(RepositoryError, match="variant rag:32:32 shows more references"):
+        RepositoryConfig(store=tmp_path, encoder_onnx=exported, variants="rag:32:32")
+    with pytest.raises(RepositoryError, match="cannot read the store"):
+        write_repository(RepositoryConfig(store=tmp_path, encoder_onnx=exported), tmp_path / "c")
+
+
+def test_generation_refuses_another_encoders_export(locate_env: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from encoder_fixtures import make_tiny_siglip
+    from georag.encoder import export_onnx
+    from georag.serving.repository import write_repository
+
+    other = export_onnx(make_tiny_siglip(tmp_path / "other", seed=3), tmp_path / "onnx").parent
+    with pytest.raises(RepositoryError, match=r"the store was built with .* but the ONNX export is of"):
+        write_repository(RepositoryConfig(store=locate_env["store"], encoder_onnx=other), tmp_path / "r")
+
+
+def test_cli_writes_the_repository(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from georag.cli import main
+
+    out = tmp_path / "repo"
+    args = ["triton", "repo", "--out", str(out), "--store", str(locate_env["store"])]
+    args += ["--encoder-onnx", str(exported), "--python-encoder", "--llm-standin", str(STANDIN)]
+    result = CliRunner().invoke(main, [*args, "--family", "internvl2.5", "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    assert "georag, mllm_standin, retrieval, siglip_python" in result.output
+    text = (out / "georag" / "config.pbtxt").read_text()
+    assert 'key: "family" value: { string_value: "internvl2.5" }' in text
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code != 0 and "not empty" in again.output
+
+
+# The repository served by a real tritonserver.
+
+
+@pytest.fixture(scope="module")
+def served(
+    locate_env: dict[str, Any], exported: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    reason = triton_unavailable_reason(SERVER_MODULES)
+    if reason is not None:
+        pytest.skip(reason)
+    pytest.importorskip("tritonclient.grpc")
+    from georag.serving.repository import write_repository
+
+    repo = tmp_path_factory.mktemp("served") / "repo"
+    write_repository(_test_config(locate_env, exported), repo)
+    with run_triton_server(repo, startup_timeout_s=120.0) as server:
+        yield server
+    with pytest.raises(urllib.error.URLError):  # stopped: nothing answers on its port any more
+        urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/v2/health/live", timeout=2.0)
+
+
+class Caller:
+    """Sends one photo to the `georag` model over one protocol; returns the result or the error."""
+
+    def __init__(self, server: TritonServer, protocol: str) -> None:
+        import tritonclient.grpc as grpc
+        import tritonclient.http as http
+
+        self.module: Any = grpc if protocol == "grpc" else http
+        port = server.grpc_port if protocol == "grpc" else server.http_port
+        self.client = self.module.InferenceServerClient(f"127.0.0.1:{port}")
+
+    def __call__(self, image: bytes, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        inputs = [self.module.InferInput("image", [1, 1], "BYTES")]
+        inputs[0].set_data_from_numpy(np.array([[image]], dtype=np.object_))
+        if params is not None:
+            inputs.append(self.module.InferInput("parameters", [1, 1], "BYTES"))
+            inputs[1].set_data_from_numpy(np.array([[json.dumps(params).encode()]], dtype=np.object_))
+        answer = self.client.infer("georag", inputs)
+        return dict(json.loads(answer.as_numpy("result")[0, 0]))
+
+    def error(self, image: bytes, params: dict[str, Any] | None = None) -> tuple[str, str]:
+        from tritonclient.utils import InferenceServerException
+
+        with pytest.raises(InferenceServerException) as info:
+            self(image, params)
+        return str(info.value.status()), str(info.value.message())
+
+
+@pytest.fixture(params=["http", "grpc"])
+def caller(request: pytest.FixtureRequest, served: TritonServer) -> Iterator[Caller]:
+    found = Caller(served, request.param)
+    yield found
+    found.client.close()
+
+
+def _in_process(
+    locate_env: dict[str, Any], exported: Path, server: TritonServer, paths: list[Path], strategy: str
+) -> list[Any]:
+    """The Geolocator's predictions for ``paths``: the same ONNX encoder, store and stand-in LLM."""
+    from georag.encoder import load_encoder
+    from georag.llm.triton_client import TritonClient
+    from georag.locate.geolocator import Geolocator, LocateConfig
+    from georag.store.store import GeoStore
+
+    encoder = load_encoder(exported, backend="onnxruntime")
+    store = GeoStore.open(locate_env["store"])
+    with TritonClient.from_url(server.url("mllm_standin", "http")) as llm:
+        return list(Geolocator(store, encoder, llm, LocateConfig(strategy=strategy)).locate(paths))
+
+
+def test_all_models_ready(served: TritonServer) -> None:
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    for client in (
+        http.InferenceServerClient(f"127.0.0.1:{served.http_port}"),
+        grpc.InferenceServerClient(f"127.0.0.1:{served.grpc_port}"),
+    ):
+        assert client.is_server_ready()
+        for model in ("georag", "retrieval", "siglip_python", "mllm_standin"):
+            assert client.is_model_ready(model), model
+        client.close()
+
+
+def test_photos_are_located_as_in_process(
+    caller: Caller, served: TritonServer, locate_env: dict[str, Any], exported: Path
+) -> None:
+    paths = locate_env["queries"][:3]
+    expected = _in_process(locate_env, exported, served, paths, "rag")
+    for path, want in zip(paths, expected, strict=True):
+        got = caller(path.read_bytes(), {"id": path.name})
+        assert got["id"] == path.name
+        assert (
+            (got["strategy"], got["lat"], got["lon"])
+            == (want.strategy, want.lat, want.lon)
+            == (
+                "rag",
+                48.8766,
+                2.3722,
+            )
+        )  # the stand-in answers Paris + 0.01 * i for sample i: the medoid of five is sample 2
+        assert got["confidence"] == pytest.approx(want.confidence)
+        # Same prompt length, image bytes and sampling reached the LLM: the stand-in reports them.
+        assert [a["text"] for a in got["evidence"]["answers"]] == [
+            a["text"] for a in want.evidence["answers"]
+        ]
+        near, want_near = got["evidence"]["neighbors"]["near"], want.evidence["neighbors"]["near"]
+        assert [n["row"] for n in near] == [n["row"] for n in want_near]
+        assert [n["score"] for n in near] == pytest.approx([n["score"] for n in want_near], abs=1e-4)
+        assert [n["row"] for n in got["evidence"]["neighbors"]["far"]] == [
+            n["row"] for n in want.evidence["neighbors"]["far"]
+        ]
+
+
+def test_knn_and_the_fallback_match_in_process(
+    caller: Caller, served: TritonServer, locate_env: dict[str, Any], exported: Path
+) -> None:
+    paths = locate_env["queries"][3:5]
+    knn = _in_process(locate_env, exported, served, paths, "knn")
+    medoid = _in_process(locate_env, exported, served, paths, "knn-medoid")
+    for path, top1, med in zip(paths, knn, medoid, strict=True):
+        image = path.read_bytes()
+        got = caller(image, {"strategy": "knn"})
+        assert (got["strategy"], got["lat"], got["lon"]) == ("knn", top1.lat, top1.lon)
+        assert got["confidence"] == pytest.approx(top1.confidence)
+        got = caller(image, {"strategy": "knn-medoid"})
+        assert (got["lat"], got["lon"]) == (med.lat, med.lon)
+        got = caller(image, {"test_marker": "[[garbage]]"})
+        assert (got["strategy"], got["lat"], got["lon"], got["confidence"]) == (
+            "rag>knn",
+            top1.lat,
+            top1.lon,
+            0.0,
+        )
+        assert got["fallback"] == "none of the 5 LLM answers stated coordinates"
+
+
+def _clean(message: str) -> None:
+    assert not LEAKS.search(message), f"internal detail in the error: {message!r}"
+
+
+def test_clean_errors(caller: Caller, locate_env: dict[str, Any]) -> None:
+    photo = locate_env["queries"][0].read_bytes()
+    status, message = caller.error(b"\xff\xd8\xff" + random.Random(3).randbytes(4000))
+    assert status in ("400", "StatusCode.INVALID_ARGUMENT") and "bad image: not an image" in message
+    _clean(message)
+    status, message = caller.error(photo[: len(photo) // 3])
+    assert "bad image: truncated or corrupt JPEG" in message
+    _clean(message)
+    status, message = caller.error(os.urandom(int(1.5 * (1 << 20))))
+    assert status in ("400", "StatusCode.INVALID_ARGUMENT")
+    assert "the image is 1.5 MiB; this server accepts at most 1.0 MiB" in message
+    _clean(message)
+    status, message = caller.error(photo, {"samples": 99})
+    assert "samples must be an integer in [1, 16]" in message
+    start = time.monotonic()
+    status, message = caller.error(photo, {"test_marker": "[[stall]]"})
+    waited = time.monotonic() - start
+    assert status in ("503", "StatusCode.UNAVAILABLE")
+    assert message.endswith(f"the LLM step did not answer within {LLM_TIMEOUT_S:g} s")
+    assert LLM_TIMEOUT_S <= waited < LLM_TIMEOUT_S + 3.0
+    _clean(message)
+    assert caller(photo)["strategy"] == "rag"  # nothing is left stuck
+
+
+def test_requests_run_concurrently(served: TritonServer, locate_env: dict[str, Any]) -> None:
+    """Eight photos whose LLM takes 0.2 s each finish together, not one after another."""
+    callers = [Caller(served, "grpc") for _ in range(8)]
+    photos = [p.read_bytes() for p in locate_env["queries"][:8]]
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda c, p: c(p, {"test_marker": "[[slow]]", "samples": 1}), callers, photos)
+        )
+    elapsed = time.monotonic() - start
+    assert [r["strategy"] for r in results] == ["rag"] * 8
+    most = max(
+        json.loads(a["text"])["received"]["slow_in_flight"] for r in results for a in r["evidence"]["answers"]
+    )
+    # One after another would take 8 x 0.2 s; the margin is for a loaded 2-core machine.
+    assert most >= 3 and elapsed < 6 * 0.2, (most, elapsed)
+    for c in callers:
+        c.client.close()
