@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from georag.errors import MissingDependencyError
+from georag.errors import EvaluationError, MissingDependencyError
 from georag.evaluate import plots
-from georag.evaluate.errors import EvaluationError
 from georag.evaluate.plots import (
     CDF_FIGSIZE,
     DPI,

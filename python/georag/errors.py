@@ -45,3 +45,7 @@ class DatasetError(GeoRagError, ValueError):
 
 class LLMError(GeoRagError):
     """A multimodal LLM request failed (server down, timed out, refused, or answered something unusable)."""
+
+
+class EvaluationError(GeoRagError, ValueError):
+    """Predictions or truth cannot be read, joined or scored as asked; the message says what to change."""

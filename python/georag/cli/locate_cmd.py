@@ -212,7 +212,7 @@ def run_locate(
     from georag.llm.client import Sampling
     from georag.llm.prompts import parse_variants
     from georag.locate.exclusion import Exclusion
-    from georag.locate.geolocator import Geolocator, LocateConfig, default_variants
+    from georag.locate.geolocator import Geolocator, LocateConfig, default_variants, unique_paths
     from georag.locate.output import PredictionWriter, run_settings
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
@@ -251,11 +251,11 @@ def run_locate(
     settings = run_settings(
         config, llm=client.name if client is not None else "none", store=store, encoder=encoder
     )
+    paths = unique_paths(paths)  # before the lock: two files with one name are refused up front
     writer = PredictionWriter.open(out, settings, overwrite=overwrite)
     csv_path, jsonl_path = writer.csv_path, writer.jsonl_path
     t0 = time.perf_counter()
     counts = {"ok": 0, "error": 0, "fallback": 0}
-    paths = _unique_paths(paths)
     finished = {p.id for p in writer.done}
     todo = [p for p in paths if p.name not in finished]
     try:
@@ -283,8 +283,3 @@ def run_locate(
         f"{counts['ok']} ok, {counts['fallback']} fell back to {fell_back_to}, {counts['error']} failed; "
         f"wrote {csv_path} and {jsonl_path}"
     )
-
-
-def _unique_paths(paths: list[Path]) -> list[Path]:
-    """Repeats of one path dropped (the pipeline refuses two different files with one name)."""
-    return list(dict.fromkeys(paths))

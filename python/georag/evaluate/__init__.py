@@ -6,9 +6,9 @@ and ``compare``; `georag eval` is the command line over them.
 
 from __future__ import annotations
 
+from georag.errors import EvaluationError
 from georag.evaluate.compare import Comparison, compare
 from georag.evaluate.distances import DISTANCES, distance_km, geodesic_km
-from georag.evaluate.errors import EvaluationError
 from georag.evaluate.join import IMAGE_EXTENSIONS, join_ids, strip_extension
 from georag.evaluate.metrics import (
     GEOSCORE_SCALE_KM,

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from georag.errors import EvaluationError
 from georag.evaluate.bootstrap import CI_LEVEL, paired_difference, percentile_interval
-from georag.evaluate.errors import EvaluationError
 from georag.evaluate.metrics import THRESHOLDS_KM, check_thresholds, threshold_key
 from georag.evaluate.predictions import Predictions
 from georag.evaluate.report import EvalReport, Interval

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import MissingDependencyError
-from georag.evaluate.errors import EvaluationError
+from georag.errors import EvaluationError, MissingDependencyError
 from georag.geo.coords import EARTH_RADIUS_KM, check_latlon, haversine_km
 
 DISTANCES = ("haversine", "geodesic")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from georag.evaluate.errors import EvaluationError
+from georag.errors import EvaluationError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
 """Extensions (any case) that `strip_extension` removes: ids that differ only by one of them match."""

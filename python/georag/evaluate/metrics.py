@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from georag.evaluate.errors import EvaluationError
+from georag.errors import EvaluationError
 from georag.geo.coords import haversine_km
 
 THRESHOLDS_KM = (1.0, 25.0, 200.0, 750.0, 2500.0)

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import MissingDependencyError
-from georag.evaluate.errors import EvaluationError
+from georag.errors import EvaluationError, MissingDependencyError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

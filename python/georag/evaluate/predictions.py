@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.evaluate.errors import EvaluationError
+from georag.errors import EvaluationError
 from georag.evaluate.join import check_unique
 
 log = logging.getLogger(__name__)

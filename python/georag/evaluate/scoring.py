@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from georag.errors import EvaluationError
 from georag.evaluate.bootstrap import bootstrap as bootstrap_replicates
 from georag.evaluate.bootstrap import percentile_interval
 from georag.evaluate.distances import DISTANCES, distance_km
-from georag.evaluate.errors import EvaluationError
 from georag.evaluate.join import join_ids
 from georag.evaluate.metrics import THRESHOLDS_KM, check_thresholds, geoscore
 from georag.evaluate.predictions import Predictions

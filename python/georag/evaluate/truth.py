@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from georag.evaluate.errors import EvaluationError
+from georag.errors import EvaluationError
 from georag.evaluate.join import check_unique
 from georag.geo.coords import check_latlon
 from georag.store.readers import ColumnMap, default_columns, read_dataset

@@ -138,7 +138,7 @@ class Geolocator:
     def locate(self, paths: Sequence[Path], *, skip: Iterable[str] = ()) -> Iterator[Prediction]:
         """Predictions for ``paths`` in input order (ids: file names, which must be unique), skipping ids in
         ``skip`` (photos finished by an earlier run). Close the iterator to stop early."""
-        todo = _unique([Path(p) for p in paths])
+        todo = unique_paths([Path(p) for p in paths])
         done = set(skip)
         todo = [p for p in todo if p.name not in done]
         stop = threading.Event()
@@ -254,7 +254,7 @@ class Geolocator:
                     if self._excluding is not None:
                         assert self.truth is not None
                         keep = [i for i in keep if enc.ids[i] in self.truth]
-                        for x in set(enc.ids) - set(self.truth):
+                        for x in [x for x in enc.ids if x not in self.truth]:
                             failed[x] = (
                                 "no truth for this photo: --exclude-* needs its true location and author"
                             )
@@ -321,7 +321,7 @@ def _with_evidence(pred: Prediction, found: Retrieved, timings: dict[str, float]
     return pred
 
 
-def _unique(paths: list[Path]) -> list[Path]:
+def unique_paths(paths: list[Path]) -> list[Path]:
     """The paths with repeats dropped; GeoRagError when two different files share a name (the id)."""
     seen: dict[str, Path] = {}
     out = []

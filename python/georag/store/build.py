@@ -244,13 +244,14 @@ def _slice_from_images(
     table = records.table.slice(start, end - start)
     ids = table.column("image_id").to_pylist()
     names = table.column("image_name").to_pylist()
+    src = table.column("source_row").to_numpy()
     failures: list[dict[str, Any]] = []
     present: list[int] = []
     refs = []
     for pos, (image_id, name) in enumerate(zip(ids, names, strict=True)):
         ref = catalog.locate(name)
         if ref is None:
-            failures.append(_failure(records, start + pos, image_id, f"image not found: {name} in {where}"))
+            failures.append(_failure(start + pos, src[pos], image_id, f"image not found: {name} in {where}"))
         else:
             present.append(pos)
             refs.append(ref)
@@ -267,14 +268,15 @@ def _slice_from_images(
     result = encoder.encode(sources(), ids=[ids[p] for p in present], progress=False)
     position = {ids[p]: p for p in present}
     for f in result.failures:
-        failures.append(_failure(records, start + position[f.id], f.id, read_errors.get(f.id, f.reason)))
+        pos = position[f.id]
+        failures.append(_failure(start + pos, src[pos], f.id, read_errors.get(f.id, f.reason)))
     take = np.array([position[i] for i in result.ids], dtype=np.int64)
     rows, bad = _normalized(result.embeddings)
     for j in np.flatnonzero(bad):
         failures.append(
             _failure(
-                records,
                 start + int(take[j]),
+                src[take[j]],
                 ids[int(take[j])],
                 "the encoder returned a zero or non-finite embedding",
             )
@@ -290,7 +292,10 @@ def _slice_from_embeddings(records: DatasetRecords, emb: npt.NDArray[Any], start
     ids = table.column("image_id").to_pylist()
     failures = [
         _failure(
-            records, start + int(j), ids[int(j)], f"embedding row {int(source_rows[j])} is zero or not finite"
+            start + int(j),
+            source_rows[j],
+            ids[int(j)],
+            f"embedding row {int(source_rows[j])} is zero or not finite",
         )
         for j in np.flatnonzero(bad)
     ]
@@ -307,9 +312,9 @@ def _normalized(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], np
     return (x / safe[:, None]).astype(np.float32), bad
 
 
-def _failure(records: DatasetRecords, item: int, image_id: str, reason: str) -> dict[str, Any]:
-    source_row = int(records.table.column("source_row")[item].as_py())
-    return {"item": item, "source_row": source_row, "image_id": image_id, "reason": reason}
+def _failure(item: int, source_row: Any, image_id: str, reason: str) -> dict[str, Any]:
+    """One work-list item that produced no row, for the shard's failures file."""
+    return {"item": item, "source_row": int(source_row), "image_id": image_id, "reason": reason}
 
 
 def _commit(
