@@ -62,53 +62,53 @@ def build(work: Path) -> tuple[Path, Path]:
     return work / "store", work / "onnx"
 
 
-class LocalSteps:
-    """The pipeline's steps in this process: onnxruntime, GeoStore.search and a scripted LLM."""
+class StandInLLM:
+    """An in-process `LLMClient` with the stand-in's answers and delay, doing the same work per request
+    (the image base64-encoded and decoded, hashed; the answers reporting what came)."""
 
-    def __init__(self, store_dir: Path, onnx_dir: Path) -> None:
-        from georag.encoder.backends.onnx_backend import OnnxBackend
-        from georag.store.store import GeoStore
+    name = "standin"
 
-        self.backend = OnnxBackend(onnx_dir)
-        self.store = GeoStore.open(store_dir)
-        self.store.flat_index()
+    def generate(self, prompt: Any, sampling: Any) -> Any:
+        from georag.llm.client import Completion
 
-    async def embed(self, pixels: np.ndarray) -> np.ndarray:
-        return (await asyncio.to_thread(self.backend.embed, pixels[None]))[0]
-
-    async def retrieve(self, embedding: np.ndarray) -> Any:
-        from georag.serving.pipeline import NeighbourArrays
-
-        res = await asyncio.to_thread(self.store.search, embedding[None], 16, 16)
-        n = res.neighbors
-        return NeighbourArrays(
-            n.near_ids[0], n.near_scores[0], res.near_lat[0], res.near_lon[0],
-            n.far_ids[0], n.far_scores[0], res.far_lat[0], res.far_lon[0],
-        )  # fmt: skip
-
-    async def generate(self, text: str, image_b64: str, sampling: str) -> list[str]:
-        """The stand-in's answers, with the same work (decode and hash the image, report what came)."""
-        image = base64.b64decode(image_b64, validate=True)
-        params = json.loads(sampling)
-        if "[[slow]]" in text:
-            await asyncio.sleep(SLOW_S)
+        start = time.monotonic()
+        image = base64.b64decode(base64.b64encode(prompt.image), validate=True)
+        if "[[slow]]" in prompt.user:
+            time.sleep(SLOW_S)
         received = {
-            "sampling_parameters": params,
-            "n": params.get("n"),
+            "sampling_parameters": {"temperature": sampling.temperature, "n": sampling.n},
+            "n": sampling.n,
             "exclude_input_in_output": True,
             "stream": False,
             "image_count": 1,
             "image_bytes": len(image),
             "image_sha256": [hashlib.sha256(image).hexdigest()],
-            "prompt_chars": len(text),
+            "prompt_chars": len(prompt.system) + len(prompt.user),
             "slow_in_flight": None,
         }
         answers = []
-        for i in range(int(params.get("n", 1))):
+        for i in range(sampling.n):
             lat, lon = round(PARIS[0] + 0.01 * i, 4), round(PARIS[1] + 0.01 * i, 4)
             body = {"latitude": lat, "longitude": lon, "received": {**received, "sample": i}}
             answers.append(json.dumps(body, sort_keys=True))
-        return answers
+        return Completion(tuple(answers), time.monotonic() - start)
+
+    def cancel(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def local_steps(store_dir: Path, onnx_dir: Path) -> Any:
+    """The pipeline's steps in this process: onnxruntime on the same file, the store, the stand-in."""
+    from georag.encoder.backends.onnx_backend import OnnxBackend
+    from georag.serving.local_steps import LocalSteps
+    from georag.store.store import GeoStore
+
+    store = GeoStore.open(store_dir)
+    store.flat_index()
+    return LocalSteps(OnnxBackend(onnx_dir), store, StandInLLM())
 
 
 def run_in_process(
@@ -199,7 +199,7 @@ def main() -> int:
         )
         write_repository(config, work / "repo")
         pipeline = Pipeline(
-            PipelineConfig(), processor_spec(work / "repo" / "georag" / "1", 32), LocalSteps(store, onnx)
+            PipelineConfig(), processor_spec(work / "repo" / "georag" / "1", 32), local_steps(store, onnx)
         )
         photos_all = [p.read_bytes() for p in paths]
         with run_triton_server(work / "repo", startup_timeout_s=120.0) as server:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from georag.llm.client import Sampling
+from georag.llm.client import Completion, Prompt, Sampling
 from georag.llm.prompts import PromptVariant
 from georag.serving.batching import run_batched
 from georag.serving.errors import BadRequest, StepTimeout, public_message
@@ -140,13 +140,13 @@ class ScriptedSteps:
             await asyncio.sleep(30)
         return self.found
 
-    async def generate(self, text: str, image_b64: str, sampling: str) -> list[str]:
+    async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         if self.llm == "stall":
             await asyncio.sleep(30)
-        n = json.loads(sampling)["n"]
         if self.llm == "garbage":
-            return ["no idea"] * n
-        return [json.dumps({"latitude": 48.85 + 0.01 * i, "longitude": 2.35}) for i in range(n)]
+            return Completion(("no idea",) * sampling.n, 0.0)
+        texts = [json.dumps({"latitude": 48.85 + 0.01 * i, "longitude": 2.35}) for i in range(sampling.n)]
+        return Completion(tuple(texts), 0.0)
 
 
 def _pipeline(llm: str = "paris", **config: Any) -> Pipeline:

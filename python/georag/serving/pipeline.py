@@ -11,7 +11,6 @@ neighbour (``strategy`` "rag>knn"), as `georag.strategies.rag.rag_predict` does 
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,10 +24,8 @@ import numpy.typing as npt
 from georag.encoder.images import load_image, to_rgb
 from georag.encoder.preprocess import ProcessorSpec
 from georag.errors import ImageLoadError
-from georag.llm.chat_templates import render_chat
 from georag.llm.client import Completion, Prompt, Sampling
 from georag.llm.prompts import PromptVariant, build_prompt
-from georag.llm.triton_client import sampling_json, strip_echo
 from georag.locate.prediction import Prediction
 from georag.serving.errors import BadRequest, StepFailed, StepTimeout
 from georag.serving.params import RequestParams
@@ -72,8 +69,8 @@ class Steps(Protocol):
         """(d,) raw embedding -> its neighbours in the store."""
         ...
 
-    async def generate(self, text: str, image_b64: str, sampling: str) -> list[str]:
-        """One LLM request with the vLLM backend's inputs (prompt excluded from the output) -> n texts."""
+    async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
+        """One LLM request -> its n answers, prompt excluded (`georag.llm.client.LLMClient.generate`)."""
         ...
 
 
@@ -197,23 +194,12 @@ class Pipeline:
         llm_bytes, mime = await asyncio.to_thread(llm_image_bytes, image)
         prompts = [build_prompt(v, llm_bytes, **item_coordinates(item), image_mime=mime) for v in variants]
         marker = f"\n{params.test_marker}" if params.test_marker else ""
-        texts = [render_chat(replace(p, user=p.user + marker), cfg.family) for p in prompts]
-        image_b64 = base64.b64encode(llm_bytes).decode("ascii")
-        wire_sampling = sampling_json(sampling)
 
-        async def ask(text: str) -> Completion:
-            start = time.monotonic()
-            answers = await clock.step(
-                "LLM", lambda: self.steps.generate(text, image_b64, wire_sampling), cfg.llm_timeout_s
-            )
-            cut = [strip_echo(a, text) for a in answers]
-            return Completion(
-                texts=tuple(a for a, _ in cut),
-                seconds=time.monotonic() - start,
-                echoed=any(e for _, e in cut),
-            )
+        async def ask(prompt: Prompt) -> Completion:
+            sent = replace(prompt, user=prompt.user + marker)
+            return await clock.step("LLM", lambda: self.steps.generate(sent, sampling), cfg.llm_timeout_s)
 
-        done = await _all([ask(t) for t in texts])
+        done = await _all([ask(p) for p in prompts])
         recorded = RecordedLLM({(p.system, p.user): c for p, c in zip(prompts, done, strict=True)})
         rag = RagConfig(variants=tuple(variants), sampling=sampling)
         # Parsing and choosing take milliseconds of CPU: off the event loop, so other requests go on.

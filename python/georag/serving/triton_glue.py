@@ -7,9 +7,11 @@ looked up on first use so this module (and its typing) imports anywhere.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import logging
+import time
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -19,8 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
-from georag.llm.client import Sampling
+from georag.llm.chat_templates import render_chat
+from georag.llm.client import Completion, Prompt, Sampling
 from georag.llm.prompts import parse_variants
+from georag.llm.triton_client import sampling_json, strip_echo
 from georag.serving.errors import ServingError, StepFailed, public_message
 from georag.serving.pipeline import NeighbourArrays, PipelineConfig
 
@@ -141,8 +145,12 @@ class BlsSteps:
         arrays = _outputs(response, list(NEIGHBOUR_OUTPUTS), "retrieval")
         return NeighbourArrays(*(a[0] for a in arrays))
 
-    async def generate(self, text: str, image_b64: str, sampling: str) -> list[str]:
+    async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
+        """One request to the vLLM backend: the chat rendered for the config's family, the image as
+        base64, the prompt excluded from the output (cut off all the same if the server echoes it)."""
         utils = pb()
+        start = time.monotonic()
+        text = render_chat(prompt, self.config.family)
 
         def tensor(name: str, value: Any, dtype: Any) -> Any:
             return utils.Tensor(name, np.array([value], dtype=dtype))
@@ -152,8 +160,8 @@ class BlsSteps:
             requested_output_names=["text_output"],
             inputs=[
                 tensor("text_input", text.encode("utf-8"), np.object_),
-                tensor("image", image_b64.encode("ascii"), np.object_),
-                tensor("sampling_parameters", sampling.encode("utf-8"), np.object_),
+                tensor("image", base64.b64encode(prompt.image), np.object_),
+                tensor("sampling_parameters", sampling_json(sampling).encode("utf-8"), np.object_),
                 # The vLLM backend echoes the prompt unless told not to; one final response, no stream.
                 tensor("exclude_input_in_output", True, np.bool_),
                 tensor("stream", False, np.bool_),
@@ -173,7 +181,12 @@ class BlsSteps:
                 texts.extend(_text(item) for item in output.as_numpy().reshape(-1))
         if not texts:
             raise StepFailed("the LLM step answered no text")
-        return texts
+        cut = [strip_echo(t, text) for t in texts]
+        return Completion(
+            texts=tuple(t for t, _ in cut),
+            seconds=time.monotonic() - start,
+            echoed=any(e for _, e in cut),
+        )
 
 
 def _outputs(response: Any, names: list[str], step: str) -> list[npt.NDArray[Any]]:

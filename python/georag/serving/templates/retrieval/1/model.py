@@ -17,6 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from georag.serving.batching import Outputs, run_batched
 from georag.serving.errors import ServingError, StepFailed
+from georag.serving.local_steps import search_outputs
 from georag.serving.triton_glue import NEIGHBOUR_OUTPUTS, error_response, model_parameters
 from georag.store.store import GeoStore
 
@@ -56,9 +57,4 @@ class TritonPythonModel:
         ]
 
     def _search(self, queries: npt.NDArray[np.float32]) -> Outputs:
-        res = self.store.search(queries, self.k_near, self.k_far, index=self.index)
-        n = res.neighbors
-        return (
-            n.near_ids.astype(np.int64), n.near_scores.astype(np.float32), res.near_lat, res.near_lon,
-            n.far_ids.astype(np.int64), n.far_scores.astype(np.float32), res.far_lat, res.far_lon,
-        )  # fmt: skip
+        return search_outputs(self.store, queries, self.k_near, self.k_far, self.index)
