@@ -28,9 +28,10 @@ def _register() -> None:
     from georag.cli.index_cmd import index
     from georag.cli.locate_cmd import locate
     from georag.cli.search_cmd import search
+    from georag.cli.serve_cmd import serve
     from georag.cli.triton_cmd import triton
 
-    for command in (demo, search, encoder, index, locate, eval_command, triton):
+    for command in (demo, search, encoder, index, locate, eval_command, triton, serve):
         main.add_command(command)
 
 

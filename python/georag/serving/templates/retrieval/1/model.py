@@ -1,13 +1,16 @@
 """Triton Python-backend model `retrieval`: raw SigLIP embeddings -> k nearest and k farthest store rows.
 
 One instance holds the GeoStore (see config.pbtxt for why one); each dynamic batch is one
-GeoStore.search, run off the event loop so the C++ core (which releases the GIL) does the work.
+GeoStore.search. `execute` is synchronous on purpose: while a batch is searched the next requests queue,
+and the dynamic batcher hands them over as one batch, one pass over the database for all of them. An async
+`execute` would free the instance at its first await, so batches would stay small and run side by side,
+each spreading over every core (the C++ core is multi-threaded) and slowing the others, and every call
+would pay one more thread hand-off.
 Written by `georag triton repo`; needs georag in the server's Python environment.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -35,13 +38,10 @@ class TritonPythonModel:
         else:
             self.store.ann_index(self.index)
 
-    async def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [pb_utils.get_input_tensor_by_name(r, "embeddings").as_numpy() for r in requests]
         try:
-            # The search runs in a worker thread: the event loop stays free, the core releases the GIL.
-            results = await asyncio.to_thread(
-                run_batched, arrays, self._search, row_shape=(self.store.dim,), nonzero=True
-            )
+            results = run_batched(arrays, self._search, row_shape=(self.store.dim,), nonzero=True)
         except Exception as exc:  # an exception here would reach every client with its internals
             pb_utils.Logger.log_error(f"retrieval: the batch failed: {exc!r}")
             return [

@@ -1,0 +1,192 @@
+"""`georag serve`: the served pipeline over plain HTTP (FastAPI + uvicorn), for deployments without Triton."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import click
+
+from georag.errors import GeoRagError, MissingDependencyError
+from georag.llm.chat_templates import known_families
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+_POSITIVE = click.FloatRange(min=0.0, min_open=True)
+
+
+@click.command("serve")
+@click.option(
+    "--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="GeoStore."
+)
+@click.option(
+    "--encoder",
+    default=None,
+    help="The store's encoder: hub id or folder (an export for onnxruntime / tensorrt) "
+    "[default: the encoder the store was built with].",
+)
+@click.option(
+    "--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="torch", show_default=True
+)
+@click.option("--device", default=None, help="Encoder device (default: cpu; cuda for tensorrt).")
+@click.option(
+    "--llm",
+    default=None,
+    help="triton://HOST:PORT/MODEL | openai://HOST:PORT/v1?model=NAME [default: none, knn only].",
+)
+@click.option(
+    "--family",
+    type=click.Choice(known_families()),
+    default="qwen2-vl",
+    show_default=True,
+    help="Chat format of a triton:// LLM whose URL names no ?family= (openai:// servers apply their own).",
+)
+@click.option("--k-near", default=16, show_default=True, type=click.IntRange(min=1), help="Similar rows.")
+@click.option("--k-far", default=16, show_default=True, type=click.IntRange(min=0), help="Dissimilar rows.")
+@click.option(
+    "--variants", default=None, help="Prompt variants, e.g. rag:16:16,zero [default: rag:K_NEAR:K_FAR]."
+)
+@click.option(
+    "--samples", default=5, show_default=True, type=click.IntRange(1, 16), help="Answers per prompt (n)."
+)
+@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0.0, 2.0))
+@click.option("--index", default=None, help="Search this ANN index of the store [default: the exact search].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--max-in-flight", default=64, show_default=True, type=click.IntRange(min=1), help="Requests run at once."
+)
+@click.option(
+    "--max-queue",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Requests that may wait for a slot; more are answered 503 at once.",
+)
+@click.option("--max-image-mb", default=20.0, show_default=True, type=_POSITIVE, help="Request size cap.")
+@click.option("--llm-timeout-s", default=60.0, show_default=True, type=_POSITIVE, help="Per LLM request.")
+@click.option(
+    "--deadline-s", default=120.0, show_default=True, type=_POSITIVE, help="Per request, waiting included."
+)
+def serve(host: str, port: int, **kw: Any) -> None:
+    """Serve the pipeline over HTTP: POST a photo, get where it was taken as JSON.
+
+    Without --llm only the retrieval strategies knn (then the default) and knn-medoid are served; with
+    an LLM the default is rag. Example:
+
+    \b
+      georag serve --store store/ --llm 'openai://127.0.0.1:8000/v1?model=Qwen/Qwen2-VL-7B-Instruct'
+      curl --data-binary @photo.jpg 'http://127.0.0.1:8080/v1/locate?id=photo.jpg&samples=3'
+
+    \b
+    Routes: POST /v1/locate (query: id, strategy, samples, variants, seed,
+    temperature), GET /v1/info, GET /health/live, GET /health/ready.
+    Errors: 400 bad request, 408 slow upload, 413 too large, 502 model
+    error, 503 busy, 504 timed out; body {"error": ..., "code": ...}.
+    """
+    try:
+        import uvicorn
+
+        app = build_app(**kw)
+    except (GeoRagError, ValueError, OSError) as exc:  # MissingDependencyError (no FastAPI) included
+        raise click.ClickException(str(exc)) from exc
+    except ImportError as exc:
+        raise click.ClickException(
+            f'georag serve needs FastAPI and uvicorn: pip install "georag[serve]" ({exc})'
+        ) from exc
+    click.echo(f"georag serve: http://{host}:{port}/v1/locate (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(kw["deadline_s"]) + 1)
+
+
+def build_app(
+    *,
+    store: Path,
+    encoder: str | None = None,
+    backend: str = "torch",
+    device: str | None = None,
+    llm: str | None = None,
+    family: str = "qwen2-vl",
+    k_near: int = 16,
+    k_far: int = 16,
+    variants: str | None = None,
+    samples: int = 5,
+    temperature: float = 0.7,
+    index: str | None = None,
+    max_in_flight: int = 64,
+    max_queue: int = 256,
+    max_image_mb: float = 20.0,
+    llm_timeout_s: float = 60.0,
+    deadline_s: float = 120.0,
+) -> FastAPI:
+    """Opens the store, the encoder (checked against the store) and the LLM, and returns the app."""
+    try:
+        import fastapi  # noqa: F401  (fail before loading models)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f'georag serve needs FastAPI: pip install "georag[serve]" ({exc})'
+        ) from exc
+    from georag.encoder import load_encoder
+    from georag.llm.backends import open_llm
+    from georag.llm.client import Sampling
+    from georag.llm.prompts import parse_variants
+    from georag.locate.geolocator import default_variants
+    from georag.serving.http_app import create_app
+    from georag.serving.local_steps import LocalSteps
+    from georag.serving.params import STRATEGIES
+    from georag.serving.pipeline import Pipeline, PipelineConfig
+    from georag.store.store import GeoStore
+    from georag.strategies.knn import KNN_MODES
+
+    config = PipelineConfig(
+        family=family,
+        k_near=k_near,
+        k_far=k_far,
+        variants=parse_variants(variants) if variants else default_variants(k_near, k_far),
+        sampling=Sampling(n=samples, temperature=temperature),
+        max_image_bytes=int(max_image_mb * (1 << 20)),
+        llm_timeout_s=llm_timeout_s,
+        deadline_s=deadline_s,
+    )
+    geo = GeoStore.open(store)
+    if index is not None:
+        geo.ann_index(index)  # a missing or damaged index fails here, not at the first request
+    else:
+        geo.flat_index()  # built now, not during the first request's retrieval time limit
+    enc = load_encoder(encoder or geo.encoder, backend, device=device)
+    if enc.model_id != geo.encoder or enc.dim != geo.dim:
+        raise GeoRagError(
+            f"the store was built with {geo.encoder!r} (d={geo.dim}) but the encoder is "
+            f"{enc.model_id!r} (d={enc.dim}); use the store's encoder"
+        )
+    client = None
+    if llm and llm.strip().lower() != "none":
+        client = open_llm(
+            with_family(llm, family), timeout_s=llm_timeout_s, retries=2, max_in_flight=max_in_flight
+        )
+    try:
+        steps = LocalSteps(
+            enc.backend, geo, client, k_near=k_near, k_far=k_far, index=index, llm_threads=max_in_flight
+        )
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
+    return create_app(
+        Pipeline(config, enc.spec, steps),
+        max_in_flight=max_in_flight,
+        max_queue=max_queue,
+        on_close=steps.close,
+        default_strategy="rag" if client is not None else "knn",
+        strategies=STRATEGIES if client is not None else KNN_MODES,
+    )
+
+
+def with_family(url: str, family: str) -> str:
+    """``url`` with ``family=`` added when it is a triton:// URL naming none; other URLs as given."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "triton" or "family" in parse_qs(parts.query):
+        return url
+    query = f"{parts.query}&family={family}" if parts.query else f"family={family}"
+    return urlunsplit(parts._replace(query=query))

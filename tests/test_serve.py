@@ -1,0 +1,389 @@
+"""Tests `georag serve` (georag.serving.http_app, georag.cli.serve_cmd): the pipeline over plain HTTP.
+
+The app is built as the CLI builds it, for the tiny SigLIP and the store of shared IM2GPS3k photos of
+`locate_env`, and called through FastAPI's TestClient; one test starts the real command on a free port
+and talks HTTP to it. References are independent: the top-1 neighbour by a float64 numpy brute force
+over the store's embeddings, the medoid of the stand-in LLM's answers by a haversine brute force here.
+Errors must be clean (status, code, a message without paths) and bounded in time; limits must hold.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+pytest.importorskip("torch")
+
+from fastapi.testclient import TestClient
+
+from georag.cli.serve_cmd import build_app, with_family
+from openai_standin import StandIn
+
+LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
+PARIS = [(48.8566, 2.3522), (40.7128, -74.006), (48.8606, 2.3376), (51.5072, -0.1276), (48.853, 2.3499)]
+"""Scripted LLM answers: three in Paris, New York and London as outliers."""
+
+
+@contextmanager
+def serving(locate_env: dict[str, Any], **options: Any) -> Iterator[TestClient]:
+    """The app of `georag serve --store STORE [options]` (encoder: the store's), started and stopped."""
+    app = build_app(store=locate_env["store"], **options)
+    with TestClient(app) as client:
+        yield client
+
+
+def _photo(locate_env: dict[str, Any], i: int = 0) -> bytes:
+    return Path(locate_env["queries"][i]).read_bytes()
+
+
+def _error(response: Any, status: int, code: str, words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code and words in body["error"], body
+    assert not LEAKS.search(body["error"]), body
+
+
+def _top1_by_brute_force(locate_env: dict[str, Any], photo: Path) -> tuple[int, float, float, float]:
+    """(row, lat, lon, margin over the runner-up) of the photo's most similar store row, float64."""
+    from georag.encoder import load_encoder
+    from georag.store.store import GeoStore
+
+    query = load_encoder(locate_env["tiny"]).encode([photo]).embeddings[0].astype(np.float64)
+    store = GeoStore.open(locate_env["store"])
+    db = np.concatenate([np.asarray(s, dtype=np.float64) for s in store.embedding_shards()])
+    scores = (db / np.linalg.norm(db, axis=1, keepdims=True)) @ (query / np.linalg.norm(query))
+    first, second = np.argsort(-scores)[:2]
+    return int(first), float(store.lat[first]), float(store.lon[first]), float(scores[first] - scores[second])
+
+
+def _haversine_medoid(points: list[tuple[float, float]]) -> tuple[float, float]:
+    p = np.radians(np.array(points))
+    lat, lon = p[:, 0], p[:, 1]
+    a = (
+        np.sin((lat[:, None] - lat[None]) / 2) ** 2
+        + np.cos(lat[:, None]) * np.cos(lat[None]) * np.sin((lon[:, None] - lon[None]) / 2) ** 2
+    )
+    return points[int(np.argmin(np.arcsin(np.sqrt(a)).sum(axis=1)))]
+
+
+def _scripted(body: dict[str, Any]) -> list[str]:
+    return [json.dumps({"latitude": a, "longitude": b}) for a, b in PARIS]
+
+
+def test_knn_answers_the_top_neighbour_of_a_real_photo(locate_env: dict[str, Any]) -> None:
+    with serving(locate_env) as client:
+        checked = 0
+        for i in range(4):
+            row, lat, lon, margin = _top1_by_brute_force(locate_env, locate_env["queries"][i])
+            if margin < 1e-4:
+                continue  # a near-tie: float32 search may rank either first
+            r = client.post(f"/v1/locate?id=q{i}.jpg", content=_photo(locate_env, i))
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert (out["lat"], out["lon"]) == (lat, lon)
+            assert (out["id"], out["strategy"], out["fallback"]) == (f"q{i}.jpg", "knn", None)
+            assert out["evidence"]["neighbors"]["near"][0]["row"] == row
+            assert len(out["evidence"]["neighbors"]["near"]) == 16
+            medoid = client.post("/v1/locate?strategy=knn-medoid", content=_photo(locate_env, i))
+            assert medoid.status_code == 200 and medoid.json()["strategy"] == "knn-medoid"
+            checked += 1
+    assert checked >= 2
+
+
+def test_rag_answers_the_medoid_of_the_llm_answers(locate_env: dict[str, Any]) -> None:
+    with StandIn(script=_scripted) as llm, serving(locate_env, llm=llm.url, samples=5) as client:
+        assert client.get("/v1/info").json()["default_strategy"] == "rag"
+        r = client.post("/v1/locate?id=p.jpg&seed=3", content=_photo(locate_env))
+        seen = llm.seen
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["lat"], out["lon"]) == _haversine_medoid(PARIS)
+    assert (out["lat"], out["lon"]) in PARIS[::2] and out["confidence"] == 0.6  # 3 of 5 agree on Paris
+    assert out["strategy"] == "rag" and len(out["evidence"]["answers"]) == 5
+    assert len(seen) == 1 and (seen[0].body["n"], seen[0].body["seed"]) == (5, 3)
+    parts = seen[0].body["messages"][1]["content"]
+    assert any(p.get("type") == "image_url" for p in parts), "the photo goes to the LLM"
+
+
+def test_rag_without_an_llm_is_refused_clearly(locate_env: dict[str, Any]) -> None:
+    with serving(locate_env) as client:
+        info = client.get("/v1/info").json()
+        r = client.post("/v1/locate?strategy=rag", content=_photo(locate_env))
+    assert (info["default_strategy"], info["strategies"]) == ("knn", ["knn", "knn-medoid"])
+    _error(r, 400, "INVALID_ARG", "strategy rag needs an LLM and this server has none")
+
+
+def test_bad_images_are_400_without_internals(locate_env: dict[str, Any], tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo")
+    photo = _photo(locate_env)
+    with serving(locate_env) as client:
+        _error(
+            client.post("/v1/locate", content=b"\x89PNG\r\n" + bytes(100)), 400, "INVALID_ARG", "bad image"
+        )
+        _error(client.post("/v1/locate", content=text.read_bytes()), 400, "INVALID_ARG", "bad image")
+        _error(client.post("/v1/locate", content=photo[:200]), 400, "INVALID_ARG", "bad image")
+        _error(client.post("/v1/locate", content=b""), 400, "INVALID_ARG", "the body is empty")
+        assert client.post("/v1/locate", content=photo).status_code == 200, "the server goes on"
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("samples=0", "samples must be an integer in [1, 16]"),
+        ("samples=two", "samples must be an integer"),
+        ("seed=-1", "seed must be"),
+        ("strategy=gps", "strategy must be one of"),
+        ("temperature=9", "temperature must be"),
+        ("temperature=nan", "temperature must be"),
+        ("variants=rag:x", "prompt variant"),
+        ("variants=rag:99:99", "more references than this server retrieves"),
+        ("id=../../etc/passwd", "id must be"),
+        ("bogus=1", "unknown query parameter 'bogus'"),
+        ("id=a&id=b", "given more than once"),
+        ("test_marker=[[stall]]", "only by model repositories generated for tests"),
+    ],
+)
+def test_bad_parameters_are_400(locate_env: dict[str, Any], query: str, words: str) -> None:
+    with serving(locate_env) as client:
+        _error(client.post(f"/v1/locate?{query}", content=_photo(locate_env)), 400, "INVALID_ARG", words)
+
+
+def test_oversized_bodies_are_413(locate_env: dict[str, Any]) -> None:
+    cap = 1 << 19
+    photo = _photo(locate_env)
+    assert len(photo) <= cap, "the test photo must fit under the cap"
+
+    def chunks(total: int) -> Iterator[bytes]:
+        for start in range(0, total, 4096):
+            yield bytes(min(4096, total - start))
+
+    with serving(locate_env, max_image_mb=0.5) as client:
+        assert client.get("/v1/info").json()["max_image_bytes"] == cap
+        _error(client.post("/v1/locate", content=bytes(cap + 1)), 413, "INVALID_ARG", "at most 0.5 MiB")
+        _error(client.post("/v1/locate", content=chunks(cap + 1)), 413, "INVALID_ARG", "at most 0.5 MiB")
+        _error(client.post("/v1/locate", content=bytes(cap)), 400, "INVALID_ARG", "bad image")  # just fits
+        _error(client.post("/v1/locate", content=chunks(cap)), 400, "INVALID_ARG", "bad image")
+        assert client.post("/v1/locate", content=chunks(len(photo))).status_code == 400  # zeros: no image
+        assert client.post("/v1/locate", content=photo).status_code == 200
+
+
+def test_a_stalled_llm_ends_the_request_in_bounded_time(locate_env: dict[str, Any]) -> None:
+    with (
+        StandIn(mode="stall", stall_s=20) as llm,
+        serving(locate_env, llm=llm.url, llm_timeout_s=0.5) as client,
+    ):
+        start = time.monotonic()
+        r = client.post("/v1/locate", content=_photo(locate_env))
+        took = time.monotonic() - start
+        _error(r, 504, "UNAVAILABLE", "the LLM step did not answer within 0.5 s")
+        assert took < 5.0
+        assert client.post("/v1/locate?strategy=knn", content=_photo(locate_env)).status_code == 200
+    with StandIn(mode="stall", stall_s=20) as llm, serving(locate_env, llm=llm.url, deadline_s=1.0) as client:
+        start = time.monotonic()
+        r = client.post("/v1/locate", content=_photo(locate_env))
+        _error(r, 504, "UNAVAILABLE", "ran past its 1 s deadline in the LLM step")
+        assert time.monotonic() - start < 5.0
+
+
+def test_an_llm_error_is_502(locate_env: dict[str, Any]) -> None:
+    with StandIn(mode="bad_request") as llm, serving(locate_env, llm=llm.url) as client:
+        _error(client.post("/v1/locate", content=_photo(locate_env)), 502, "INTERNAL", "the LLM step failed")
+
+
+def _post_in_thread(client: TestClient, query: str, photo: bytes) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(client.post(f"/v1/locate?{query}", content=photo)))
+    thread.start()
+    return thread, got
+
+
+def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_a_full_server_refuses_at_once_and_a_queued_request_waits(locate_env: dict[str, Any]) -> None:
+    photo = _photo(locate_env)
+    options = {"max_in_flight": 1, "llm_timeout_s": 1.5}
+    with (
+        StandIn(mode="stall", stall_s=20) as llm,
+        serving(locate_env, llm=llm.url, max_queue=0, **options) as c,
+    ):
+        first, got = _post_in_thread(c, "id=first", photo)
+        _wait_for(lambda: len(llm.seen) == 1)  # the first request holds the only slot, waiting for the LLM
+        start = time.monotonic()
+        busy = c.post("/v1/locate?strategy=knn", content=photo)
+        assert time.monotonic() - start < 1.0
+        _error(busy, 503, "UNAVAILABLE", "the server is busy")
+        assert busy.headers["retry-after"] == "1"
+        first.join(10.0)
+        _error(got[0], 504, "UNAVAILABLE", "the LLM step did not answer")
+        assert c.post("/v1/locate?strategy=knn", content=photo).status_code == 200, "the slot is free again"
+    with (
+        StandIn(mode="stall", stall_s=20) as llm,
+        serving(locate_env, llm=llm.url, max_queue=1, **options) as c,
+    ):
+        first, got = _post_in_thread(c, "id=first", photo)
+        _wait_for(lambda: len(llm.seen) == 1)
+        second, got_second = _post_in_thread(c, "strategy=knn", photo)  # waits for the slot
+        time.sleep(0.3)
+        assert not got_second, "the second request waits while the first holds the slot"
+        _error(c.post("/v1/locate?strategy=knn", content=photo), 503, "UNAVAILABLE", "already waiting")
+        first.join(10.0)
+        second.join(10.0)
+        assert got[0].status_code == 504 and got_second[0].status_code == 200
+
+
+def test_health_info_and_shutdown(locate_env: dict[str, Any]) -> None:
+    from georag.serving.http_app import create_app
+
+    closed: list[bool] = []
+    pipeline = _pipeline(locate_env)
+
+    def close() -> None:
+        closed.append(True)
+        pipeline.steps.close()
+
+    app = create_app(pipeline, on_close=close)
+    with TestClient(app) as client:
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/health/ready").status_code == 200
+        info = client.get("/v1/info")
+        assert not closed
+    assert closed == [True], "on_close runs at shutdown"
+    after = TestClient(app)  # no lifespan: not started, so not ready
+    assert after.get("/health/live").status_code == 200
+    _error(after.get("/health/ready"), 503, "UNAVAILABLE", "not ready")
+    _error(after.post("/v1/locate", content=b"x"), 503, "UNAVAILABLE", "not ready")
+    facts = info.json()
+    assert {k: facts[k] for k in ("family", "k_near", "k_far", "variants", "deadline_s")} == {
+        "family": "qwen2-vl", "k_near": 16, "k_far": 16, "variants": ["rag:16:16"], "deadline_s": 120.0,
+    }  # fmt: skip
+    assert facts["max_image_bytes"] == 20 << 20 and facts["sampling"]["n"] == 5
+    assert not LEAKS.search(info.text) and str(locate_env["store"]) not in info.text
+    _error(TestClient(app).get("/v2/nothing"), 404, "INVALID_ARG", "Not Found")
+
+
+def _pipeline(locate_env: dict[str, Any]) -> Any:
+    from georag.encoder import load_encoder
+    from georag.serving.local_steps import LocalSteps
+    from georag.serving.pipeline import Pipeline, PipelineConfig
+    from georag.store.store import GeoStore
+
+    enc = load_encoder(locate_env["tiny"])
+    return Pipeline(
+        PipelineConfig(), enc.spec, LocalSteps(enc.backend, GeoStore.open(locate_env["store"]), None)
+    )
+
+
+def test_cli_refuses_another_encoder_and_adds_the_family(locate_env: dict[str, Any], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from encoder_fixtures import make_tiny_siglip
+    from georag.cli import main
+
+    other = make_tiny_siglip(tmp_path / "other", seed=3)
+    r = CliRunner().invoke(main, ["serve", "--store", str(locate_env["store"]), "--encoder", str(other)])
+    assert r.exit_code != 0 and "use the store's encoder" in r.output
+    assert with_family("triton://h:8001/m", "internvl2") == "triton://h:8001/m?family=internvl2"
+    assert (
+        with_family("triton://h:8001/m?family=qwen2-vl", "internvl2") == "triton://h:8001/m?family=qwen2-vl"
+    )
+    assert with_family("openai://h:1/v1?model=x", "internvl2") == "openai://h:1/v1?model=x"
+
+
+# The real command, on a free port.
+
+
+def _free_port() -> int:
+    from triton_server import free_ports
+
+    return free_ports(1)[0]
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _raw_post(port: int, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+    """POSTs with exactly these headers and body bytes (no terminating chunk is added); the answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
+    try:
+        conn.putrequest("POST", "/v1/locate", skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(body)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+def test_the_cli_serves_over_http(locate_env: dict[str, Any], tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cli = [sys.executable, "-c", "from georag.cli import main; main()", "-v", "serve"]
+    args = ["--store", str(locate_env["store"]), "--port", str(port), "--max-image-mb", "1"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*cli, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while _get(f"{base}/health/ready") != 200:
+            assert proc.poll() is None, f"georag serve exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < end, f"not ready after 120 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        assert _get(f"{base}/health/live") == 200
+        _, lat, lon, margin = _top1_by_brute_force(locate_env, locate_env["queries"][0])
+        request = urllib.request.Request(f"{base}/v1/locate?id=q.jpg", data=_photo(locate_env), method="POST")
+        with urllib.request.urlopen(request, timeout=30.0) as answer:
+            out = json.loads(answer.read())
+        assert out["strategy"] == "knn" and out["id"] == "q.jpg"
+        if margin >= 1e-4:
+            assert (out["lat"], out["lon"]) == (lat, lon)
+        # Refused from the Content-Length alone: the 2 MiB it announces are never sent.
+        status, body = _raw_post(port, {"Content-Length": str(2 << 20)}, b"")
+        assert (status, body["code"]) == (413, "INVALID_ARG") and "at most 1.0 MiB" in body["error"]
+        # Chunked: refused once the chunks pass the cap, though the body has not ended.
+        chunk = bytes(64 << 10)
+        stream = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(17))
+        status, body = _raw_post(port, {"Transfer-Encoding": "chunked"}, stream)
+        assert (status, body["code"]) == (413, "INVALID_ARG")
+        assert _get(f"{base}/health/ready") == 200, "the server goes on"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = log.read_text()
+    assert proc.returncode in (0, -signal.SIGTERM), text[-3000:]  # uvicorn re-raises the signal it got
+    assert "georag serve: stopped" in text, "the lifespan shutdown ran (on_close)"
