@@ -10,17 +10,19 @@ request's ``test_marker``).
 In-process, `georag.serving.pipeline.Pipeline` runs the same code with `LocalSteps`: onnxruntime on the
 same file and GeoStore.search in this process, and the LLM either
 
-- ``in-process``: the stand-in model on the same server, reached with georag's Triton client over gRPC.
-  This is what an in-process deployment does (the LLM is served by vLLM or Triton in any case), so the
-  server's overhead is measured against it: what running georag inside Triton adds per request;
+- ``in-process``: the stand-in model on the same server, reached with georag's Triton client over HTTP
+  /generate (its faster path here). This is what an in-process deployment does (the LLM is served by
+  vLLM or Triton in any case), so the server's overhead is measured against it: what running georag
+  inside Triton adds per request;
 - ``in-process, local LLM``: a function in this process with the same answers and delay. No deployment
   looks like this; it is the lower bound, and the difference shows what every model hop costs.
 
 For each LLM latency and concurrency (1, 4, 16 requests in flight; each client thread has its own
 connection) it reports requests/s and p50 / p95 / p99 latency over gRPC, HTTP and in-process, and the
 server's overhead at p50 against both baselines (target: < 10 ms against ``in-process``). The paths take
-turns in rounds so that drift of this noisy machine spreads over all of them. A second table splits the
-pipeline's own step timings (from each result's evidence) at concurrency 1.
+turns in rounds, each round started by another path, so that drift of this noisy machine spreads over all
+of them; every run warms up on c requests first, and every round holds whole waves of c requests. A
+second table splits the pipeline's own step timings (from each result's evidence) at concurrency 1.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def run_in_process(pipeline: Any, photos: list[bytes], params: Any, concurrency:
                 latencies.append(time.perf_counter() - t0)
                 timings.append(result["evidence"]["timings"])
 
+        await asyncio.gather(*(pipeline.run(photo, params) for photo in photos[:concurrency]))  # warm-up
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - t0, latencies, timings
@@ -179,20 +182,22 @@ def run_server(
         return elapsed, result["evidence"]["timings"]
 
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, photos[: 2 * concurrency]))  # warm-up: connections, first calls
+        list(pool.map(one, photos[:concurrency]))  # warm-up: connections, first calls
         t0 = time.perf_counter()
         done = list(pool.map(one, photos))
         return time.perf_counter() - t0, [d[0] for d in done], [d[1] for d in done]
 
 
 def in_rounds(paths: dict[str, Any], photos: list[bytes], rounds: int) -> dict[str, Run]:
-    """Each path runs its share of ``photos`` in turn, ``rounds`` times; the runs are pooled per path."""
+    """Each path runs its share of ``photos`` in turn, ``rounds`` times, starting with another path each
+    round; each run first warms up on its first photos (untimed). The runs are pooled per path."""
     pooled: dict[str, Run] = {name: (0.0, [], []) for name in paths}
-    size = -(-len(photos) // rounds)
+    names = list(paths)
+    size = len(photos) // rounds
     for r in range(rounds):
         part = photos[r * size : (r + 1) * size]
-        for name, run in paths.items():
-            wall, latencies, timings = run(part)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            wall, latencies, timings = paths[name](part)
             old = pooled[name]
             pooled[name] = (old[0] + wall, old[1] + latencies, old[2] + timings)
     return pooled
@@ -279,7 +284,9 @@ def main() -> int:
                 params = {"test_marker": marker} if marker else {}
                 parsed = parse_params(json.dumps(params), allow_test_markers=True)
                 for c in levels:
-                    n = max(4 * c, args.requests * c // 16, 80 if latency == 0 else 40)
+                    # Whole waves of c requests in every round.
+                    wanted = max(4 * c, args.requests * c // 16, 80 if latency == 0 else 40)
+                    n = args.rounds * c * -(-wanted // (args.rounds * c))
                     photos = [photos_all[i % len(photos_all)] for i in range(n)]
                     paths_: dict[str, Any] = {
                         IN_PROCESS: lambda ph, c=c, p=parsed: run_in_process(remote, ph, p, c),
@@ -287,8 +294,6 @@ def main() -> int:
                         "grpc": lambda ph, c=c, p=params: run_server(server, "grpc", ph, p, c),
                         "http": lambda ph, c=c, p=params: run_server(server, "http", ph, p, c),
                     }
-                    for run in paths_.values():
-                        run(photos[: 2 * c])  # warm-up
                     cells = in_rounds(paths_, photos, args.rounds)
                     base = pct(cells[IN_PROCESS][1], 50)
                     floor = pct(cells[LOCAL_LLM][1], 50)

@@ -553,6 +553,18 @@ def test_knn_and_the_fallback_match_in_process(
         assert got["fallback"] == "none of the 5 LLM answers stated coordinates"
 
 
+def test_an_echoed_prompt_is_cut_off(caller: Caller, locate_env: dict[str, Any]) -> None:
+    """A server that echoes the prompt despite exclude_input_in_output: the pipeline cuts it off, so the
+    answers parse as they would unechoed (and the references' coordinates in the prompt are not read)."""
+    photo = locate_env["queries"][0].read_bytes()
+    plain, echoed = caller(photo), caller(photo, {"test_marker": "[[echo]]"})
+    assert (echoed["strategy"], echoed["lat"], echoed["lon"]) == ("rag", plain["lat"], plain["lon"])
+    answers = echoed["evidence"]["answers"]
+    assert answers and all(a["echoed"] for a in answers)
+    assert not any(a["echoed"] for a in plain["evidence"]["answers"])
+    assert all(a["text"].startswith('{"latitude"') and "[[echo]]" not in a["text"] for a in answers)
+
+
 def _clean(message: str) -> None:
     assert not LEAKS.search(message), f"internal detail in the error: {message!r}"
 

@@ -173,13 +173,35 @@ def sampling_json(sampling: Sampling) -> str:
 
 
 @dataclass(frozen=True)
-class _Request:
-    """One generate call's wire content, built once and sent by every attempt."""
+class VllmRequest:
+    """One generate call's wire content for the vLLM backend, built once and sent by every attempt (and by
+    the `georag` Triton model's BLS call)."""
 
     id: str
     text: str
+    """The prompt rendered in the model family's chat format."""
     image_b64: str
     sampling_parameters: str
+
+    @classmethod
+    def of(cls, prompt: Prompt, sampling: Sampling, family: str, request_id: str = "") -> VllmRequest:
+        """The request for ``prompt`` in ``family``'s chat format."""
+        return cls(
+            id=request_id,
+            text=render_chat(prompt, family),
+            image_b64=base64.b64encode(prompt.image).decode("ascii"),
+            sampling_parameters=sampling_json(sampling),
+        )
+
+    def completion(self, texts: list[str], seconds: float, attempts: int = 1) -> Completion:
+        """The answers ``texts`` with an echoed prompt cut off (``echoed`` says whether one was)."""
+        cut = [strip_echo(text, self.text) for text in texts]
+        return Completion(
+            texts=tuple(text for text, _ in cut),
+            seconds=seconds,
+            attempts=attempts,
+            echoed=any(was_echoed for _, was_echoed in cut),
+        )
 
 
 def _short(message: object) -> str:
@@ -243,30 +265,19 @@ class TritonClient:
         """Sends one request (retrying transient failures) and returns its n answers, prompt excluded."""
         if sampling.n < 1:
             raise LLMError(f"sampling.n must be at least 1, got {sampling.n}")
-        request = _Request(
-            id=f"georag-{next(self._ids)}",
-            text=render_chat(prompt, self._endpoint.family),
-            image_b64=base64.b64encode(prompt.image).decode("ascii"),
-            sampling_parameters=sampling_json(sampling),
-        )
+        request = VllmRequest.of(prompt, sampling, self._endpoint.family, f"georag-{next(self._ids)}")
         start = time.monotonic()
         if self._closed:
             raise LLMError(f"{self.name}: the client is closed")
         texts, attempts = with_retries(
             lambda: self._attempt(request), self._policy, f"{self.name} request {request.id}", self._cancelled
         )
-        cut = [strip_echo(text, request.text) for text in texts]
-        echoed = any(was_echoed for _, was_echoed in cut)
-        if echoed:
+        done = request.completion(texts, time.monotonic() - start, attempts)
+        if done.echoed:
             log.warning("%s echoed the prompt despite exclude_input_in_output; cut it off", self.name)
         if len(texts) != sampling.n:
             log.warning("%s answered %d texts for n=%d", self.name, len(texts), sampling.n)
-        return Completion(
-            texts=tuple(text for text, _ in cut),
-            seconds=time.monotonic() - start,
-            attempts=attempts,
-            echoed=echoed,
-        )
+        return done
 
     def cancel(self) -> None:
         """Stops retries and new requests (they fail with LLMError "cancelled")."""
@@ -287,7 +298,7 @@ class TritonClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _attempt(self, request: _Request) -> list[str]:
+    def _attempt(self, request: VllmRequest) -> list[str]:
         with self._slots:
             if self._closed:
                 raise LLMError(f"{self.name}: client is closed")
@@ -298,7 +309,7 @@ class TritonClient:
 
     # gRPC: one bidirectional stream per request, on a pooled client (connection).
 
-    def _grpc_attempt(self, request: _Request) -> list[str]:
+    def _grpc_attempt(self, request: VllmRequest) -> list[str]:
         grpc = self._grpc
         assert grpc is not None
         client = self._checkout()
@@ -358,7 +369,7 @@ class TritonClient:
             if final is not None and final.bool_param:
                 return texts
 
-    def _grpc_inputs(self, grpc: ModuleType, request: _Request) -> list[Any]:
+    def _grpc_inputs(self, grpc: ModuleType, request: VllmRequest) -> list[Any]:
         import numpy as np
 
         def tensor(name: str, datatype: str, value: Any) -> Any:
@@ -413,7 +424,7 @@ class TritonClient:
 
     # HTTP: POST /v2/models/MODEL/generate, one connection per request.
 
-    def _http_attempt(self, request: _Request) -> list[str]:
+    def _http_attempt(self, request: VllmRequest) -> list[str]:
         body = json.dumps(
             {
                 "text_input": request.text,

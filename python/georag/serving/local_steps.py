@@ -1,17 +1,27 @@
 """The pipeline's steps in this process: an encoder backend, a GeoStore and an `LLMClient`.
 
-What `georag serve` and the in-process baseline of `benchmarks/bench_triton.py` run, where the `georag`
+What `georag serve` and the in-process baselines of `benchmarks/bench_triton.py` run, where the `georag`
 Triton model runs BLS calls (`georag.serving.triton_glue.BlsSteps`). Blocking calls run in worker threads
-so the event loop keeps taking requests: the encoder and the search share one small pool (they use every
-core themselves), LLM requests, which mostly wait, get a pool as large as the requests allowed in flight.
+so the event loop keeps taking requests:
+
+- the encoder runs one call at a time on a thread of its own: one call already uses every core, and a
+  TensorRT execution context must not be driven from two threads at once;
+- the search likewise, on another thread (the C++ core spreads one search over every core);
+- LLM requests, which mostly wait, get a pool of ``llm_threads`` threads. Size it for the LLM calls in
+  flight, not the requests: a request sends one call per prompt variant, all at once.
+
+A step that runs past its time limit is abandoned by the pipeline, but its thread runs on until the call
+returns: give the LLM client a per-request timeout no longer than the step's limit and no retries beyond it
+(`georag serve` does), so an abandoned call frees its thread in time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,23 +31,12 @@ from georag.errors import LLMError
 from georag.llm.client import Completion, LLMClient, Prompt, Sampling
 from georag.serving.errors import StepFailed
 from georag.serving.pipeline import NeighbourArrays
+from georag.serving.retrieval import search_one
 from georag.store.store import GeoStore
 
 log = logging.getLogger(__name__)
 
-Outputs = tuple[npt.NDArray[Any], ...]
-
-
-def search_outputs(
-    store: GeoStore, queries: npt.NDArray[np.float32], k_near: int, k_far: int, index: str | None = None
-) -> Outputs:
-    """(n, k) arrays in `NeighbourArrays` field order for raw ``queries`` (the retrieval model's outputs)."""
-    res = store.search(queries, k_near, k_far, index=index)
-    n = res.neighbors
-    return (
-        n.near_ids.astype(np.int64), n.near_scores.astype(np.float32), res.near_lat, res.near_lon,
-        n.far_ids.astype(np.int64), n.far_scores.astype(np.float32), res.far_lat, res.far_lon,
-    )  # fmt: skip
+T = TypeVar("T")
 
 
 class LocalSteps:
@@ -58,41 +57,45 @@ class LocalSteps:
             raise ValueError(
                 f"the encoder makes {backend.dim}-d embeddings but the store holds {store.dim}-d rows"
             )
+        if llm_threads < 1:
+            raise ValueError(f"llm_threads must be >= 1, got {llm_threads}")
         self.backend, self.store, self.llm = backend, store, llm
         self.k_near, self.k_far, self.index = k_near, k_far, index
-        self._compute = ThreadPoolExecutor(2, thread_name_prefix="georag-compute")
-        self._llm_pool = ThreadPoolExecutor(max(1, llm_threads), thread_name_prefix="georag-llm")
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="georag-encoder")
+        self._search = ThreadPoolExecutor(1, thread_name_prefix="georag-search")
+        self._llm_pool = ThreadPoolExecutor(llm_threads, thread_name_prefix="georag-llm")
 
     async def embed(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(3, H, W) preprocessed pixels -> (d,) raw embedding."""
-        out = await self._run(self._compute, self.backend.embed, pixels[None])
+        out = await _run(self._encoder, lambda: self.backend.embed(pixels[None]))
         return np.asarray(out[0], dtype=np.float32)
 
     async def retrieve(self, embedding: npt.NDArray[np.float32]) -> NeighbourArrays:
-        """(d,) raw embedding -> its k_near nearest and k_far farthest store rows."""
-        query = np.ascontiguousarray(embedding[None], dtype=np.float32)
-        arrays = await self._run(
-            self._compute, search_outputs, self.store, query, self.k_near, self.k_far, self.index
+        """(d,) raw embedding -> its k_near nearest and k_far farthest store rows (BadRequest for a NaN,
+        infinite or all-zero embedding, as the Triton retrieval model answers)."""
+        return await _run(
+            self._search, lambda: search_one(self.store, embedding, self.k_near, self.k_far, self.index)
         )
-        return NeighbourArrays(*(a[0] for a in arrays))
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
-        """One request to the LLM client (its own retries and time limit apply); LLMError -> StepFailed."""
-        if self.llm is None:
+        """One request to the LLM client (its own time limit applies). A failure is StepFailed with a
+        fixed message: the client's error names its endpoint and the upstream's text, kept for the log."""
+        llm = self.llm
+        if llm is None:
             raise StepFailed("this server has no LLM; ask for strategy knn or knn-medoid")
         try:
-            return await self._run(self._llm_pool, self.llm.generate, prompt, sampling)
+            return await _run(self._llm_pool, lambda: llm.generate(prompt, sampling))
         except LLMError as exc:
             log.warning("georag: the LLM step failed: %s", exc)
-            raise StepFailed(f"the LLM step failed: {exc}") from None
+            raise StepFailed("the LLM step failed (see the server log)") from None
 
     def close(self) -> None:
         """Stops the worker threads (after their current call) and the LLM client."""
         if self.llm is not None:
             self.llm.close()
-        self._llm_pool.shutdown(wait=False, cancel_futures=True)
-        self._compute.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._llm_pool, self._search, self._encoder):
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    @staticmethod
-    async def _run(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+async def _run(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, fn)

@@ -22,7 +22,8 @@ MAX_VARIANTS = 4
 STRATEGIES = ("rag", *KNN_MODES)
 """Routes a request may ask for: "rag" (default), "knn", "knn-medoid"."""
 
-_KEYS = ("id", "strategy", "samples", "variants", "seed", "temperature", "test_marker")
+KEYS = ("id", "strategy", "samples", "variants", "seed", "temperature", "test_marker")
+"""The keys a request's parameters may hold (test_marker only where the config allows test markers)."""
 _MARKER = re.compile(r"\[\[[a-z]{1,16}\]\]")
 _ID = re.compile(r"[\w.@:+-]{1,128}")
 
@@ -64,9 +65,9 @@ def parse_params(raw: bytes | str | None, *, allow_test_markers: bool = False) -
         raise BadRequest("parameters must be a JSON object") from None
     if not isinstance(given, dict):
         raise BadRequest("parameters must be a JSON object")
-    unknown = sorted(set(given) - set(_KEYS))
+    unknown = sorted(set(given) - set(KEYS))
     if unknown:
-        raise BadRequest(f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(_KEYS)}")
+        raise BadRequest(f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYS)}")
     return RequestParams(
         id=_id(given.get("id")),
         strategy=_strategy(given.get("strategy")),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -306,3 +307,8 @@ def _result(pred: Prediction, item: Retrieved, timings: dict[str, float]) -> dic
         "fallback": pred.fallback,
         "evidence": evidence,
     }
+
+
+def result_json(result: dict[str, Any]) -> bytes:
+    """The result dict as strict JSON bytes (what both fronts send)."""
+    return json.dumps(result, allow_nan=False, separators=(",", ":")).encode("utf-8")

@@ -7,9 +7,7 @@ looked up on first use so this module (and its typing) imports anywhere.
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib
-import json
 import logging
 import time
 from functools import cache
@@ -21,19 +19,14 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
-from georag.llm.chat_templates import render_chat
 from georag.llm.client import Completion, Prompt, Sampling
 from georag.llm.prompts import parse_variants
-from georag.llm.triton_client import sampling_json, strip_echo
+from georag.llm.triton_client import VllmRequest
 from georag.serving.errors import ServingError, StepFailed, public_message
 from georag.serving.pipeline import NeighbourArrays, PipelineConfig
+from georag.serving.retrieval import NEIGHBOUR_OUTPUTS
 
 log = logging.getLogger(__name__)
-
-NEIGHBOUR_OUTPUTS = (
-    "near_ids", "near_scores", "near_lat", "near_lon", "far_ids", "far_scores", "far_lat", "far_lon",
-)  # fmt: skip
-"""The retrieval model's outputs, in `NeighbourArrays` field order."""
 
 
 @cache
@@ -146,11 +139,12 @@ class BlsSteps:
         return NeighbourArrays(*(a[0] for a in arrays))
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
-        """One request to the vLLM backend: the chat rendered for the config's family, the image as
-        base64, the prompt excluded from the output (cut off all the same if the server echoes it)."""
+        """One request to the vLLM backend, as georag's Triton client sends it: the chat rendered for the
+        config's family, the image as base64, the prompt excluded from the output (cut off all the same
+        if the server echoes it)."""
         utils = pb()
         start = time.monotonic()
-        text = render_chat(prompt, self.config.family)
+        wire = VllmRequest.of(prompt, sampling, self.config.family)
 
         def tensor(name: str, value: Any, dtype: Any) -> Any:
             return utils.Tensor(name, np.array([value], dtype=dtype))
@@ -159,9 +153,9 @@ class BlsSteps:
             model_name=self.llm,
             requested_output_names=["text_output"],
             inputs=[
-                tensor("text_input", text.encode("utf-8"), np.object_),
-                tensor("image", base64.b64encode(prompt.image), np.object_),
-                tensor("sampling_parameters", sampling_json(sampling).encode("utf-8"), np.object_),
+                tensor("text_input", wire.text.encode("utf-8"), np.object_),
+                tensor("image", wire.image_b64.encode("ascii"), np.object_),
+                tensor("sampling_parameters", wire.sampling_parameters.encode("utf-8"), np.object_),
                 # The vLLM backend echoes the prompt unless told not to; one final response, no stream.
                 tensor("exclude_input_in_output", True, np.bool_),
                 tensor("stream", False, np.bool_),
@@ -181,12 +175,7 @@ class BlsSteps:
                 texts.extend(_text(item) for item in output.as_numpy().reshape(-1))
         if not texts:
             raise StepFailed("the LLM step answered no text")
-        cut = [strip_echo(t, text) for t in texts]
-        return Completion(
-            texts=tuple(t for t, _ in cut),
-            seconds=time.monotonic() - start,
-            echoed=any(e for _, e in cut),
-        )
+        return wire.completion(texts, time.monotonic() - start)
 
 
 def _outputs(response: Any, names: list[str], step: str) -> list[npt.NDArray[Any]]:
@@ -212,8 +201,3 @@ def _text(item: object) -> str:
 
 def _us(seconds: float) -> int:
     return max(1, int(seconds * 1e6))
-
-
-def result_json(result: dict[str, Any]) -> bytes:
-    """The result dict as strict JSON bytes."""
-    return json.dumps(result, allow_nan=False, separators=(",", ":")).encode("utf-8")

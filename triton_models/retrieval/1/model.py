@@ -20,8 +20,8 @@ import triton_python_backend_utils as pb_utils
 
 from georag.serving.batching import Outputs, run_batched
 from georag.serving.errors import ServingError, StepFailed
-from georag.serving.local_steps import search_outputs
-from georag.serving.triton_glue import NEIGHBOUR_OUTPUTS, error_response, model_parameters
+from georag.serving.retrieval import NEIGHBOUR_OUTPUTS, search_outputs
+from georag.serving.triton_glue import error_response, model_parameters
 from georag.store.store import GeoStore
 
 

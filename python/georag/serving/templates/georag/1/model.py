@@ -22,7 +22,7 @@ import triton_python_backend_utils as pb_utils
 
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout
 from georag.serving.params import parse_params
-from georag.serving.pipeline import Pipeline
+from georag.serving.pipeline import Pipeline, result_json
 from georag.serving.triton_glue import (
     BlsSteps,
     bytes_tensor,
@@ -32,7 +32,6 @@ from georag.serving.triton_glue import (
     model_parameters,
     pipeline_config,
     processor_spec,
-    result_json,
 )
 
 
