@@ -9,8 +9,10 @@ Errors must be clean (status, code, a message without paths) and bounded in time
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -22,7 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -33,7 +35,9 @@ pytest.importorskip("torch")
 
 from fastapi.testclient import TestClient
 
-from georag.cli.serve_cmd import build_app, with_family
+from georag.cli.serve_cmd import build_app, llm_family, with_family
+from georag.serving.params import RequestParams
+from georag.serving.pipeline import Pipeline, PipelineConfig
 from openai_standin import StandIn
 
 LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
@@ -149,6 +153,14 @@ def test_bad_images_are_400_without_internals(locate_env: dict[str, Any], tmp_pa
     [
         ("samples=0", "samples must be an integer in [1, 16]"),
         ("samples=two", "samples must be an integer"),
+        ("samples=1_0", "samples must be an integer"),
+        ("samples=%2B5", "samples must be an integer"),  # +5
+        ("samples=%205", "samples must be an integer"),  # " 5"
+        ("samples=007", "samples must be an integer"),
+        ("seed=0x10", "seed must be"),
+        ("temperature=1e0", "temperature must be"),
+        ("temperature=%2B1", "temperature must be"),
+        ("temperature=0.5%20", "temperature must be"),
         ("seed=-1", "seed must be"),
         ("strategy=gps", "strategy must be one of"),
         ("temperature=9", "temperature must be"),
@@ -164,6 +176,12 @@ def test_bad_images_are_400_without_internals(locate_env: dict[str, Any], tmp_pa
 def test_bad_parameters_are_400(locate_env: dict[str, Any], query: str, words: str) -> None:
     with serving(locate_env) as client:
         _error(client.post(f"/v1/locate?{query}", content=_photo(locate_env)), 400, "INVALID_ARG", words)
+
+
+def test_query_numbers_as_json_writes_them_are_accepted(locate_env: dict[str, Any]) -> None:
+    with serving(locate_env) as client:
+        for query in ("samples=10&seed=0&temperature=0", "seed=2147483647&temperature=1.25", "samples=1"):
+            assert client.post(f"/v1/locate?{query}", content=_photo(locate_env)).status_code == 200, query
 
 
 def test_oversized_bodies_are_413(locate_env: dict[str, Any]) -> None:
@@ -208,6 +226,43 @@ def test_an_llm_error_is_502(locate_env: dict[str, Any]) -> None:
         _error(client.post("/v1/locate", content=_photo(locate_env)), 502, "INTERNAL", "the LLM step failed")
 
 
+def test_a_timed_out_llm_call_is_sent_once_and_frees_its_thread(locate_env: dict[str, Any]) -> None:
+    # The client of georag gets the 504 and may retry; the server must not retry behind its back, holding
+    # the LLM thread (and the LLM) for a request already answered.
+    with (
+        StandIn(mode="stall", stall_s=20) as llm,
+        serving(locate_env, llm=llm.url, llm_timeout_s=0.5, max_in_flight=1) as client,
+    ):
+        _error(client.post("/v1/locate", content=_photo(locate_env)), 504, "UNAVAILABLE", "did not answer")
+        time.sleep(1.5)  # past the timeout and any retry's backoff
+        assert len(llm.seen) == 1, "one client request, one LLM request"
+        _error(client.post("/v1/locate", content=_photo(locate_env)), 504, "UNAVAILABLE", "did not answer")
+        assert len(llm.seen) == 2, "the next request reaches the LLM"
+
+
+def test_the_variants_of_one_request_are_sent_at_once(locate_env: dict[str, Any]) -> None:
+    # max_in_flight 1: still every variant of the running request goes to the LLM at once (0.4 s each
+    # one after the other would pass the 1 s timeout).
+    with (
+        StandIn(script=_scripted, delay_s=0.4) as llm,
+        serving(locate_env, llm=llm.url, llm_timeout_s=1.0, max_in_flight=1) as client,
+    ):
+        for variants in ("zero,rag:5:5", "zero,rag:5:5,rag:10:10,rag:16:16"):
+            r = client.post(f"/v1/locate?variants={variants}", content=_photo(locate_env))
+            assert r.status_code == 200, r.text
+        assert len(llm.seen) == 6 and llm.peak_in_flight == 4
+
+
+def test_an_unreachable_llm_is_502_without_its_name(locate_env: dict[str, Any]) -> None:
+    url = "openai://gpu-node-7.invalid:9/v1?model=secret-model"
+    with serving(locate_env, llm=url, llm_timeout_s=5.0) as client:
+        r = client.post("/v1/locate", content=_photo(locate_env))
+        info = client.get("/v1/info").text
+    _error(r, 502, "INTERNAL", "the LLM step failed")
+    for name in ("gpu-node-7", "invalid", "secret-model"):
+        assert name not in r.text and name not in info, name
+
+
 def _post_in_thread(client: TestClient, query: str, photo: bytes) -> tuple[threading.Thread, list[Any]]:
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(client.post(f"/v1/locate?{query}", content=photo)))
@@ -234,8 +289,17 @@ def test_a_full_server_refuses_at_once_and_a_queued_request_waits(locate_env: di
         start = time.monotonic()
         busy = c.post("/v1/locate?strategy=knn", content=photo)
         assert time.monotonic() - start < 1.0
-        _error(busy, 503, "UNAVAILABLE", "the server is busy")
+        _error(busy, 503, "UNAVAILABLE", "the server is busy: it already holds 1 of at most 1 requests")
         assert busy.headers["retry-after"] == "1"
+        read: list[int] = []
+
+        def large() -> Iterator[bytes]:  # 8 MiB, under the cap
+            for _ in range(128):
+                read.append(1)
+                yield bytes(64 << 10)
+
+        _error(c.post("/v1/locate?strategy=knn", content=large()), 503, "UNAVAILABLE", "the server is busy")
+        assert not read, "a full server refuses before reading the body"
         first.join(10.0)
         _error(got[0], 504, "UNAVAILABLE", "the LLM step did not answer")
         assert c.post("/v1/locate?strategy=knn", content=photo).status_code == 200, "the slot is free again"
@@ -248,10 +312,123 @@ def test_a_full_server_refuses_at_once_and_a_queued_request_waits(locate_env: di
         second, got_second = _post_in_thread(c, "strategy=knn", photo)  # waits for the slot
         time.sleep(0.3)
         assert not got_second, "the second request waits while the first holds the slot"
-        _error(c.post("/v1/locate?strategy=knn", content=photo), 503, "UNAVAILABLE", "already waiting")
+        _error(c.post("/v1/locate?strategy=knn", content=photo), 503, "UNAVAILABLE", "holds 2 of at most 2")
         first.join(10.0)
         second.join(10.0)
         assert got[0].status_code == 504 and got_second[0].status_code == 200
+
+
+class _Holding(Pipeline):
+    """A pipeline answering ``{"id": ...}`` after ``hold_s`` whatever its deadline (0.5 s), so that the
+    first request holds its slot past the deadline of those waiting for it."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__(PipelineConfig(deadline_s=0.5), cast(Any, None), cast(Any, None))
+        self.hold_s = hold_s
+        self.started = 0
+
+    async def run(
+        self, image: bytes, params: RequestParams, *, arrived: float | None = None
+    ) -> dict[str, Any]:
+        self.started += 1
+        await asyncio.sleep(self.hold_s)
+        return {"id": params.id}
+
+
+def test_a_request_waiting_past_its_deadline_is_503() -> None:
+    from georag.serving.http_app import create_app
+
+    pipeline = _Holding(1.5)
+    with TestClient(create_app(pipeline, max_in_flight=1, max_queue=1)) as c:
+        first, got = _post_in_thread(c, "id=first&strategy=knn", b"photo")
+        _wait_for(lambda: pipeline.started == 1)
+        start = time.monotonic()
+        late = c.post("/v1/locate?strategy=knn", content=b"photo")
+        assert time.monotonic() - start < 1.2
+        _error(late, 503, "UNAVAILABLE", "could not start within its deadline")
+        first.join(10.0)
+        assert got[0].status_code == 200 and got[0].json() == {"id": "first"}
+        assert pipeline.started == 1
+
+
+@contextmanager
+def _uvicorn(app: Any) -> Iterator[int]:
+    """Serves ``app`` with uvicorn on a free port, in a thread; yields the port."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: server.started)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10.0)
+
+
+def test_slow_uploads_are_408_and_a_full_server_reads_no_body() -> None:
+    from georag.serving.http_app import create_app
+
+    pipeline = _Holding(3.0)
+    with _uvicorn(create_app(pipeline, max_in_flight=1, max_queue=0)) as port:
+        # A body trickling in past the 0.5 s deadline.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
+        try:
+            start = time.monotonic()
+            conn.putrequest("POST", "/v1/locate?strategy=knn")
+            conn.putheader("Content-Length", str(100 << 10))
+            conn.endheaders()
+            for _ in range(3):
+                conn.send(bytes(1024))
+                time.sleep(0.15)
+            answer = conn.getresponse()
+            body = json.loads(answer.read())
+            assert time.monotonic() - start < 3.0 and pipeline.started == 0
+        finally:
+            conn.close()
+        assert answer.status == 408 and body["code"] == "INVALID_ARG"
+        assert "did not arrive within the request's deadline" in body["error"]
+        # The slot held (for 3 s): the next request is refused from its headers, its 10 MiB never sent.
+        holder = threading.Thread(target=_raw_post, args=(port, {"Content-Length": "5"}, b"photo"))
+        holder.start()
+        _wait_for(lambda: pipeline.started == 1)
+        start = time.monotonic()
+        status, body = _raw_post(port, {"Content-Length": str(10 << 20)}, b"")
+        assert time.monotonic() - start < 1.0
+        assert (status, body["code"]) == (503, "UNAVAILABLE") and "the server is busy" in body["error"]
+        holder.join(10.0)
+
+
+def test_a_client_hanging_up_mid_upload_is_no_failure(caplog: pytest.LogCaptureFixture) -> None:
+    from georag.serving.http_app import create_app
+
+    app = create_app(_Holding(0.0))
+    incoming: list[dict[str, Any]] = [
+        {"type": "http.request", "body": bytes(100), "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/locate", "raw_path": b"/v1/locate", "query_string": b"strategy=knn",
+        "root_path": "", "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="georag"), TestClient(app) as client:
+        assert client.portal is not None
+        client.portal.call(app, scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
+    assert any("disconnected" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_health_info_and_shutdown(locate_env: dict[str, Any]) -> None:
@@ -277,11 +454,27 @@ def test_health_info_and_shutdown(locate_env: dict[str, Any]) -> None:
     _error(after.post("/v1/locate", content=b"x"), 503, "UNAVAILABLE", "not ready")
     facts = info.json()
     assert {k: facts[k] for k in ("family", "k_near", "k_far", "variants", "deadline_s")} == {
-        "family": "qwen2-vl", "k_near": 16, "k_far": 16, "variants": ["rag:16:16"], "deadline_s": 120.0,
+        "family": None, "k_near": 16, "k_far": 16, "variants": ["rag:16:16"], "deadline_s": 120.0,
     }  # fmt: skip
     assert facts["max_image_bytes"] == 20 << 20 and facts["sampling"]["n"] == 5
     assert not LEAKS.search(info.text) and str(locate_env["store"]) not in info.text
     _error(TestClient(app).get("/v2/nothing"), 404, "INVALID_ARG", "Not Found")
+    wrong = TestClient(app).get("/v1/locate")
+    _error(wrong, 405, "INVALID_ARG", "Method Not Allowed")
+    assert wrong.headers["allow"] == "POST", "the headers of starlette's errors are kept"
+
+
+def test_info_reports_the_chat_format_in_effect(locate_env: dict[str, Any]) -> None:
+    triton = "triton://127.0.0.1:9/llm?protocol=http"  # not contacted before a request
+    for llm, family in (
+        (f"{triton}&family=internvl2", "internvl2"),  # the URL's, not --family
+        (triton, "qwen2.5-vl"),  # --family
+        ("openai://127.0.0.1:9/v1?model=m", None),  # the server applies its own
+        (None, None),
+    ):
+        with serving(locate_env, llm=llm, family="qwen2.5-vl") as client:
+            assert client.get("/v1/info").json()["family"] == family, llm
+        assert llm_family(llm, "qwen2.5-vl") == family
 
 
 def _pipeline(locate_env: dict[str, Any]) -> Any:
@@ -310,6 +503,67 @@ def test_cli_refuses_another_encoder_and_adds_the_family(locate_env: dict[str, A
         with_family("triton://h:8001/m?family=qwen2-vl", "internvl2") == "triton://h:8001/m?family=qwen2-vl"
     )
     assert with_family("openai://h:1/v1?model=x", "internvl2") == "openai://h:1/v1?model=x"
+
+
+def test_the_encoder_check_is_shared(locate_env: dict[str, Any]) -> None:
+    from georag.errors import GeoRagError
+    from georag.store.store import GeoStore, check_encoder
+
+    store = GeoStore.open(locate_env["store"])
+    check_encoder(store, store.encoder, store.dim)
+    with pytest.raises(
+        GeoRagError, match=r"\(d=\d+\) but the encoder is 'other' \(d=7\); use the store's encoder"
+    ):
+        check_encoder(store, "other", 7)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--max-image-mb", "inf"),
+        ("--max-image-mb", "nan"),
+        ("--llm-timeout-s", "nan"),
+        ("--llm-timeout-s", "inf"),
+        ("--deadline-s", "inf"),
+        ("--deadline-s", "nan"),
+    ],
+)
+def test_cli_refuses_non_finite_numbers(
+    locate_env: dict[str, Any], option: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from georag.cli import main
+
+    def run(*args: Any, **kw: Any) -> None:
+        raise AssertionError(f"{option} {value} was accepted: the server would start")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    r = CliRunner().invoke(main, ["serve", "--store", str(locate_env["store"]), option, value])
+    assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, r.output
+
+
+def test_one_message_says_fastapi_is_missing(
+    locate_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from georag.cli import main
+    from georag.errors import MissingDependencyError
+    from georag.serving.http_app import create_app
+
+    words = 'georag serve needs FastAPI and uvicorn: pip install "georag[serve]"'
+    pipeline = _Holding(0.0)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    r = CliRunner().invoke(main, ["serve", "--store", str(locate_env["store"])])
+    assert r.exit_code == 1 and words in r.output, r.output
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    for make in (lambda: build_app(store=locate_env["store"]), lambda: create_app(pipeline)):
+        with pytest.raises(MissingDependencyError, match=re.escape(words)):
+            make()
 
 
 # The real command, on a free port.

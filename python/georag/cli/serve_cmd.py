@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import click
 
-from georag.errors import GeoRagError, MissingDependencyError
+from georag.errors import GeoRagError
 from georag.llm.chat_templates import known_families
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-_POSITIVE = click.FloatRange(min=0.0, min_open=True)
+
+class _FiniteRange(click.FloatRange):
+    """A float range refusing nan and inf too (click's FloatRange lets nan through, and inf where the
+    range has no bound on that side)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+_POSITIVE = _FiniteRange(min=0.0, min_open=True)
+LLM_GRACE_S = 0.5
+"""How much longer than the LLM step's time limit the LLM client waits (default 0.5 s): the step gives up
+first, so that a stalled LLM is always a 504, and the client's thread is free soon after."""
 
 
 @click.command("serve")
@@ -51,7 +67,7 @@ _POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option(
     "--samples", default=5, show_default=True, type=click.IntRange(1, 16), help="Answers per prompt (n)."
 )
-@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0.0, 2.0))
+@click.option("--temperature", default=0.7, show_default=True, type=_FiniteRange(0.0, 2.0))
 @click.option("--index", default=None, help="Search this ANN index of the store [default: the exact search].")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
@@ -63,10 +79,16 @@ _POSITIVE = click.FloatRange(min=0.0, min_open=True)
     default=256,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Requests that may wait for a slot; more are answered 503 at once.",
+    help="Requests that may wait beyond --max-in-flight, uploads included; more are answered 503 at once.",
 )
 @click.option("--max-image-mb", default=20.0, show_default=True, type=_POSITIVE, help="Request size cap.")
-@click.option("--llm-timeout-s", default=60.0, show_default=True, type=_POSITIVE, help="Per LLM request.")
+@click.option(
+    "--llm-timeout-s",
+    default=60.0,
+    show_default=True,
+    type=_POSITIVE,
+    help="Per LLM request, sent once (no retries: the caller gets the 502 / 504 and may retry).",
+)
 @click.option(
     "--deadline-s", default=120.0, show_default=True, type=_POSITIVE, help="Per request, waiting included."
 )
@@ -80,22 +102,26 @@ def serve(host: str, port: int, **kw: Any) -> None:
       georag serve --store store/ --llm 'openai://127.0.0.1:8000/v1?model=Qwen/Qwen2-VL-7B-Instruct'
       curl --data-binary @photo.jpg 'http://127.0.0.1:8080/v1/locate?id=photo.jpg&samples=3'
 
+    The server holds at most --max-in-flight + --max-queue requests, uploads
+    included; one more is answered 503 before its body is read. Each LLM
+    request is sent once, bounded by --llm-timeout-s: a stalled or failing
+    LLM ends the request with 504 / 502, and the client may retry.
+
     \b
     Routes: POST /v1/locate (query: id, strategy, samples, variants, seed,
     temperature), GET /v1/info, GET /health/live, GET /health/ready.
     Errors: 400 bad request, 408 slow upload, 413 too large, 502 model
     error, 503 busy, 504 timed out; body {"error": ..., "code": ...}.
     """
-    try:
-        import uvicorn
+    from georag.serving.http_app import require_fastapi
 
+    try:
+        require_fastapi(server=True)  # before loading models
         app = build_app(**kw)
     except (GeoRagError, ValueError, OSError) as exc:  # MissingDependencyError (no FastAPI) included
         raise click.ClickException(str(exc)) from exc
-    except ImportError as exc:
-        raise click.ClickException(
-            f'georag serve needs FastAPI and uvicorn: pip install "georag[serve]" ({exc})'
-        ) from exc
+    import uvicorn
+
     click.echo(f"georag serve: http://{host}:{port}/v1/locate (Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(kw["deadline_s"]) + 1)
 
@@ -120,13 +146,18 @@ def build_app(
     llm_timeout_s: float = 60.0,
     deadline_s: float = 120.0,
 ) -> FastAPI:
-    """Opens the store, the encoder (checked against the store) and the LLM, and returns the app."""
-    try:
-        import fastapi  # noqa: F401  (fail before loading models)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f'georag serve needs FastAPI: pip install "georag[serve]" ({exc})'
-        ) from exc
+    """Opens the store, the encoder (checked against the store) and the LLM, and returns the app.
+
+    The LLM client sends each request once (no retries), bounded by ``llm_timeout_s`` (plus
+    `LLM_GRACE_S`, so that the pipeline's 504 comes first): a call the pipeline gave up on ends then and
+    frees its thread, and the client of georag, which gets the 502 / 504, decides whether to retry. The
+    client and the LLM threads take ``max_in_flight * MAX_VARIANTS`` calls at once: each running request
+    sends one call per prompt variant, all together.
+    MissingDependencyError without FastAPI.
+    """
+    from georag.serving.http_app import require_fastapi
+
+    require_fastapi()  # before loading models
     from georag.encoder import load_encoder
     from georag.llm.backends import open_llm
     from georag.llm.client import Sampling
@@ -134,9 +165,9 @@ def build_app(
     from georag.locate.geolocator import default_variants
     from georag.serving.http_app import create_app
     from georag.serving.local_steps import LocalSteps
-    from georag.serving.params import STRATEGIES
+    from georag.serving.params import MAX_VARIANTS, STRATEGIES
     from georag.serving.pipeline import Pipeline, PipelineConfig
-    from georag.store.store import GeoStore
+    from georag.store.store import GeoStore, check_encoder
     from georag.strategies.knn import KNN_MODES
 
     config = PipelineConfig(
@@ -155,19 +186,16 @@ def build_app(
     else:
         geo.flat_index()  # built now, not during the first request's retrieval time limit
     enc = load_encoder(encoder or geo.encoder, backend, device=device)
-    if enc.model_id != geo.encoder or enc.dim != geo.dim:
-        raise GeoRagError(
-            f"the store was built with {geo.encoder!r} (d={geo.dim}) but the encoder is "
-            f"{enc.model_id!r} (d={enc.dim}); use the store's encoder"
-        )
+    check_encoder(geo, enc.model_id, enc.dim)
+    calls = max_in_flight * MAX_VARIANTS
     client = None
     if llm and llm.strip().lower() != "none":
         client = open_llm(
-            with_family(llm, family), timeout_s=llm_timeout_s, retries=2, max_in_flight=max_in_flight
+            with_family(llm, family), timeout_s=llm_timeout_s + LLM_GRACE_S, retries=0, max_in_flight=calls
         )
     try:
         steps = LocalSteps(
-            enc.backend, geo, client, k_near=k_near, k_far=k_far, index=index, llm_threads=max_in_flight
+            enc.backend, geo, client, k_near=k_near, k_far=k_far, index=index, llm_threads=calls
         )
     except BaseException:
         if client is not None:
@@ -180,6 +208,7 @@ def build_app(
         on_close=steps.close,
         default_strategy="rag" if client is not None else "knn",
         strategies=STRATEGIES if client is not None else KNN_MODES,
+        family=llm_family(llm, family) if client is not None else None,
     )
 
 
@@ -190,3 +219,13 @@ def with_family(url: str, family: str) -> str:
         return url
     query = f"{parts.query}&family={family}" if parts.query else f"family={family}"
     return urlunsplit(parts._replace(query=query))
+
+
+def llm_family(url: str | None, family: str) -> str | None:
+    """The chat format the LLM at ``url`` is driven with: the ``family=`` of a triton:// URL, ``family``
+    where it names none; None for other URLs (an openai:// server applies its own) and for no LLM."""
+    if not url or urlsplit(url.strip()).scheme != "triton":
+        return None
+    from georag.llm.triton_client import parse_triton_url
+
+    return parse_triton_url(with_family(url, family)).family

@@ -29,6 +29,7 @@ from georag.llm.prompts import PromptVariant
 from georag.locate.exclusion import ExcludingSearch, Exclusion, QueryTruth
 from georag.locate.llm_image import llm_image
 from georag.locate.prediction import Prediction
+from georag.store.store import check_encoder
 from georag.strategies.knn import KNN_MODES, knn_predict
 from georag.strategies.rag import RagConfig, rag_predict
 from georag.strategies.retrieved import Retrieved
@@ -108,11 +109,7 @@ class Geolocator:
         self._excluding = (
             ExcludingSearch(store, self.config.exclusion) if self.config.exclusion.active else None
         )
-        if encoder.model_id != store.encoder or encoder.dim != store.dim:
-            raise GeoRagError(
-                f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
-                f"{encoder.model_id!r} (d={encoder.dim}); use the store's encoder"
-            )
+        check_encoder(store, encoder.model_id, encoder.dim)
         if self.config.strategy in ("rag", VPR) and llm is None:
             raise GeoRagError(
                 f"the {self.config.strategy} strategy needs an LLM (--llm triton://... or openai://...); "

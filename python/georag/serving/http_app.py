@@ -2,42 +2,48 @@
 
 The same `georag.serving.pipeline.Pipeline` as the Triton model, with the same limits: the request body is
 the encoded photo (refused with 413 past ``max_image_bytes`` before it is all read), the query string
-carries the parameters `georag.serving.params.parse_params` checks, at most ``max_in_flight`` requests run
-the pipeline at once and the others wait for a slot within their deadline (counted from arrival), and no
-more than ``max_queue`` wait: beyond that a request is refused at once.
+carries the parameters `georag.serving.params.parse_params` checks, and the deadline counts from arrival.
+
+Admission comes before the body is read: the server holds at most ``max_in_flight + max_queue`` requests
+(uploading, waiting for a slot, or running), and one arriving beyond that is refused (503) at once, its
+body unread, so the limits bound memory and slow uploads too. An admitted request reads its body, then
+waits for one of the ``max_in_flight`` slots within its deadline and runs the pipeline.
 
 Status codes (error body ``{"error": MESSAGE, "code": INVALID_ARG | UNAVAILABLE | INTERNAL}``, MESSAGE
 free of paths and addresses): 400 a bad request (image, parameters, or a strategy this server cannot
-answer), 408 the body did not arrive within the deadline, 413 too large an image, 503 the server is busy
-(queue full, no slot within the deadline) or shutting down, 504 a step (encoder, retrieval, LLM) or the
-deadline ran out while the pipeline ran, 502 a model the pipeline calls answered with an error, 500 a bug
-(the detail goes to the log only).
+answer; also a client that hung up mid-upload, logged at info level, though no answer reaches it), 408 the
+body did not arrive within the deadline, 413 too large an image, 503 the server is busy (full, or no slot
+within the deadline) or shutting down, 504 a step (encoder, retrieval, LLM) or the deadline ran out while
+the pipeline ran, 502 a model the pipeline calls answered with an error, 500 a bug (the detail goes to the
+log only).
 """
 
 import asyncio
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from georag.errors import MissingDependencyError
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout, public_message
-from georag.serving.params import STRATEGIES, parse_params
-from georag.serving.pipeline import Pipeline
+from georag.serving.params import KEYS, STRATEGIES, parse_params
+from georag.serving.pipeline import Pipeline, result_json
 
 if TYPE_CHECKING:  # fastapi is imported when an app is made; FastAPI reads the routes' annotations then
     from fastapi import FastAPI, Request, Response
 
 log = logging.getLogger(__name__)
 
-QUERY_KEYS = ("id", "strategy", "samples", "variants", "seed", "temperature", "test_marker")
-"""Query parameters of ``POST /v1/locate``: the keys of the parameters JSON (test_marker only where the
-pipeline's config allows test markers)."""
 _INTEGERS = ("samples", "seed")
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+"""A query value read as an integer: JSON's integers (no sign +, no spaces, _ or leading zeros)."""
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+"""A query value read as a temperature: a plain decimal number (JSON's, without an exponent)."""
 _STATUS = {"INVALID_ARG": 400, "UNAVAILABLE": 504, "INTERNAL": 502}
 
 
@@ -54,20 +60,35 @@ class _SlowBody(BadRequest):
     """The body did not arrive within the request's deadline (answered 408)."""
 
 
+class _HungUp(BadRequest):
+    """The client disconnected before its body arrived (answered 400, though no answer reaches it)."""
+
+
 @dataclass
 class _State:
-    """What the routes share: readiness and the admission limits (made on the serving event loop)."""
+    """What the routes share: readiness and the admission limits."""
 
     max_in_flight: int
     max_queue: int
     ready: bool = False
-    waiting: int = 0
+    held: int = 0
+    """Requests admitted and not yet answered: uploading, waiting for a slot, or running."""
     slots: asyncio.Semaphore | None = None
+    """The ``max_in_flight`` pipeline slots; made at startup, on the serving event loop."""
 
-    def semaphore(self) -> asyncio.Semaphore:
-        if self.slots is None:
-            self.slots = asyncio.Semaphore(self.max_in_flight)
-        return self.slots
+
+def require_fastapi(*, server: bool = False) -> None:
+    """Raises MissingDependencyError, saying what to install, unless FastAPI (and uvicorn too, with
+    ``server``) can be imported."""
+    try:
+        import fastapi  # noqa: F401
+
+        if server:
+            import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f'georag serve needs FastAPI and uvicorn: pip install "georag[serve]" ({exc})'
+        ) from exc
 
 
 def create_app(
@@ -78,22 +99,23 @@ def create_app(
     on_close: Callable[[], Any] | None = None,
     default_strategy: str = "rag",
     strategies: Collection[str] = STRATEGIES,
+    family: str | None = None,
 ) -> "FastAPI":
     """The HTTP app serving ``pipeline``: POST /v1/locate, GET /v1/info, /health/live, /health/ready.
 
-    ``max_in_flight``: pipeline runs at once (default 64); ``max_queue``: requests allowed to wait for a
-    slot (default 256; more are answered 503 at once). ``on_close``: called at shutdown, after readiness
+    ``max_in_flight``: pipeline runs at once (default 64); ``max_queue``: requests allowed to wait beyond
+    those (default 256): the server holds at most ``max_in_flight + max_queue`` requests, uploads
+    included, and answers 503 at once beyond that. ``on_close``: called at shutdown, after readiness
     turned 503 (e.g. `LocalSteps.close`). ``default_strategy``: the strategy of a request naming none
     (default "rag"); ``strategies``: those this server answers (default all; a server without an LLM
-    passes knn and knn-medoid, and a request for rag gets 400).
+    passes knn and knn-medoid, and a request for rag gets 400). ``family``: the chat format the LLM is
+    driven with, as /v1/info reports it (default None: no LLM, or an openai:// server applying its own).
+    MissingDependencyError without FastAPI.
     """
-    try:
-        from fastapi import FastAPI, Request, Response
-        from starlette.exceptions import HTTPException
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f'georag serve needs FastAPI and uvicorn: pip install "georag[serve]" ({exc})'
-        ) from exc
+    require_fastapi()
+    from fastapi import FastAPI, Request, Response
+    from starlette.exceptions import HTTPException
+
     if max_in_flight < 1 or max_queue < 0:
         raise ValueError("max_in_flight must be >= 1 and max_queue >= 0")
     unknown = sorted(set(strategies) - set(STRATEGIES)) + (
@@ -123,7 +145,7 @@ def create_app(
     async def http_error(request: Request, exc: HTTPException) -> Response:
         # Unknown routes and methods answer in the same error format as the pipeline's errors.
         code = "INVALID_ARG" if exc.status_code < 500 else "INTERNAL"
-        return _error(exc.status_code, str(exc.detail), code, exc.headers)
+        return _error(exc.status_code, str(exc.detail), code, dict(exc.headers) if exc.headers else None)
 
     @app.post("/v1/locate")
     async def locate(request: Request) -> Response:
@@ -134,7 +156,8 @@ def create_app(
             return cfg.deadline_s - (time.monotonic() - arrived)
 
         try:
-            if not state.ready:
+            slots = state.slots
+            if not state.ready or slots is None:
                 raise _Busy("the server is not ready or is shutting down")
             params = parse_params(
                 _params_json(request.query_params.multi_items(), default_strategy),
@@ -143,10 +166,12 @@ def create_app(
             if params.strategy not in strategies:
                 why = "needs an LLM and this server has none" if params.strategy == "rag" else "is not served"
                 raise BadRequest(f"strategy {params.strategy} {why}; ask for {' or '.join(strategies)}")
-            image = await _read_body(request, cfg.max_image_bytes, left())
-            async with _slot(state, left()):
-                result = await pipeline.run(image, params, arrived=arrived)
-            body = json.dumps(result, allow_nan=False, separators=(",", ":")).encode("utf-8")
+            _check_length(request, cfg.max_image_bytes)
+            with _admitted(state):  # before the body is read: a full server reads none of it
+                image = await _read_body(request, cfg.max_image_bytes, left())
+                async with _slot(slots, left()):
+                    result = await pipeline.run(image, params, arrived=arrived)
+            body = result_json(result)
         except ServingError as exc:
             log.info("georag serve: request refused (%s): %s", exc.code, exc)
             return _error(_status(exc), str(exc), exc.code)
@@ -159,7 +184,7 @@ def create_app(
     async def info() -> dict[str, Any]:
         """What this server answers with (no paths or addresses)."""
         return {
-            "family": cfg.family,
+            "family": family,
             "k_near": cfg.k_near,
             "k_far": cfg.k_far,
             "variants": [str(v) for v in cfg.variants],
@@ -192,8 +217,8 @@ def _params_json(items: list[tuple[str, str]], default_strategy: str) -> str:
     """The query string as the parameters JSON of `parse_params` (numbers converted where they parse)."""
     given: dict[str, Any] = {}
     for key, value in items:
-        if key not in QUERY_KEYS:
-            raise BadRequest(f"unknown query parameter {key!r}; known: {', '.join(QUERY_KEYS)}")
+        if key not in KEYS:
+            raise BadRequest(f"unknown query parameter {key!r}; known: {', '.join(KEYS)}")
         if key in given:
             raise BadRequest(f"query parameter {key!r} is given more than once")
         given[key] = _number(key, value)
@@ -203,27 +228,50 @@ def _params_json(items: list[tuple[str, str]], default_strategy: str) -> str:
 
 
 def _number(key: str, value: str) -> Any:
-    """``value`` as parse_params expects ``key``: int / float where it parses, else the string (refused)."""
+    """``value`` as parse_params expects ``key``: an int / float where it is written as JSON writes one,
+    else the string (which parse_params refuses)."""
     try:
-        if key in _INTEGERS:
+        if key in _INTEGERS and _INTEGER.fullmatch(value):
             return int(value)
-        if key == "temperature":
+        if key == "temperature" and _DECIMAL.fullmatch(value):
             number = float(value)
             return number if math.isfinite(number) else value
-    except ValueError:
+    except ValueError:  # an integer of more digits than int() converts
         return value
     return value
 
 
-async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
-    """The whole body, refused (413) past ``cap`` bytes as soon as that shows: from Content-Length before
-    reading, else while reading the chunks; refused (408) if it does not arrive within ``left_s``."""
+def _check_length(request: "Request", cap: int) -> None:
+    """Refuses (413) a body whose Content-Length passes ``cap`` bytes, before anything is read."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        if not re.fullmatch(r"[0-9]+", declared.strip()):
             raise BadRequest("Content-Length must be a whole number of bytes")
         if int(declared) > cap:
             raise _TooLarge(_too_large(int(declared), cap))
+
+
+@contextmanager
+def _admitted(state: _State) -> Iterator[None]:
+    """Counts the request as held while it uploads, waits and runs; refuses it (503) at once where the
+    server already holds ``max_in_flight + max_queue``."""
+    limit = state.max_in_flight + state.max_queue
+    if state.held >= limit:
+        raise _Busy(
+            f"the server is busy: it already holds {state.held} of at most {limit} requests "
+            f"({state.max_in_flight} running + {state.max_queue} waiting)"
+        )
+    state.held += 1
+    try:
+        yield
+    finally:
+        state.held -= 1
+
+
+async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
+    """The whole body, refused (413) once its chunks pass ``cap`` bytes, (408) if it does not arrive
+    within ``left_s``, and (400) if the client hangs up before it ends."""
+    from starlette.requests import ClientDisconnect
 
     async def chunks() -> bytes:
         parts: list[bytes] = []
@@ -239,26 +287,21 @@ async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
         body = await asyncio.wait_for(chunks(), max(left_s, 0.001))
     except asyncio.TimeoutError:
         raise _SlowBody("the image did not arrive within the request's deadline") from None
+    except ClientDisconnect:
+        raise _HungUp("the client disconnected before the image arrived") from None
     if not body:
         raise BadRequest("the body is empty: send the encoded image (e.g. curl --data-binary @photo.jpg)")
     return body
 
 
 @asynccontextmanager
-async def _slot(state: _State, left_s: float) -> AsyncIterator[None]:
-    """Holds one of the ``max_in_flight`` slots; waits for one within ``left_s`` if at most ``max_queue``
-    others wait, else refuses at once."""
-    slots = state.semaphore()
+async def _slot(slots: asyncio.Semaphore, left_s: float) -> AsyncIterator[None]:
+    """Holds one of the ``max_in_flight`` slots, waiting for one at most ``left_s`` (then refused, 503)."""
     if slots.locked():
-        if state.waiting >= state.max_queue:
-            raise _Busy(f"the server is busy: {state.waiting} requests are already waiting")
-        state.waiting += 1
         try:
             await asyncio.wait_for(slots.acquire(), max(left_s, 0.001))
         except asyncio.TimeoutError:
             raise _Busy("the server is busy: the request could not start within its deadline") from None
-        finally:
-            state.waiting -= 1
     else:
         await slots.acquire()
     try:

@@ -276,6 +276,15 @@ class GeoStore:
         return self.metadata.take(pa.array(np.asarray(ids, dtype=np.int64).ravel()))
 
 
+def check_encoder(store: GeoStore, model_id: str, dim: int) -> None:
+    """Raises GeoRagError unless the encoder ``model_id`` making ``dim``-d embeddings is the store's own."""
+    if model_id != store.encoder or dim != store.dim:
+        raise GeoRagError(
+            f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
+            f"{model_id!r} (d={dim}); use the store's encoder"
+        )
+
+
 def _check_file(root: Path, manifest: Manifest, rel: str, verify: Verify) -> None:
     entry = manifest.files[rel]
     path = root / rel
