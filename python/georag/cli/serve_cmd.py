@@ -181,12 +181,12 @@ def build_app(
         deadline_s=deadline_s,
     )
     geo = GeoStore.open(store)
+    enc = load_encoder(encoder or geo.encoder, backend, device=device)
+    check_encoder(geo, enc.model_id, enc.dim)  # before the index is built: a wrong encoder fails at once
     if index is not None:
         geo.ann_index(index)  # a missing or damaged index fails here, not at the first request
     else:
         geo.flat_index()  # built now, not during the first request's retrieval time limit
-    enc = load_encoder(encoder or geo.encoder, backend, device=device)
-    check_encoder(geo, enc.model_id, enc.dim)
     calls = max_in_flight * MAX_VARIANTS
     client = None
     if llm and llm.strip().lower() != "none":
