@@ -73,15 +73,15 @@ def main() -> int:
     if not IMAGES.is_dir():
         raise SystemExit(f"needs the shared IM2GPS3k sample at {IMAGES}")
 
+    from georag.config import RagConfig, Sampling
     from georag.encoder import load_encoder
     from georag.llm.backends import open_llm
-    from georag.llm.client import Sampling
     from georag.locate.geolocator import Geolocator, LocateConfig
     from georag.locate.llm_image import llm_image
     from georag.store.build import BuildRequest, build_source
     from georag.store.store import GeoStore
-    from georag.strategies.rag import RagConfig, rag_predict
-    from georag.strategies.retrieved import Retrieved
+    from georag.strategies.rag import rag_predict
+    from georag.types import Retrieved
     from openai_standin import StandIn
 
     paths = sorted(IMAGES.iterdir())[: args.n]

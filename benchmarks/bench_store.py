@@ -101,9 +101,9 @@ def make_data(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
 
 def child(phase: str, store: str, emb: str, meta: str, repeats: int) -> dict[str, Any]:
     """One phase, in this (child) process; returns its measurements."""
+    from georag.datasets import ColumnMap
     from georag.store.build import BuildRequest, build_source
     from georag.store.inspect import verify_store
-    from georag.store.readers import ColumnMap
     from georag.store.store import GeoStore
 
     base = _status_kib("RssAnon")

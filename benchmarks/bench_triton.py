@@ -83,7 +83,7 @@ class StandInLLM:
     name = "standin"
 
     def generate(self, prompt: Any, sampling: Any) -> Any:
-        from georag.llm.client import Completion
+        from georag.types import Completion
 
         start = time.monotonic()
         image = base64.b64decode(base64.b64encode(prompt.image), validate=True)
@@ -252,9 +252,9 @@ def main() -> int:
     from georag.llm.triton_client import TritonClient
     from georag.serving.params import parse_params
     from georag.serving.pipeline import Pipeline, PipelineConfig
-    from georag.serving.repo_inputs import standin_name
-    from georag.serving.repository import RepositoryConfig, write_repository
     from georag.serving.triton_glue import processor_spec
+    from georag.triton.inputs import standin_name
+    from georag.triton.repository import RepositoryConfig, write_repository
     from triton_server import run_triton_server, triton_unavailable_reason
 
     reason = triton_unavailable_reason(("georag.serving.triton_glue", "georag._core", "onnxruntime", "PIL"))

@@ -61,16 +61,14 @@ def pct(values: list[float], q: float) -> float:
 
 def run_routes(n_photos: int, latency: float, in_flight: int) -> dict[str, Any]:
     """Locates the photos with rag, vpr-guided and the hybrid; per-stage latencies and throughput."""
+    from georag.config import RagConfig, Sampling, VprConfig
     from georag.encoder import load_encoder
     from georag.encoder.tiny import make_tiny_siglip
     from georag.llm.backends import open_llm
-    from georag.llm.client import Sampling
     from georag.locate.geolocator import Geolocator, LocateConfig
     from georag.store.build import BuildRequest, build_source
     from georag.store.partition import make_submaps
     from georag.store.store import GeoStore
-    from georag.strategies.rag import RagConfig
-    from georag.strategies.vpr_guided import VprConfig
     from openai_standin import StandIn, answer, user_text
 
     def script(body: dict[str, Any]) -> str:
@@ -189,9 +187,9 @@ def make_data(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
 
 def run_submaps(rows: int, repeats: int) -> dict[str, Any]:
     """Builds the synthetic store, reorders it by country, and times restricted vs whole-store searches."""
+    from georag.datasets import ColumnMap
     from georag.store.build import BuildRequest, build_source
     from georag.store.partition import make_submaps
-    from georag.store.readers import ColumnMap
     from georag.store.store import GeoStore
 
     out: dict[str, Any] = {"rows": rows, "dim": DIM}

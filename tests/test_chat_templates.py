@@ -6,7 +6,7 @@ import pytest
 
 from georag.errors import LLMError
 from georag.llm.chat_templates import CHAT_FORMATS, known_families, render_chat
-from georag.llm.client import Prompt
+from georag.types import Prompt
 
 PROMPT = Prompt(system="You locate photos.", user="Where was this taken?", image=b"\xff\xd8jpeg")
 

@@ -10,8 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from georag import FlatIndex, MissingDependencyError, Neighbors, _core
+from georag import FlatIndex, MissingDependencyError, _core
 from georag.search.cuda import CudaFlatIndex
+from georag.types import Neighbors
 from reference import check_neighbors
 
 ATOL = 1e-5  # GPU vs CPU float32 scores: same values summed in another order

@@ -182,7 +182,7 @@ def test_markdown(small: dict[str, Any]) -> None:
 
 def test_georag_output_with_a_failure_and_a_fallback(small: dict[str, Any]) -> None:
     from georag.locate.output import PredictionWriter
-    from georag.locate.prediction import Prediction
+    from georag.types import Prediction
 
     ids = small["ids"]
     out = small["dir"] / "run" / "preds.csv"

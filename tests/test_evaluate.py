@@ -401,7 +401,7 @@ def test_result_file_reading_stops_at_the_blank_line(geoest_files: list[Path]) -
 
 def test_georag_csv_and_jsonl(tmp_path: Path) -> None:
     from georag.locate.output import PredictionWriter
-    from georag.locate.prediction import Prediction
+    from georag.types import Prediction
 
     with PredictionWriter(tmp_path / "p.csv", [], 0) as w:
         w.write(Prediction("a.jpg", 10.0, 20.0, 0.8, "rag"))

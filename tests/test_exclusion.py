@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from georag.cli import main
+from georag.config import ExclusionConfig
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
-from georag.locate.exclusion import ExcludingSearch, Exclusion, QueryTruth
+from georag.locate.exclusion import ExcludingSearch, QueryTruth
 from georag.store.build import BuildRequest, build_source
 from georag.store.store import GeoStore
 from reference import check_neighbors
@@ -47,9 +48,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> GeoStore:
 
 
 @pytest.mark.parametrize(
-    "exclusion", [Exclusion(same_author=True), Exclusion(radius_km=50), Exclusion(True, 25.0)]
+    "exclusion", [ExclusionConfig(same_author=True), ExclusionConfig(radius_km=50), ExclusionConfig(True, 25.0)]
 )
-def test_excluding_search_is_the_top_k_of_the_allowed_rows(store: GeoStore, exclusion: Exclusion) -> None:
+def test_excluding_search_is_the_top_k_of_the_allowed_rows(store: GeoStore, exclusion: ExclusionConfig) -> None:
     db = store.embeddings(np.arange(store.ntotal))
     authors = np.array(store.metadata.column("author").to_pylist(), dtype=object)
     rng = np.random.default_rng(1)
@@ -81,9 +82,9 @@ def test_excluding_search_is_the_top_k_of_the_allowed_rows(store: GeoStore, excl
 
 def test_exclusion_options_are_checked() -> None:
     with pytest.raises(GeoRagError, match=">= 0 km"):
-        Exclusion(radius_km=-1)
-    assert str(Exclusion(True, 25.0)) == "same author and within 25 km of the truth"
-    assert not Exclusion().active
+        ExclusionConfig(radius_km=-1)
+    assert str(ExclusionConfig(True, 25.0)) == "same author and within 25 km of the truth"
+    assert not ExclusionConfig().active
 
 
 def _rows(p: Path) -> list[dict[str, str]]:

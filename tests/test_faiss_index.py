@@ -12,7 +12,8 @@ import numpy.typing as npt
 import pytest
 
 from georag.errors import GeoRagError, MissingDependencyError
-from georag.search import FaissIndex, FlatIndex, Neighbors
+from georag.search import FaissIndex, FlatIndex
+from georag.types import Neighbors
 
 faiss = pytest.importorskip("faiss")
 

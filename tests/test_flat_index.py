@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from georag import FlatIndex, Neighbors
+from georag import FlatIndex
+from georag.types import Neighbors
 from reference import PATHS, check_neighbors, data
 
 
@@ -238,7 +239,7 @@ assert _core.kernel_name() == {kernel!r}, _core.kernel_name()
 rng = np.random.default_rng(4)
 db = rng.standard_normal((3000, 52), dtype=np.float32)
 q = rng.standard_normal((20, 52), dtype=np.float32)
-from georag import Neighbors
+from georag.types import Neighbors
 idx = FlatIndex(db)
 for bmb in (1, 10**9):
     check_neighbors(Neighbors(*idx.search_raw(q, 16, 16, blas_min_batch=bmb)[:4]), db, q, 16, 16)

@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from georag.cli import main
+from georag.config import Sampling
 from georag.errors import GeoRagError, LLMError
-from georag.llm.client import Completion, Prompt, Sampling
 from georag.llm.openai_client import OpenAIClient
 from georag.llm.retry import RetryPolicy
 from georag.locate.output import PredictionWriter
+from georag.types import Completion, Prompt
 
 
 def _args(env: dict[str, object], paths: list[Path], out: Path, *extra: str) -> list[str]:

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from georag.config import Sampling
 from georag.errors import LLMError
-from georag.llm.client import Completion, Prompt, Sampling
 from georag.llm.openai_client import API_KEY_ENV, OpenAIClient
 from georag.llm.retry import RetryPolicy
+from georag.types import Completion, Prompt
 from openai_standin import PATH, StandIn, answer
 
 FAST = RetryPolicy(retries=2, backoff_s=0.01, max_backoff_s=0.05)

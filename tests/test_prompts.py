@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from georag.config import PromptVariant, parse_variants
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
-from georag.llm.prompts import PromptVariant, build_prompt, parse_variants
-from georag.strategies.select import agreement, medoid
+from georag.llm.prompts import build_prompt
+from georag.geo.select import agreement, medoid
 
 NEAR_LAT = np.array([48.85661, 48.8601, 51.5074, np.nan])
 NEAR_LON = np.array([2.35222, 2.3499, -0.1278, np.nan])

@@ -1,4 +1,4 @@
-"""Tests for georag.store.readers: metadata files -> validated records, checked against the csv module."""
+"""Tests for georag.datasets: metadata files -> validated records, checked against the csv module."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from georag.errors import DatasetError, GeoRagError
-from georag.store.readers import (
+from georag.datasets import (
     FORMATS,
     RECORD_SCHEMA,
     ColumnMap,
@@ -23,7 +22,8 @@ from georag.store.readers import (
     default_columns,
     read_dataset,
 )
-from georag.store.readers.validate import _first_seen
+from georag.datasets.validate import _first_seen
+from georag.errors import DatasetError, GeoRagError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IM2GPS3K = SHARED / "im2gps3k" / "im2gps3k_places365.csv"

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from georag.cli import main
-from georag.evaluate.sweep import SweepPoint, grid
+from georag.experiments.sweep import SweepPoint, grid
 from openai_standin import StandIn
 from store_fixtures import IM2GPS3K_CSV
 

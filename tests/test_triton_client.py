@@ -22,11 +22,12 @@ from types import ModuleType
 
 import pytest
 
+from georag.config import Sampling
 from georag.errors import LLMError, MissingDependencyError
 from georag.llm.chat_templates import render_chat
-from georag.llm.client import Prompt, Sampling
 from georag.llm.retry import RetryPolicy, TransientError
 from georag.llm.triton_client import TritonClient, parse_triton_url, sampling_json, strip_echo
+from georag.types import Prompt
 from triton_server import TritonServer, run_triton_server, triton_unavailable_reason
 
 MODEL = "mllm_standin"

@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from georag.llm.client import Completion, Prompt, Sampling
-from georag.llm.prompts import PromptVariant
+from georag.config import PromptVariant, Sampling
 from georag.serving.batching import run_batched
 from georag.serving.errors import BadRequest, StepTimeout, public_message
 from georag.serving.params import parse_params
 from georag.serving.pipeline import NeighbourArrays, Pipeline, PipelineConfig
-from georag.serving.repository import RepositoryConfig, RepositoryError, write_example_repository
+from georag.triton.repository import RepositoryConfig, RepositoryError, write_example_repository
+from georag.types import Completion, Prompt
 from triton_server import MODEL_REPOSITORY, REPO, TritonServer, run_triton_server, triton_unavailable_reason
 
 STANDIN = MODEL_REPOSITORY / "mllm_standin"
@@ -244,7 +244,7 @@ def _fake_engine(folder: Path, exported: Path, locate_env: dict[str, Any], **met
 
 def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc")
-    from georag.serving.repository import write_repository
+    from georag.triton.repository import write_repository
 
     models = write_repository(_test_config(locate_env, exported), tmp_path / "repo")
     assert models == ["georag", "mllm_standin", "retrieval", "siglip_python"]
@@ -275,7 +275,7 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
     pytest.importorskip("tritonclient.grpc")
     from tritonclient.grpc import model_config_pb2 as pb
 
-    from georag.serving.repository import write_repository
+    from georag.triton.repository import write_repository
 
     engine = _fake_engine(tmp_path / "trt", exported, locate_env)
     config = RepositoryConfig(
@@ -328,7 +328,7 @@ def test_cpu_repository_uses_the_onnxruntime_backend(
     pytest.importorskip("tritonclient.grpc")
     from tritonclient.grpc import model_config_pb2 as pb
 
-    from georag.serving.repository import write_repository
+    from georag.triton.repository import write_repository
 
     config = RepositoryConfig(store=locate_env["store"], encoder_onnx=exported)
     assert "siglip_onnx" in write_repository(config, tmp_path / "repo")
@@ -359,7 +359,7 @@ def test_example_repository_is_what_the_templates_render(tmp_path: Path) -> None
 
 
 def test_generation_refusals(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
-    from georag.serving.repository import write_repository
+    from georag.triton.repository import write_repository
 
     with pytest.raises(RepositoryError, match="engine was built for"):
         write_repository(
@@ -391,7 +391,7 @@ def test_generation_refuses_another_encoders_export(locate_env: dict[str, Any], 
     pytest.importorskip("onnx")
     from encoder_fixtures import make_tiny_siglip
     from georag.encoder import export_onnx
-    from georag.serving.repository import write_repository
+    from georag.triton.repository import write_repository
 
     other = export_onnx(make_tiny_siglip(tmp_path / "other", seed=3), tmp_path / "onnx").parent
     with pytest.raises(RepositoryError, match=r"the store was built with .* but the ONNX export is of"):
@@ -426,7 +426,7 @@ def served(
     if reason is not None:
         pytest.skip(reason)
     pytest.importorskip("tritonclient.grpc")
-    from georag.serving.repository import write_repository
+    from georag.triton.repository import write_repository
 
     repo = tmp_path_factory.mktemp("served") / "repo"
     write_repository(_test_config(locate_env, exported), repo)

@@ -15,11 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from georag.cli import main
+from georag.config import VprConfig
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
 from georag.llm.prior import PriorAnswer, parse_country, parse_prior, vote_prior
-from georag.locate.prediction import Prediction
-from georag.strategies.vpr_guided import HALF_CIRCUMFERENCE_KM, VprConfig, rerank_order, rerank_scores
+from georag.strategies.vpr_guided import HALF_CIRCUMFERENCE_KM, rerank_order, rerank_scores
+from georag.types import Prediction
 from openai_standin import StandIn, user_text
 
 NYC = (40.7128, -74.006)
@@ -175,8 +176,8 @@ def _locate(
     exclusion: Any = None,
     **vpr: Any,
 ) -> list[Prediction]:
+    from georag.config import ExclusionConfig
     from georag.llm.backends import open_llm
-    from georag.locate.exclusion import Exclusion
     from georag.locate.geolocator import Geolocator, LocateConfig
 
     vpr.setdefault("min_submap_rows", 20)
@@ -184,7 +185,7 @@ def _locate(
         llm = open_llm(server.url, retries=0)
         try:
             config = LocateConfig(
-                strategy="vpr-guided", vpr=VprConfig(**vpr), exclusion=exclusion or Exclusion()
+                strategy="vpr-guided", vpr=VprConfig(**vpr), exclusion=exclusion or ExclusionConfig()
             )
             geo = Geolocator(env["geostore"], env["encoder"], llm, config, truth=truth)
             return list(geo.locate(env["queries"]))
@@ -328,7 +329,8 @@ def test_a_missing_partition_is_one_clear_error_up_front(vpr_env: dict[str, Any]
 
 
 def test_exclusions_apply_inside_the_submap(vpr_env: dict[str, Any]) -> None:
-    from georag.locate.exclusion import Exclusion, QueryTruth
+    from georag.config import ExclusionConfig
+    from georag.locate.exclusion import QueryTruth
 
     # Every query claims to be in New York: rows within 1,000 km of it may not be retrieved.
     truth = {p.name: QueryTruth(*NYC) for p in vpr_env["queries"]}
@@ -340,7 +342,7 @@ def test_exclusions_apply_inside_the_submap(vpr_env: dict[str, Any]) -> None:
         vpr_env,
         lambda body: _prior_json("US", *NYC),
         truth=truth,
-        exclusion=Exclusion(radius_km=1000),
+        exclusion=ExclusionConfig(radius_km=1000),
         prior_weight=0.0,
     )
     for pred in preds:

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from georag._version import __version__
-from georag.errors import GeoRagError, MissingDependencyError
+from georag.config import Config, load_config
+from georag.errors import ConfigError, GeoRagError, MissingDependencyError
 from georag.llm.parse import parse_coordinates
-from georag.locate.geolocator import Geolocator, LocateConfig
-from georag.locate.prediction import Prediction
-from georag.search import CudaFlatIndex, FaissIndex, FlatIndex, Neighbors
+from georag.locate.geolocator import Geolocator
+from georag.search import CudaFlatIndex, FaissIndex, FlatIndex
 from georag.store import GeoStore
+from georag.types import Neighbors, Prediction, Retrieved
 
 __all__ = [
+    "Config",
+    "ConfigError",
     "CudaFlatIndex",
     "FaissIndex",
     "FlatIndex",
     "GeoRagError",
     "GeoStore",
     "Geolocator",
-    "LocateConfig",
     "MissingDependencyError",
     "Neighbors",
     "Prediction",
+    "Retrieved",
     "__version__",
+    "load_config",
     "parse_coordinates",
 ]

@@ -77,6 +77,7 @@ def run_demo(
     """Runs the demo into ``out`` (created; a previous demo folder there is replaced). Every ``every``-th
     photo is a query, the others form the store. ``encoder``: a SigLIP hub id or folder (the real
     ``google/siglip-so400m-patch14-384`` needs a network); default: a tiny random one built here."""
+    from georag.datasets import ColumnMap, read_dataset
     from georag.encoder import load_encoder
     from georag.encoder.tiny import make_tiny_siglip
     from georag.evaluate import accuracy
@@ -84,7 +85,6 @@ def run_demo(
     from georag.locate.geolocator import Geolocator, LocateConfig
     from georag.locate.output import PredictionWriter
     from georag.store.build import BuildRequest, build_source
-    from georag.store.readers import ColumnMap, read_dataset
     from georag.store.store import GeoStore
 
     t0 = time.perf_counter()

@@ -7,6 +7,10 @@ class GeoRagError(Exception):
     """Base class of georag's own errors."""
 
 
+class ConfigError(GeoRagError, ValueError):
+    """A configuration value, file or option is wrong; the message names the key and what it accepts."""
+
+
 class MissingDependencyError(GeoRagError, ImportError):
     """An optional package or a hardware feature needed by the requested path is not available."""
 

@@ -21,7 +21,7 @@ def index() -> None:
 
 def _source_options(fn: F) -> F:
     """Options shared by `build` and `add`: what to read and how to embed it."""
-    from georag.store.readers import FORMATS
+    from georag.datasets import FORMATS
 
     options = [
         click.option("--dataset", required=True, type=click.Choice(FORMATS), help="Metadata format."),
@@ -194,7 +194,7 @@ def _column_map(
 ) -> Any:
     from dataclasses import replace
 
-    from georag.store.readers import ColumnMap, default_columns
+    from georag.datasets import ColumnMap, default_columns
 
     given = {
         "image_id": id_col,

@@ -207,17 +207,13 @@ def run_locate(
     """Runs the CLI's job; returns the summary line."""
     from tqdm.auto import tqdm
 
+    from georag.config import ExclusionConfig, RagConfig, Sampling, VprConfig, parse_variants
     from georag.encoder import load_encoder
     from georag.llm.backends import open_llm
-    from georag.llm.client import Sampling
-    from georag.llm.prompts import parse_variants
-    from georag.locate.exclusion import Exclusion
     from georag.locate.geolocator import Geolocator, LocateConfig, default_variants, unique_paths
     from georag.locate.output import PredictionWriter, run_settings
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
-    from georag.strategies.rag import RagConfig
-    from georag.strategies.vpr_guided import VprConfig
 
     if hybrid and strategy != "vpr-guided":
         raise GeoRagError("--hybrid is an option of --strategy vpr-guided")
@@ -234,7 +230,7 @@ def run_locate(
             with_neighbors=with_neighbors,
         ),
         max_in_flight=max_in_flight,
-        exclusion=Exclusion(same_author=exclude_same_author, radius_km=exclude_radius_km),
+        exclusion=ExclusionConfig(same_author=exclude_same_author, radius_km=exclude_radius_km),
         vpr=VprConfig(
             submap_by=submap_by,
             clusters=clusters,

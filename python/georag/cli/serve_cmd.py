@@ -158,10 +158,9 @@ def build_app(
     from georag.serving.http_app import require_fastapi
 
     require_fastapi()  # before loading models
+    from georag.config import Sampling, parse_variants
     from georag.encoder import load_encoder
     from georag.llm.backends import open_llm
-    from georag.llm.client import Sampling
-    from georag.llm.prompts import parse_variants
     from georag.locate.geolocator import default_variants
     from georag.serving.http_app import create_app
     from georag.serving.local_steps import LocalSteps

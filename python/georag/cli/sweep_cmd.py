@@ -75,15 +75,13 @@ def sweep(
     """Locate IMAGES (files or folders) at every (strategy, k_near, k_far) and score each run against
     --truth: one table (OUT/sweep.md, OUT/sweep.json). Runs are resumable (OUT/<run>.csv)."""
     from georag.cli.locate_cmd import expand_images
+    from georag.config import ExclusionConfig, RagConfig, Sampling
     from georag.encoder import load_encoder
-    from georag.evaluate.sweep import grid, run_sweep, sweep_json, sweep_table
+    from georag.experiments.sweep import grid, run_sweep, sweep_json, sweep_table
     from georag.llm.backends import open_llm
-    from georag.llm.client import Sampling
-    from georag.locate.exclusion import Exclusion
     from georag.locate.geolocator import STRATEGIES, LocateConfig
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
-    from georag.strategies.rag import RagConfig
 
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [s for s in names if s not in STRATEGIES]
@@ -99,7 +97,7 @@ def sweep(
             strategy="knn",
             rag=RagConfig(sampling=Sampling(n=samples)),
             max_in_flight=max_in_flight,
-            exclusion=Exclusion(same_author=exclude_same_author, radius_km=exclude_radius_km),
+            exclusion=ExclusionConfig(same_author=exclude_same_author, radius_km=exclude_radius_km),
         )
         points = grid(names, _ints(k_near), _ints(k_far))
         rows = run_sweep(

@@ -95,7 +95,7 @@ def triton_repo(
     Without --encoder-trt the encoder runs on CPU (siglip_onnx, or siglip_python with --python-encoder).
     The TensorRT and vLLM models need a GPU server; their configurations are written, not run, here.
     """
-    from georag.serving.repository import RepositoryConfig, write_repository
+    from georag.triton.repository import RepositoryConfig, write_repository
 
     try:
         config = RepositoryConfig(
@@ -131,7 +131,7 @@ def triton_repo(
 @click.option("--overwrite", is_flag=True, help="Replace a georag repository already in --out.")
 def triton_example(out: Path, overwrite: bool) -> None:
     """Write the example repository of the source tree's triton_models/ (no weights, no store)."""
-    from georag.serving.repository import write_example_repository
+    from georag.triton.repository import write_example_repository
 
     try:
         models = write_example_repository(out, overwrite=overwrite)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from georag.datasets import ColumnMap, default_columns, read_dataset
 from georag.errors import EvaluationError
 from georag.evaluate.join import check_unique
 from georag.geo.coords import check_latlon
-from georag.store.readers import ColumnMap, default_columns, read_dataset
 
 GENERIC_COLUMNS = ("id", "lat", "lon")
 """The truth columns of ``--truth-format generic`` when none are named."""
@@ -59,7 +59,7 @@ def read_truth(
     lat_col: str | None = None,
     lon_col: str | None = None,
 ) -> Truth:
-    """Read a benchmark's metadata with `georag.store.readers.read_dataset` (format im2gps, im2gps3k,
+    """Read a benchmark's metadata with `georag.datasets.read_dataset` (format im2gps, im2gps3k,
     yfcc4k, mp16, osv5m or generic). Named columns override the format's; generic defaults to id, lat, lon.
     Rows the reader rejects (unusable or (0, 0) coordinates, repeated ids) are not truth rows."""
     columns = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from georag.errors import LLMError
-from georag.llm.client import Prompt
+from georag.types import Prompt
 
 
 @dataclass(frozen=True)

@@ -4,59 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from georag.config import Sampling
+from georag.types import Completion, Prompt
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, repr=False)
-class Prompt:
-    """What the model is asked: a system message, a user text, and the photo."""
-
-    system: str
-    """System message (role and rules); rendered by each backend in its own way."""
-    user: str
-    """The user's text; the image is shown BEFORE it (backends place their own image token or part)."""
-    image: bytes
-    """The photo, encoded (JPEG or PNG bytes as read from disk, or re-encoded)."""
-    image_mime: str = "image/jpeg"
-    """MIME type of ``image``; default image/jpeg."""
-
-    def __repr__(self) -> str:
-        sizes = f"system={len(self.system)} chars, user={len(self.user)} chars, image={len(self.image)} bytes"
-        return f"Prompt({sizes})"
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters sent with a request."""
-
-    n: int = 1
-    """Answers per request; default 1."""
-    temperature: float = 0.7
-    """Default 0.7 (the G3 / Img2Loc setting for several samples)."""
-    top_p: float = 0.95
-    """Default 0.95."""
-    max_tokens: int = 256
-    """Answer length cap; default 256 (a JSON coordinate needs about 30)."""
-    seed: int | None = None
-    """Sampling seed where the server honours one; default None."""
-
-
-@dataclass(frozen=True)
-class Completion:
-    """The answers to one request."""
-
-    texts: tuple[str, ...]
-    """The n answer texts, prompt excluded."""
-    seconds: float
-    """Wall time of the request, retries included."""
-    attempts: int = 1
-    """Requests sent (1 + retries)."""
-    echoed: bool = False
-    """True when the server echoed the prompt and the client cut it off (a misconfigured server)."""
 
 
 class LLMClient(Protocol):

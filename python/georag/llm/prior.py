@@ -13,7 +13,7 @@ that part of the store. The prompt (``templates/prior.txt``, with ``system.txt``
   `georag.geo.countries.normalize_country` (ISO codes, names, common English names). Free prose without a
   label ("probably somewhere in France") is not mined for names: "not in Italy" would read as Italy.
 
-Several samples then vote (`vote_prior`): the country is the most common one; a tie goes to the country
+Several samples then vote (`georag.strategies.prior.vote_prior`): the country is the most common one; a tie goes to the country
 whose samples' coordinates are the most central (least mean sum of great-circle distances to all parsed
 coordinates), then to the one named first. The coordinates are the geodesic medoid of every sample that
 stated coordinates; the agreement is the share of the requested samples within 100 km of it.
@@ -21,31 +21,22 @@ stated coordinates; the agreement is the share of the requested samples within 1
 
 from __future__ import annotations
 
-import math
 import re
-import time
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from string import Template
 from typing import Any
 
-import numpy as np
-
-from georag.errors import LLMError
-from georag.geo.coords import haversine_km
 from georag.geo.countries import normalize_country
-from georag.llm.client import LLMClient, Prompt, Sampling
 from georag.llm.parse import parse_coordinates
 
 # The JSON span finder and repairing loader of the coordinate parser: one notion of "a JSON object in an
 # answer" for coordinates and countries alike.
 from georag.llm.parse_formats import _brace_spans, _load
-from georag.strategies.select import agreement, medoid
+from georag.types import Prompt
 
-__all__ = ["Prior", "PriorAnswer", "ask_prior", "build_prior_prompt", "parse_country", "parse_prior"]
+__all__ = ["PriorAnswer", "build_prior_prompt", "parse_country", "parse_prior"]
 
 _COUNTRY_KEYS = frozenset(
     {"country", "countrycode", "countryiso", "countryisocode", "countryname", "iso", "isocode", "iso2"}
@@ -162,107 +153,3 @@ def parse_prior(text: str | None, *, prompt: str | None = None) -> PriorAnswer |
     if coords is None and country is None:
         return None
     return PriorAnswer(country, *(coords if coords is not None else (None, None)))
-
-
-@dataclass
-class Prior:
-    """The voted prior of one photo and the samples behind it."""
-
-    country: str | None
-    """The most common country of the samples (ISO alpha-2), None when no sample named one."""
-    lat: float | None
-    """The geodesic medoid of the samples' coordinates, None when no sample stated coordinates."""
-    lon: float | None
-    agreement: float
-    """The share of the requested samples whose coordinates lie within 100 km of (lat, lon); 0 without."""
-    asked: int
-    """Samples requested."""
-    answers: list[PriorAnswer | None] = field(default_factory=list)
-    """One per answer text received (None: nothing parsed)."""
-    texts: list[str] = field(default_factory=list)
-    """The raw answers."""
-    votes: dict[str, int] = field(default_factory=dict)
-    """Samples per country, in order of first mention."""
-    errors: list[str] = field(default_factory=list)
-    """Why the request failed, if it did."""
-    seconds: float = 0.0
-    """Wall time of the request."""
-
-    @property
-    def has_coordinates(self) -> bool:
-        """True when some sample stated coordinates."""
-        return self.lat is not None and self.lon is not None
-
-    @property
-    def parsed(self) -> bool:
-        """True when some sample stated a country or coordinates."""
-        return self.country is not None or self.has_coordinates
-
-    def evidence(self) -> dict[str, Any]:
-        """The JSONL record of the prior."""
-        return {
-            "country": self.country,
-            "lat": self.lat,
-            "lon": self.lon,
-            "agreement": round(self.agreement, 4),
-            "asked": self.asked,
-            "votes": self.votes,
-            "samples": [
-                {
-                    "text": self.texts[i] if i < len(self.texts) else None,
-                    "country": a.country if a else None,
-                    "parsed": [a.lat, a.lon] if a is not None and a.has_coordinates else None,
-                }
-                for i, a in enumerate(self.answers)
-            ],
-            "llm_errors": self.errors,
-            "llm_seconds": round(self.seconds, 4),
-        }
-
-
-def vote_prior(answers: Sequence[PriorAnswer | None], asked: int) -> Prior:
-    """The prior the samples agree on (see the module docstring); ``asked`` = samples requested."""
-    with_xy = [a for a in answers if a is not None and a.has_coordinates]
-    la = np.array([a.lat for a in with_xy], dtype=np.float64)
-    lo = np.array([a.lon for a in with_xy], dtype=np.float64)
-    votes = Counter(a.country for a in answers if a is not None and a.country is not None)
-    country = None
-    if votes:
-        top = max(votes.values())
-        tied = [c for c, n in votes.items() if n == top]
-        if len(tied) == 1 or not with_xy:
-            country = tied[0]
-        else:
-            # Ties: the country whose samples sit most centrally among all stated coordinates.
-            spread = haversine_km(la[:, None], lo[:, None], la[None, :], lo[None, :]).sum(axis=1)
-            best = math.inf
-            for c in tied:
-                mine = [i for i, a in enumerate(with_xy) if a.country == c]
-                score = float(spread[mine].mean()) if mine else math.inf
-                if country is None or score < best:
-                    country, best = c, score
-    lat = lon = None
-    conf = 0.0
-    if with_xy:
-        chosen = medoid(la, lo)
-        lat, lon = float(la[chosen]), float(lo[chosen])
-        conf = agreement(la, lo, chosen, asked)
-    return Prior(country, lat, lon, conf, asked, list(answers), votes=dict(votes))
-
-
-def ask_prior(llm: LLMClient, image: bytes, image_mime: str, sampling: Sampling) -> Prior:
-    """One request of ``sampling.n`` samples for the photo's prior; a failed request gives an empty prior
-    with the error recorded (the route then searches the whole store), never an exception."""
-    prompt = build_prior_prompt(image, image_mime)
-    t0 = time.perf_counter()
-    try:
-        done = llm.generate(prompt, sampling)
-    except LLMError as exc:
-        prior = vote_prior([], sampling.n)
-        prior.errors.append(str(exc))
-    else:
-        answers = [parse_prior(t, prompt=prompt.user) for t in done.texts]
-        prior = vote_prior(answers, sampling.n)
-        prior.texts = list(done.texts)
-    prior.seconds = time.perf_counter() - t0
-    return prior

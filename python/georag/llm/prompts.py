@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from string import Template
@@ -20,39 +19,15 @@ from string import Template
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError
-from georag.llm.client import Prompt
+from georag.config import PromptVariant
+from georag.types import Prompt
 
 TEMPLATES = ("rag", "zero")
 _VARIANT = re.compile(r"(rag):(\d{1,3}):(\d{1,3})|(zero)")
 
 
-@dataclass(frozen=True)
-class PromptVariant:
-    """A prompt template with how many neighbours' coordinates it shows."""
-
-    template: str
-    """"rag" (similar + dissimilar references) or "zero" (none)."""
-    k_near: int = 16
-    """Similar images' coordinates shown; default 16 (the papers' k)."""
-    k_far: int = 16
-    """Dissimilar images' coordinates shown; default 16."""
-
-    def __str__(self) -> str:
-        return "zero" if self.template == "zero" else f"rag:{self.k_near}:{self.k_far}"
 
 
-def parse_variants(text: str) -> tuple[PromptVariant, ...]:
-    """Variants from ``"rag:16:16,zero"``; GeoRagError naming the bad part."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        m = _VARIANT.fullmatch(part)
-        if not m:
-            raise GeoRagError(f"prompt variant {part!r}: write rag:K_NEAR:K_FAR (e.g. rag:16:16) or zero")
-        out.append(PromptVariant("zero", 0, 0) if m.group(4) else PromptVariant("rag", int(m[2]), int(m[3])))
-    if not out:
-        raise GeoRagError("no prompt variant given")
-    return tuple(out)
 
 
 @cache

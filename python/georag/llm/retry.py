@@ -1,4 +1,5 @@
-"""Retries with exponential backoff and jitter for transient LLM request failures, under a time budget."""
+"""The one retry loop of the LLM clients: exponential backoff with jitter, a server's Retry-After (capped),
+and a cancel event that ends a wait at once. `georag.llm.transport.Transport.call` is its caller."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ T = TypeVar("T")
 
 
 class TransientError(LLMError):
-    """A failure worth retrying: connection refused or reset, HTTP 429 / 5xx, a timeout."""
+    """A failure worth retrying: connection refused or reset, HTTP 429 / 5xx, a timeout.
+
+    ``retry_after_s`` is the wait the server asked for (a ``Retry-After`` header), else None.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,16 @@ class RetryPolicy:
     backoff_s: float = 0.5
     """First wait; doubled after each failure, with +-50% jitter; default 0.5 s."""
     max_backoff_s: float = 8.0
-    """Cap on one wait; default 8 s."""
+    """Cap on one wait, a server's Retry-After included; default 8 s."""
+
+    def wait_s(self, failures: int, retry_after_s: float | None = None) -> float:
+        """The wait after the ``failures``-th failure in a row: the jittered backoff, or the server's
+        Retry-After when that is longer, never more than ``max_backoff_s`` (plus jitter)."""
+        backoff = min(self.backoff_s * 2 ** (failures - 1), self.max_backoff_s) * random.uniform(0.5, 1.5)
+        if retry_after_s is not None and retry_after_s > 0:
+            # Capped, so a hostile or confused Retry-After cannot park a caller.
+            return max(backoff, min(retry_after_s, self.max_backoff_s))
+        return backoff
 
 
 def with_retries(
@@ -41,20 +58,18 @@ def with_retries(
     that says how many attempts were made. Any other `LLMError` is raised at once (e.g. HTTP 400). Once
     ``cancelled`` is set, no further attempt starts and a backoff wait ends at once (LLMError "cancelled").
     """
-    delay = policy.backoff_s
+    stop = cancelled if cancelled is not None else threading.Event()
     for attempt in range(1, policy.retries + 2):
-        if cancelled is not None and cancelled.is_set():
+        if stop.is_set():
             raise LLMError(f"{what}: cancelled")
         try:
             return fn(), attempt
         except TransientError as exc:
             if attempt > policy.retries:
-                raise LLMError(f"{what}: {exc} (gave up after {attempt} attempts)") from exc
-            wait = min(delay, policy.max_backoff_s) * random.uniform(0.5, 1.5)
+                tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                raise LLMError(f"{what}: {exc} (gave up after {tries})") from exc
+            wait = policy.wait_s(attempt, exc.retry_after_s)
             log.info("%s: %s; retrying in %.2f s (attempt %d)", what, exc, wait, attempt + 1)
-            if cancelled is not None and cancelled.wait(wait):
+            if stop.wait(wait):
                 raise LLMError(f"{what}: cancelled") from exc
-            if cancelled is None:
-                threading.Event().wait(wait)
-            delay *= 2
     raise AssertionError("unreachable")

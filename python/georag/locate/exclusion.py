@@ -19,35 +19,11 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from georag.config import ExclusionConfig
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
-from georag.search.neighbors import Neighbors
 from georag.store.store import GeoStore, StoreNeighbors
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """Which gallery rows a query may not retrieve."""
-
-    same_author: bool = False
-    """Drop rows whose author equals the query's (rows or queries without an author are kept); default off."""
-    radius_km: float | None = None
-    """Drop rows within this great-circle distance of the query's true location; default None (off)."""
-
-    @property
-    def active(self) -> bool:
-        """True when anything is excluded."""
-        return self.same_author or self.radius_km is not None
-
-    def __post_init__(self) -> None:
-        if self.radius_km is not None and not (self.radius_km >= 0):
-            raise GeoRagError(f"exclude radius must be >= 0 km, got {self.radius_km}")
-
-    def __str__(self) -> str:
-        parts = (["same author"] if self.same_author else []) + (
-            [f"within {self.radius_km:g} km of the truth"] if self.radius_km is not None else []
-        )
-        return " and ".join(parts) or "nothing"
+from georag.types import Neighbors
 
 
 @dataclass(frozen=True)
@@ -65,7 +41,7 @@ class QueryTruth:
 class ExcludingSearch:
     """`GeoStore.search` with per-query exclusions (see the module docstring)."""
 
-    def __init__(self, store: GeoStore, exclusion: Exclusion) -> None:
+    def __init__(self, store: GeoStore, exclusion: ExclusionConfig) -> None:
         self.store = store
         self.exclusion = exclusion
 

@@ -16,24 +16,21 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from georag.errors import GeoRagError, ImageLoadError
-from georag.llm.prompts import PromptVariant
-from georag.locate.exclusion import ExcludingSearch, Exclusion, QueryTruth
-from georag.locate.llm_image import llm_image
-from georag.locate.prediction import Prediction
+from georag.config import Config
+from georag.errors import ConfigError, GeoRagError, ImageLoadError, LLMError
+from georag.llm.image import llm_photo
+from georag.locate.exclusion import ExcludingSearch, QueryTruth
 from georag.store.store import check_encoder
-from georag.strategies.knn import KNN_MODES, knn_predict
-from georag.strategies.rag import RagConfig, rag_predict
-from georag.strategies.retrieved import Retrieved
-from georag.strategies.vpr_guided import VPR, VprConfig, VprRoute
+from georag.strategies.registry import make_strategy
+from georag.strategies.route import Answers, Ask, Found, Search, finish, run_route
+from georag.types import Photo, Prediction, Retrieved
 
 if TYPE_CHECKING:
     from georag.encoder.encoder import Encoder
@@ -42,55 +39,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("rag", *KNN_MODES, VPR)
 _END = object()
 
 
-@dataclass(frozen=True)
-class LocateConfig:
-    """What `Geolocator` does for each photo."""
-
-    strategy: str = "rag"
-    """"rag" (needs an LLM), "knn" (top-1 neighbour), "knn-medoid" (medoid of the top k) or "vpr-guided"
-    (needs an LLM and a submap partition of the store); default rag."""
-    k_near: int = 16
-    """Similar rows retrieved per photo; default 16 (prompt variants show at most this many)."""
-    k_far: int = 16
-    """Dissimilar rows retrieved per photo; default 16."""
-    rag: RagConfig = field(default_factory=RagConfig)
-    """Prompt variants, sampling and selection of the rag route."""
-    max_in_flight: int = 16
-    """Photos whose LLM requests run at once; default 16."""
-    knn_k: int = 16
-    """Neighbours the knn-medoid baseline takes the medoid of; default 16."""
-    exclusion: Exclusion = field(default_factory=Exclusion)
-    """Gallery rows a query may not retrieve (same author, near the truth); default none. Needs the truth."""
-    vpr: VprConfig = field(default_factory=VprConfig)
-    """Prior, submap and re-ranking of the vpr-guided route (and its hybrid with rag, which uses ``rag``);
-    default: country submaps, 5 prior samples, top 16 re-ranked with weight 0.5."""
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise GeoRagError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.k_near < 1 or self.k_far < 0 or self.max_in_flight < 1 or self.knn_k < 1:
-            raise GeoRagError("k_near, max_in_flight and knn_k must be >= 1 and k_far >= 0")
-        for v in self.rag.variants:
-            if v.k_near > self.k_near or v.k_far > self.k_far:
-                raise GeoRagError(
-                    f"prompt variant {v} shows more references than are retrieved (k_near={self.k_near}, "
-                    f"k_far={self.k_far}); raise --k-near/--k-far"
-                )
-
-
 class Geolocator:
-    """Locates photos with a store, an encoder and (for the rag route) a multimodal LLM client."""
+    """Locates photos with a store, an encoder and (for the routes that ask one) a multimodal LLM client."""
 
     def __init__(
         self,
         store: GeoStore,
         encoder: Encoder,
         llm: LLMClient | None,
-        config: LocateConfig | None = None,
+        config: Config | None = None,
         *,
         truth: Mapping[str, QueryTruth] | None = None,
     ) -> None:
@@ -99,9 +59,9 @@ class Geolocator:
         ``truth`` (by image file name) is needed by the exclusions of ``config.exclusion``: a photo without
         a truth entry then gets an error instead of a search that might leak.
         """
-        self.config = config or LocateConfig()
+        self.config = config or Config()
         if self.config.exclusion.active and truth is None:
-            raise GeoRagError(
+            raise ConfigError(
                 f"excluding {self.config.exclusion} needs the photos' truth (--truth FILE): their true "
                 "location and author"
             )
@@ -110,23 +70,15 @@ class Geolocator:
             ExcludingSearch(store, self.config.exclusion) if self.config.exclusion.active else None
         )
         check_encoder(store, encoder.model_id, encoder.dim)
-        if self.config.strategy in ("rag", VPR) and llm is None:
-            raise GeoRagError(
-                f"the {self.config.strategy} strategy needs an LLM (--llm triton://... or openai://...); "
+        # Resolved now, so a missing partition is one clear error before any photo, not one per photo.
+        self.strategy = make_strategy(self.config.strategy, store)
+        if self.strategy.needs_llm and llm is None:
+            raise ConfigError(
+                f"the {self.strategy.name} strategy needs an LLM (--llm triton://... or openai://...); "
                 "or use knn"
             )
         self.store, self.encoder, self.llm = store, encoder, llm
-        # Resolved now, so a missing partition is one clear error before any photo, not one per photo.
-        self._vpr: VprRoute | None = None
-        if self.config.strategy == VPR:
-            self._vpr = VprRoute(store, self.config.vpr, excluding=self._excluding)
-
-    @property
-    def _k_near(self) -> int:
-        """Rows the search thread retrieves: the vpr-guided fallback re-ranks ``rerank_k`` of them."""
-        if self._vpr is not None:
-            return max(self.config.k_near, self.config.vpr.rerank_k)
-        return self.config.k_near
+        self._k_near = max(self.config.search.k_near, self.strategy.k_near)
 
     def locate_one(self, path: str | Path) -> Prediction:
         """One photo, through the same stages."""
@@ -142,7 +94,8 @@ class Geolocator:
         retrieved: queue.Queue[Any] = queue.Queue(maxsize=4 * self.encoder.batch_size)
         worker = threading.Thread(target=self._encode_and_search, args=(todo, retrieved, stop), daemon=True)
         worker.start()
-        pool = ThreadPoolExecutor(max_workers=self.config.max_in_flight, thread_name_prefix="georag-llm")
+        in_flight = self.config.llm.concurrency
+        pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="georag-llm")
         pending: deque[Future[Prediction] | Prediction] = deque()
         finished = False
         try:
@@ -159,10 +112,12 @@ class Geolocator:
                     raise item
                 if isinstance(item, Prediction):
                     pending.append(item)
+                elif self.strategy.needs_llm:
+                    pending.append(pool.submit(self._safely, *item))
                 else:
-                    pending.append(self._dispatch(item, pool))
+                    pending.append(self._safely(*item))
                 # Bounded window: wait for the oldest when enough photos are in flight.
-                while pending and (_ready(pending[0]) or len(pending) >= 2 * self.config.max_in_flight):
+                while pending and (_ready(pending[0]) or len(pending) >= 2 * in_flight):
                     yield _result(pending.popleft())
             while pending:
                 yield _result(pending.popleft())
@@ -180,52 +135,61 @@ class Geolocator:
                     worker.join(0.05)
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _dispatch(
-        self, item: tuple[Retrieved, dict[str, float]], pool: ThreadPoolExecutor
-    ) -> Future[Prediction] | Prediction:
-        found, timings = item
-        if self.config.strategy in KNN_MODES:
-            pred = knn_predict(found, self.config.strategy, self.config.knn_k)
-            return _with_evidence(pred, found, timings)
-        route = self._vpr_guided if self._vpr is not None else self._rag
-        return pool.submit(self._safely, route, found, timings)
-
-    def _safely(
-        self,
-        route: Callable[[Retrieved, dict[str, float]], Prediction],
-        found: Retrieved,
-        timings: dict[str, float],
-    ) -> Prediction:
+    def _safely(self, found: Retrieved, path: Path, timings: dict[str, float]) -> Prediction:
         """Runs one photo's route; an unexpected error becomes that photo's error, never the run's end."""
         try:
-            return route(found, timings)
+            return finish(self._route(found, path, timings), found, timings)
         except Exception as exc:  # a client or library bug must cost one photo, not the batch
             log.exception("%s: unexpected error", found.id)
             pred = Prediction(
-                found.id, strategy=self.config.strategy, error=f"internal error: {type(exc).__name__}: {exc}"
+                found.id, strategy=self.strategy.name, error=f"internal error: {type(exc).__name__}: {exc}"
             )
-            return _with_evidence(pred, found, timings)
+            return finish(pred, found, timings)
 
-    def _vpr_guided(self, found: Retrieved, timings: dict[str, float]) -> Prediction:
-        assert self.llm is not None and self._vpr is not None
-        try:
-            image, mime = llm_image(found.path)
-        except ImageLoadError as exc:
-            return _with_evidence(Prediction(found.id, strategy=VPR, error=str(exc)), found, timings)
+    def _route(self, found: Retrieved, path: Path, timings: dict[str, float]) -> Prediction:
+        photo: Photo | None = None
+        if self.strategy.needs_llm:
+            try:
+                photo = llm_photo(_read(path))
+            except ImageLoadError as exc:
+                return Prediction(found.id, strategy=self.strategy.name, error=str(exc))
         truth = self.truth.get(found.id) if self.truth is not None and self._excluding is not None else None
-        pred = self._vpr.predict(found, image, mime, self.llm, self.config.rag, truth)
-        return _with_evidence(pred, found, {**timings, **pred.evidence.pop("timings", {})})
+        route = self.strategy.route(found, photo)
+        return run_route(route, self._ask, lambda s: self._search_within(s, truth), timings)
 
-    def _rag(self, found: Retrieved, timings: dict[str, float]) -> Prediction:
+    def _ask(self, ask: Ask) -> Answers:
+        """The prompts of one round, one after the other on this worker; a failure is that prompt's answer."""
         assert self.llm is not None
-        try:
-            image, mime = llm_image(found.path)
-        except ImageLoadError as exc:
-            return _with_evidence(Prediction(found.id, strategy="rag", error=str(exc)), found, timings)
-        t0 = time.perf_counter()
-        pred = rag_predict(found, image, mime, self.llm, self.config.rag)
-        timings = {**timings, "llm_s": round(time.perf_counter() - t0, 4)}
-        return _with_evidence(pred, found, timings)
+        out: list[Any] = []
+        for prompt in ask.prompts:
+            try:
+                out.append(self.llm.generate(prompt, ask.sampling))
+            except LLMError as exc:
+                out.append(exc)
+        return tuple(out)
+
+    def _search_within(self, search: Search, truth: QueryTruth | None) -> Found:
+        """The top ``search.k`` allowed rows of the ranges. With exclusions it over-fetches (2k + 16,
+        doubling) until k rows are allowed or the whole submap was seen, so the answer is the exact top k
+        allowed."""
+        q = np.ascontiguousarray(np.asarray(search.embedding, dtype=np.float32).reshape(1, -1))
+        k = search.k
+        if self._excluding is None or truth is None:
+            return Found.of(self.store.search(q, k, 0, row_ranges=search.row_ranges))
+        fetch = 2 * k + 16
+        while True:
+            fetch = min(fetch, search.rows)
+            res = self.store.search(q, fetch, 0, row_ranges=search.row_ranges)
+            ids = res.near_ids[0]
+            keep = (ids >= 0) & ~self._excluding.excluded(ids, truth)
+            if int(keep.sum()) >= k or fetch >= search.rows:
+                assert res.near_lat is not None and res.near_lon is not None
+                dropped = int(((ids >= 0) & ~keep).sum())
+                sel = np.flatnonzero(keep)[:k]
+                return Found(
+                    ids[sel], res.near_scores[0][sel], res.near_lat[0][sel], res.near_lon[0][sel], dropped
+                )
+            fetch *= 2
 
     def _encode_and_search(self, paths: list[Path], out: queue.Queue[Any], stop: threading.Event) -> None:
         """Producer thread: encode a batch, search it, hand each photo on (or its error), in input order."""
@@ -256,23 +220,20 @@ class Geolocator:
                                 "no truth for this photo: --exclude-* needs its true location and author"
                             )
                     embeddings, ids = enc.embeddings[keep], [enc.ids[i] for i in keep]
+                    k_far = self.config.search.k_far
                     if self._excluding is None:
-                        res = self.store.search(embeddings, self._k_near, self.config.k_far)
+                        res = self.store.search(embeddings, self._k_near, k_far)
                     else:
                         assert self.truth is not None
                         res, dropped = self._excluding.search(
-                            embeddings, [self.truth[x] for x in ids], self._k_near, self.config.k_far
+                            embeddings, [self.truth[x] for x in ids], self._k_near, k_far
                         )
                         excluded = {x: int(c) for x, c in zip(ids, dropped, strict=True)}
-                    n = res.neighbors
-                    by_name = {p.name: p for p in chunk}
+                    keep_embedding = self.strategy.needs_embedding
                     for i, image_id in enumerate(ids):
-                        found[image_id] = Retrieved(
-                            image_id, by_name[image_id],
-                            n.near_ids[i], n.near_scores[i], res.near_lat[i], res.near_lon[i],
-                            n.far_ids[i], n.far_scores[i], res.far_lat[i], res.far_lon[i],
-                            embeddings[i].copy() if self._vpr is not None else None,
-                        )  # fmt: skip
+                        found[image_id] = res.retrieved(
+                            i, image_id, embeddings[i].copy() if keep_embedding else None
+                        )
                 t2 = time.perf_counter()
                 timings = {
                     "encode_s": round((t1 - t0) / len(chunk), 5),
@@ -281,11 +242,11 @@ class Geolocator:
                 for p in chunk:
                     if p.name in found:
                         extra = {"excluded_rows": excluded[p.name]} if p.name in excluded else {}
-                        item: Any = (found[p.name], {**timings, **extra})
+                        item: Any = (found[p.name], p, {**timings, **extra})
                     else:
                         reason = failed.get(p.name, "not encoded")
                         item = Prediction(
-                            p.name, strategy=self.config.strategy, error=reason, evidence={"timings": timings}
+                            p.name, strategy=self.strategy.name, error=reason, evidence={"timings": timings}
                         )
                     _put(out, item, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
@@ -311,13 +272,6 @@ def _result(p: Future[Prediction] | Prediction) -> Prediction:
     return p if isinstance(p, Prediction) else p.result()
 
 
-def _with_evidence(pred: Prediction, found: Retrieved, timings: dict[str, float]) -> Prediction:
-    timings = dict(timings)
-    extra = {"excluded_rows": int(timings.pop("excluded_rows"))} if "excluded_rows" in timings else {}
-    pred.evidence = {"neighbors": found.evidence(), **extra, **pred.evidence, "timings": timings}
-    return pred
-
-
 def unique_paths(paths: list[Path]) -> list[Path]:
     """The paths with repeats dropped; GeoRagError when two different files share a name (the id)."""
     seen: dict[str, Path] = {}
@@ -336,6 +290,8 @@ def unique_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
-def default_variants(k_near: int, k_far: int) -> tuple[PromptVariant, ...]:
-    """The default prompt: rag with all retrieved references."""
-    return (PromptVariant("rag", k_near, k_far),)
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read {path}: {exc}") from exc

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from georag.errors import GeoRagError
-from georag.locate.prediction import Prediction
+from georag.types import Prediction
 
 log = logging.getLogger(__name__)
 

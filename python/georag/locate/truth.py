@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from georag.datasets import ColumnMap, read_dataset
 from georag.locate.exclusion import QueryTruth
-from georag.store.readers import ColumnMap, read_dataset
 
 
 def load_truth(path: Path, format: str, columns: ColumnMap | None = None) -> dict[str, QueryTruth]:
-    """``{file name: QueryTruth}`` from a benchmark's metadata, read by `georag.store.readers`.
+    """``{file name: QueryTruth}`` from a benchmark's metadata, read by `georag.datasets`.
 
     Keys are both the dataset's image id and the file name of its image (OSV-5M ids name ``{id}.jpg``), so
     a photo matches whichever its file is called.

@@ -14,13 +14,11 @@ import numpy.typing as npt
 
 from georag.errors import MissingDependencyError
 from georag.search.core_backed import CoreBacked
-from georag.search.neighbors import Neighbors, RawResult
-from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 _REBUILD = "rebuild with a CUDA toolkit: GEORAG_CUDA=ON pip install ."
 
 
-def _cuda_core() -> ModuleType:
+def cuda_core() -> ModuleType:
     """Returns ``georag._core`` when it has the CUDA variant and sees a device, else raises.
 
     Raises MissingDependencyError when the extension was built without CUDA or no device is usable.
@@ -49,8 +47,11 @@ class CudaFlatIndex(CoreBacked):
     within float rounding may swap places.
 
     Raises MissingDependencyError when ``georag._core`` was built without CUDA or no device is
-    usable.
+    usable. ``search`` and ``search_raw`` take one tuning keyword, ``tile_rows`` (rows per device
+    tile; default 0, automatic).
     """
+
+    tuning_keywords = ("tile_rows",)
 
     def __init__(
         self,
@@ -60,7 +61,7 @@ class CudaFlatIndex(CoreBacked):
         device: int = 0,
     ) -> None:
         """Builds the index from an (N, d) float32 array on CUDA device ``device``."""
-        core = _cuda_core()
+        core = cuda_core()
         self._core = core.CudaFlatIndex(vectors, normalize=normalize, device=device)
 
     @property
@@ -70,37 +71,3 @@ class CudaFlatIndex(CoreBacked):
 
     def __repr__(self) -> str:
         return f"CudaFlatIndex(ntotal={self.ntotal}, dim={self.dim}, device={self.device})"
-
-    def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        k_near: int = 16,
-        k_far: int = 16,
-        *,
-        row_ranges: RowRanges | None = None,
-    ) -> Neighbors:
-        """Returns the ``k_near`` most and ``k_far`` least similar rows for each (B, d) query.
-
-        Same arguments, results and errors as :meth:`georag.search.flat.FlatIndex.search`.
-        """
-        return Neighbors(*self.search_raw(queries, k_near, k_far, row_ranges=row_ranges)[:4])
-
-    def search_raw(
-        self,
-        queries: npt.NDArray[np.float32],
-        k_near: int = 16,
-        k_far: int = 16,
-        *,
-        row_ranges: RowRanges | None = None,
-        tile_rows: int = 0,
-    ) -> RawResult:
-        """``search`` with the device tile width exposed (0 = automatic); the last item is 0."""
-        check_k(k_near, "k_near")
-        check_k(k_far, "k_far")
-        return self._core.search(
-            queries,
-            k_near=k_near,
-            k_far=k_far,
-            row_ranges=as_row_ranges(row_ranges),
-            tile_rows=tile_rows,
-        )

@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.errors import GeoRagError, MissingDependencyError
-from georag.search.neighbors import Neighbors
+from georag.search.protocol import IndexBase, Queries, Ranges
 from georag.search.rows import RowSource
-from georag.search.validate import RowRanges, as_row_ranges, check_k
+from georag.types import Neighbors
 
 _FAISS_MISSING = "faiss is not installed: pip install faiss-cpu (or faiss-gpu for CUDA)"
 _CHUNK_ROWS = 1 << 14  # rows checked, normalized and added per step (the build never copies all)
@@ -36,7 +36,7 @@ def _faiss() -> ModuleType:
     return faiss
 
 
-class FaissIndex:
+class FaissIndex(IndexBase):
     """Nearest and farthest search by cosine similarity over a faiss ``index_factory`` index.
 
     The index uses the inner-product metric on L2-normalized rows: the (N, d) float32 database is
@@ -55,6 +55,9 @@ class FaissIndex:
     ``use_gpu=True`` moves the index to GPU 0 before training and needs faiss-gpu (otherwise
     MissingDependencyError). That path has NOT been run on a GPU; faiss may refuse
     ``row_ranges`` on GPU indexes.
+
+    ``search`` follows `georag.search.protocol.Index` and takes no tuning keyword; its ``row_ranges``,
+    merged, become one faiss ``IDSelectorRange`` (one range) or an ``IDSelectorBitmap`` (several).
     """
 
     def __init__(
@@ -129,48 +132,30 @@ class FaissIndex:
         """The underlying faiss index (inner-product metric over the normalized rows)."""
         return self._index
 
-    def __len__(self) -> int:
-        return self.ntotal
-
     def __repr__(self) -> str:
         return f"FaissIndex(factory={self.factory!r}, ntotal={self.ntotal}, dim={self.dim})"
 
-    def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        k_near: int = 16,
-        k_far: int = 16,
-        *,
-        row_ranges: RowRanges | None = None,
+    def _search(
+        self, queries: Queries, k_near: int, k_far: int, ranges: Ranges, tuning: dict[str, int]
     ) -> Neighbors:
-        """Returns the ``k_near`` most and ``k_far`` least similar rows for each (B, d) query.
-
-        Same contract as :meth:`FlatIndex.search`: ``row_ranges`` restricts the search to the
-        union of these [start, end) row ranges (one merged range becomes a faiss
-        ``IDSelectorRange``, several an ``IDSelectorBitmap``); a restriction that selects no row
-        is a ValueError. Raises TypeError for a non-float32 array and ValueError for a wrong shape
-        or dimension, a non-finite or zero-norm query, or k < 0.
-        """
         _check_matrix(queries, "queries")
         if queries.shape[1] != self._dim:
             raise ValueError(
                 f"queries have dimension {queries.shape[1]} but the index has dimension {self._dim}"
             )
-        check_k(k_near, "k_near")
-        check_k(k_far, "k_far")
-        ranges = _merged_ranges(as_row_ranges(row_ranges), self.ntotal)
-        b, k = queries.shape[0], max(int(k_near), int(k_far))
+        merged = _merged_ranges(ranges, self.ntotal)
+        b, k = queries.shape[0], max(k_near, k_far)
         q = queries * _inverse_norms(queries, "query", 0)[:, None]
         if b == 0 or k == 0 or self.ntotal == 0:
             ids = np.full((2 * b, k), -1, dtype=np.int64)
             scores = np.full((2 * b, k), np.nan, dtype=np.float32)
         else:
-            scores, ids = self._search(np.concatenate([q, -q]), k, ranges)
+            scores, ids = self._faiss_search(np.concatenate([q, -q]), k, merged)
         near_ids, near_scores = _ordered(ids[:b, :k_near], scores[:b, :k_near], descending=True)
         far_ids, far_scores = _ordered(ids[b:, :k_far], -scores[b:, :k_far], descending=False)
         return Neighbors(near_ids, near_scores, far_ids, far_scores)
 
-    def _search(
+    def _faiss_search(
         self, x: npt.NDArray[np.float32], k: int, ranges: list[tuple[int, int]] | None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         if ranges is None:

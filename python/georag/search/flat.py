@@ -10,8 +10,6 @@ import numpy.typing as npt
 
 from georag import _core
 from georag.search.core_backed import CoreBacked
-from georag.search.neighbors import Neighbors, RawResult
-from georag.search.validate import RowRanges, as_row_ranges, check_k
 
 _Index = TypeVar("_Index", bound="FlatIndex")
 
@@ -42,7 +40,14 @@ class FlatIndex(CoreBacked):
     Results are deterministic for a given input and independent of the thread count: tile bounds do not
     depend on it and candidates are ordered by (score, id). The GIL is released during a search, and
     several threads may search one index concurrently.
+
+    ``search`` (the `georag.search.protocol.Index` contract; RuntimeError while the index is incomplete) and
+    ``search_raw`` take three tuning keywords: ``num_threads`` (worker threads of this call; default the
+    index's ``num_threads``), ``blas_min_batch`` (default 256) and ``tile_rows`` (rows per tile; default 0,
+    automatic).
     """
+
+    tuning_keywords = ("num_threads", "blas_min_batch", "tile_rows")
 
     def __init__(
         self,
@@ -128,51 +133,6 @@ class FlatIndex(CoreBacked):
     def vectors(self) -> npt.NDArray[np.float32]:
         """A read-only (filled, d) view of the stored rows (normalized unless built with normalize=False)."""
         return self._core.vectors()
-
-    def search(
-        self,
-        queries: npt.NDArray[np.float32],
-        k_near: int = 16,
-        k_far: int = 16,
-        *,
-        row_ranges: RowRanges | None = None,
-        num_threads: int | None = None,
-    ) -> Neighbors:
-        """Returns the ``k_near`` most and ``k_far`` least similar rows for each of the (B, d) queries.
-
-        ``row_ranges``: restrict the search to the union of these [start, end) row ranges (a submap whose
-        rows the store keeps contiguous); any order, overlaps merged; a restriction that selects no row is a
-        ValueError, not an empty answer. When fewer than k rows are searchable, each result row is padded with
-        id -1 and score NaN. Raises TypeError for a non-float32 array and ValueError for a wrong shape or
-        dimension, a non-finite or zero-norm query, or k < 0; RuntimeError while the index is incomplete.
-        """
-        return Neighbors(
-            *self.search_raw(queries, k_near, k_far, row_ranges=row_ranges, num_threads=num_threads)[:4]
-        )
-
-    def search_raw(
-        self,
-        queries: npt.NDArray[np.float32],
-        k_near: int = 16,
-        k_far: int = 16,
-        *,
-        row_ranges: RowRanges | None = None,
-        num_threads: int | None = None,
-        blas_min_batch: int = 256,
-        tile_rows: int = 0,
-    ) -> RawResult:
-        """``search`` with the tuning knobs exposed; also returns the scratch bytes the search allocated."""
-        check_k(k_near, "k_near")
-        check_k(k_far, "k_far")
-        return self._core.search(
-            queries,
-            k_near=k_near,
-            k_far=k_far,
-            row_ranges=as_row_ranges(row_ranges),
-            num_threads=0 if num_threads is None else num_threads,
-            blas_min_batch=blas_min_batch,
-            tile_rows=tile_rows,
-        )
 
 
 def _float32_rows(chunk: npt.ArrayLike, d: int, what: str) -> npt.NDArray[np.float32]:

@@ -4,10 +4,10 @@ The same `georag.serving.pipeline.Pipeline` as the Triton model, with the same l
 the encoded photo (refused with 413 past ``max_image_bytes`` before it is all read), the query string
 carries the parameters `georag.serving.params.parse_params` checks, and the deadline counts from arrival.
 
-Admission comes before the body is read: the server holds at most ``max_in_flight + max_queue`` requests
+Admission comes before the body is read: the server holds at most ``max_requests + max_queue`` requests
 (uploading, waiting for a slot, or running), and one arriving beyond that is refused (503) at once, its
 body unread, so the limits bound memory and slow uploads too. An admitted request reads its body, then
-waits for one of the ``max_in_flight`` slots within its deadline and runs the pipeline.
+waits for one of the ``max_requests`` slots within its deadline and runs the pipeline.
 
 Status codes (error body ``{"error": MESSAGE, "code": INVALID_ARG | UNAVAILABLE | INTERNAL}``, MESSAGE
 free of paths and addresses): 400 a bad request (image, parameters, or a strategy this server cannot
@@ -24,14 +24,14 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from georag.errors import MissingDependencyError
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout, public_message
-from georag.serving.params import KEYS, STRATEGIES, parse_params
+from georag.serving.params import KEYS, parse_params
 from georag.serving.pipeline import Pipeline, result_json
 
 if TYPE_CHECKING:  # fastapi is imported when an app is made; FastAPI reads the routes' annotations then
@@ -68,13 +68,13 @@ class _HungUp(BadRequest):
 class _State:
     """What the routes share: readiness and the admission limits."""
 
-    max_in_flight: int
+    max_requests: int
     max_queue: int
     ready: bool = False
     held: int = 0
     """Requests admitted and not yet answered: uploading, waiting for a slot, or running."""
     slots: asyncio.Semaphore | None = None
-    """The ``max_in_flight`` pipeline slots; made at startup, on the serving event loop."""
+    """The ``max_requests`` pipeline slots; made at startup, on the serving event loop."""
 
 
 def require_fastapi(*, server: bool = False) -> None:
@@ -94,21 +94,17 @@ def require_fastapi(*, server: bool = False) -> None:
 def create_app(
     pipeline: Pipeline,
     *,
-    max_in_flight: int = 64,
-    max_queue: int = 256,
     on_close: Callable[[], Any] | None = None,
-    default_strategy: str = "rag",
-    strategies: Collection[str] = STRATEGIES,
     family: str | None = None,
 ) -> "FastAPI":
     """The HTTP app serving ``pipeline``: POST /v1/locate, GET /v1/info, /health/live, /health/ready.
 
-    ``max_in_flight``: pipeline runs at once (default 64); ``max_queue``: requests allowed to wait beyond
-    those (default 256): the server holds at most ``max_in_flight + max_queue`` requests, uploads
-    included, and answers 503 at once beyond that. ``on_close``: called at shutdown, after readiness
-    turned 503 (e.g. `LocalSteps.close`). ``default_strategy``: the strategy of a request naming none
-    (default "rag"); ``strategies``: those this server answers (default all; a server without an LLM
-    passes knn and knn-medoid, and a request for rag gets 400). ``family``: the chat format the LLM is
+    The limits are the pipeline's ``config.serve``: ``max_requests`` pipeline runs at once, ``max_queue``
+    requests allowed to wait beyond those: the server holds at most ``max_requests + max_queue`` requests,
+    uploads included, and answers 503 at once beyond that. ``on_close``: called at shutdown, after
+    readiness turned 503 (e.g. `LocalSteps.close`). The strategies served are the pipeline's (a server
+    without an LLM answers knn and knn-medoid, and a request for rag gets 400); a request naming none gets
+    ``config.strategy.name`` if served, else the first served one. ``family``: the chat format the LLM is
     driven with, as /v1/info reports it (default None: no LLM, or an openai:// server applying its own).
     MissingDependencyError without FastAPI.
     """
@@ -116,21 +112,20 @@ def create_app(
     from fastapi import FastAPI, Request, Response
     from starlette.exceptions import HTTPException
 
-    if max_in_flight < 1 or max_queue < 0:
-        raise ValueError("max_in_flight must be >= 1 and max_queue >= 0")
-    unknown = sorted(set(strategies) - set(STRATEGIES)) + (
-        [default_strategy] if default_strategy not in strategies else []
-    )
-    if unknown:
-        raise ValueError(f"unknown or unserved strategy {unknown}; known: {', '.join(STRATEGIES)}")
-    state = _State(max_in_flight, max_queue)
-    cfg = pipeline.config
+    config = pipeline.config
+    cfg = config.serve
+    max_requests, max_queue = cfg.max_requests, cfg.max_queue
+    strategies = pipeline.strategies
+    if not strategies:
+        raise ValueError("the pipeline serves no strategy")
+    default_strategy = config.strategy.name if config.strategy.name in strategies else strategies[0]
+    state = _State(max_requests, max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.slots = asyncio.Semaphore(max_in_flight)  # bound to this (the serving) event loop
+        state.slots = asyncio.Semaphore(max_requests)  # bound to this (the serving) event loop
         state.ready = True
-        log.info("georag serve: ready (%d in flight, %d waiting at most)", max_in_flight, max_queue)
+        log.info("georag serve: ready (%d in flight, %d waiting at most)", max_requests, max_queue)
         try:
             yield
         finally:
@@ -164,7 +159,9 @@ def create_app(
                 allow_test_markers=cfg.allow_test_markers,
             )
             if params.strategy not in strategies:
-                why = "needs an LLM and this server has none" if params.strategy == "rag" else "is not served"
+                why = "is not served here"
+                if params.strategy in ("rag", "vpr-guided") and "rag" not in strategies:
+                    why = "needs an LLM and this server has none"
                 raise BadRequest(f"strategy {params.strategy} {why}; ask for {' or '.join(strategies)}")
             _check_length(request, cfg.max_image_bytes)
             with _admitted(state):  # before the body is read: a full server reads none of it
@@ -185,16 +182,16 @@ def create_app(
         """What this server answers with (no paths or addresses)."""
         return {
             "family": family,
-            "k_near": cfg.k_near,
-            "k_far": cfg.k_far,
-            "variants": [str(v) for v in cfg.variants],
-            "sampling": asdict(cfg.sampling),
+            "k_near": config.search.k_near,
+            "k_far": config.search.k_far,
+            "variants": [str(v) for v in config.strategy.rag.variants],
+            "sampling": asdict(config.strategy.rag.sampling),
             "strategies": list(strategies),
             "default_strategy": default_strategy,
             "max_image_bytes": cfg.max_image_bytes,
             "deadline_s": cfg.deadline_s,
             "llm_timeout_s": cfg.llm_timeout_s,
-            "max_in_flight": max_in_flight,
+            "max_requests": max_requests,
             "max_queue": max_queue,
         }
 
@@ -254,12 +251,12 @@ def _check_length(request: "Request", cap: int) -> None:
 @contextmanager
 def _admitted(state: _State) -> Iterator[None]:
     """Counts the request as held while it uploads, waits and runs; refuses it (503) at once where the
-    server already holds ``max_in_flight + max_queue``."""
-    limit = state.max_in_flight + state.max_queue
+    server already holds ``max_requests + max_queue``."""
+    limit = state.max_requests + state.max_queue
     if state.held >= limit:
         raise _Busy(
             f"the server is busy: it already holds {state.held} of at most {limit} requests "
-            f"({state.max_in_flight} running + {state.max_queue} waiting)"
+            f"({state.max_requests} running + {state.max_queue} waiting)"
         )
     state.held += 1
     try:
@@ -296,7 +293,7 @@ async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
 
 @asynccontextmanager
 async def _slot(slots: asyncio.Semaphore, left_s: float) -> AsyncIterator[None]:
-    """Holds one of the ``max_in_flight`` slots, waiting for one at most ``left_s`` (then refused, 503)."""
+    """Holds one of the ``max_requests`` slots, waiting for one at most ``left_s`` (then refused, 503)."""
     if slots.locked():
         try:
             await asyncio.wait_for(slots.acquire(), max(left_s, 0.001))

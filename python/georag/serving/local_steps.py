@@ -26,13 +26,14 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from georag.config import Sampling
 from georag.encoder.backends.base import Backend
 from georag.errors import LLMError
-from georag.llm.client import Completion, LLMClient, Prompt, Sampling
+from georag.llm.client import LLMClient
 from georag.serving.errors import StepFailed
-from georag.serving.pipeline import NeighbourArrays
 from georag.serving.retrieval import search_one
 from georag.store.store import GeoStore
+from georag.types import Completion, Neighbors, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ class LocalSteps:
         store: GeoStore,
         llm: LLMClient | None,
         *,
-        k_near: int = 16,
-        k_far: int = 16,
-        index: str | None = None,
         llm_threads: int = 64,
     ) -> None:
         if backend.dim != store.dim:
@@ -60,7 +58,6 @@ class LocalSteps:
         if llm_threads < 1:
             raise ValueError(f"llm_threads must be >= 1, got {llm_threads}")
         self.backend, self.store, self.llm = backend, store, llm
-        self.k_near, self.k_far, self.index = k_near, k_far, index
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="georag-encoder")
         self._search = ThreadPoolExecutor(1, thread_name_prefix="georag-search")
         self._llm_pool = ThreadPoolExecutor(llm_threads, thread_name_prefix="georag-llm")
@@ -70,11 +67,18 @@ class LocalSteps:
         out = await _run(self._encoder, lambda: self.backend.embed(pixels[None]))
         return np.asarray(out[0], dtype=np.float32)
 
-    async def retrieve(self, embedding: npt.NDArray[np.float32]) -> NeighbourArrays:
-        """(d,) raw embedding -> its k_near nearest and k_far farthest store rows (BadRequest for a NaN,
-        infinite or all-zero embedding, as the Triton retrieval model answers)."""
+    async def retrieve(
+        self,
+        embedding: npt.NDArray[np.float32],
+        k_near: int,
+        k_far: int,
+        row_ranges: npt.NDArray[np.int64] | None = None,
+    ) -> Neighbors:
+        """(d,) raw embedding -> its k_near nearest and k_far farthest store rows, within ``row_ranges``
+        when given (BadRequest for a NaN, infinite or all-zero embedding, as the Triton retrieval model
+        answers). The store's own index searches (`GeoStore.open(..., index=...)`)."""
         return await _run(
-            self._search, lambda: search_one(self.store, embedding, self.k_near, self.k_far, self.index)
+            self._search, lambda: search_one(self.store, embedding, k_near, k_far, row_ranges)
         )
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:

@@ -8,10 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from georag.config import STRATEGY_NAMES, PromptVariant, parse_variants
 from georag.errors import GeoRagError
-from georag.llm.prompts import PromptVariant, parse_variants
 from georag.serving.errors import BadRequest
-from georag.strategies.knn import KNN_MODES
 
 MAX_PARAMETERS_BYTES = 4096
 """Longest parameters JSON accepted (default 4 KiB); a few short fields need far less."""
@@ -19,8 +18,8 @@ MAX_SAMPLES = 16
 """Most answers one request may ask the LLM for per prompt variant (default 16)."""
 MAX_VARIANTS = 4
 """Most prompt variants per request (default 4: G3's 0 / 5 / 10 / 15 references)."""
-STRATEGIES = ("rag", *KNN_MODES)
-"""Routes a request may ask for: "rag" (default), "knn", "knn-medoid"."""
+STRATEGIES = STRATEGY_NAMES
+"""Routes a request may ask for: "rag" (default), "knn", "knn-medoid", "vpr-guided" (where served)."""
 
 KEYS = ("id", "strategy", "samples", "variants", "seed", "temperature", "test_marker")
 """The keys a request's parameters may hold (test_marker only where the config allows test markers)."""
@@ -36,7 +35,7 @@ class RequestParams:
     """A label echoed in the result (a file name or client id, 128 safe characters at most); default
     "request"."""
     strategy: str = "rag"
-    """"rag", "knn" or "knn-medoid"; default rag."""
+    """"rag", "knn", "knn-medoid" or "vpr-guided"; default rag."""
     samples: int | None = None
     """Answers per prompt variant; default None (the model's configured count)."""
     variants: tuple[PromptVariant, ...] | None = None

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from georag.config import Sampling, parse_variants
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
-from georag.llm.client import Completion, Prompt, Sampling
-from georag.llm.prompts import parse_variants
 from georag.llm.triton_client import VllmRequest
 from georag.serving.errors import ServingError, StepFailed, public_message
 from georag.serving.pipeline import NeighbourArrays, PipelineConfig
 from georag.serving.retrieval import NEIGHBOUR_OUTPUTS
+from georag.types import Completion, Prompt
 
 log = logging.getLogger(__name__)
 

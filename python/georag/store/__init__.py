@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from georag.datasets import FORMATS, ColumnMap, read_dataset
 from georag.store.build import BuildReport, BuildRequest, build_source
-from georag.store.readers import FORMATS, ColumnMap, read_dataset
 from georag.store.store import GeoStore, StoreNeighbors
 
 __all__ = [

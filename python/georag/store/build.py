@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from georag.datasets import ColumnMap, DatasetRecords, read_dataset
 from georag.errors import StoreError
 from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_jsonl, write_npy
 from georag.store.manifest import DTYPES, MANIFEST, FileEntry, Manifest, ShardInfo, SourceInfo, check_name
 from georag.store.metadata import shard_table, to_parquet_bytes
-from georag.store.readers import ColumnMap, DatasetRecords, read_dataset
 from georag.store.writing import is_leftover_only, remove_leftovers, store_lock
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class BuildRequest:
     store: Path
     """The store directory (created by a build, must exist for an add)."""
     dataset: str
-    """Reader format (see `georag.store.readers.FORMATS`)."""
+    """Reader format (see `georag.datasets.FORMATS`)."""
     metadata: Path
     """The dataset's metadata file."""
     encoder: str

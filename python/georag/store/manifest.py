@@ -71,7 +71,7 @@ class SourceInfo:
     name: str
     """Unique name in the store, e.g. "mp16" or "osv5m"; default: the dataset format."""
     format: str
-    """The dataset reader used (see `georag.store.readers.FORMATS`)."""
+    """The dataset reader used (see `georag.datasets.FORMATS`)."""
     metadata_path: str
     """The metadata file it was read from (absolute, as given)."""
     metadata_sha256: str

@@ -15,10 +15,10 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from georag.errors import GeoRagError, StoreError
-from georag.search.neighbors import Neighbors
 from georag.store.files import quick_fingerprint, sha256_file
 from georag.store.manifest import Manifest
 from georag.store.metadata import empty_table, read_checked
+from georag.types import Neighbors
 
 if TYPE_CHECKING:
     from georag.search.faiss_index import FaissIndex

@@ -1,3 +1,1 @@
-"""Strategies: routes through the parts (knn: retrieval only; rag: retrieval-augmented LLM)."""
-
-from __future__ import annotations
+"""Strategies: pure routes from retrieved evidence to a Prediction (rag, knn, knn-medoid, vpr-guided)."""

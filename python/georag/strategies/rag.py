@@ -1,69 +1,58 @@
-"""The RAG route (Bicakci et al.; Img2Loc): the LLM sees neighbours' coordinates; parse; pick the medoid."""
+"""The RAG route (Bicakci et al.; Img2Loc): the LLM sees neighbors' coordinates; parse; pick the medoid."""
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from georag.errors import LLMError
-from georag.llm.client import LLMClient, Sampling
+from georag.config import RagConfig
+from georag.geo.select import agreement, medoid
 from georag.llm.parse import parse_coordinates
-from georag.llm.prompts import PromptVariant, build_prompt
-from georag.locate.prediction import Prediction
+from georag.llm.prompts import build_prompt
 from georag.strategies.knn import as_fallback
-from georag.strategies.retrieved import Retrieved
-from georag.strategies.select import agreement, medoid
-
-log = logging.getLogger(__name__)
+from georag.strategies.route import Answers, Ask, Route
+from georag.types import Completion, Photo, Prediction, Prompt, Retrieved
 
 
-@dataclass(frozen=True)
-class RagConfig:
-    """How the RAG route asks and chooses."""
-
-    variants: tuple[PromptVariant, ...] = (PromptVariant("rag", 16, 16),)
-    """Prompt variants, each one request; default one, rag:16:16."""
-    sampling: Sampling = field(default_factory=lambda: Sampling(n=5))
-    """Sampling per request; default 5 answers at temperature 0.7 (the candidates of the medoid)."""
-    with_neighbors: bool = False
-    """Also weigh the top-k similar neighbours' coordinates into the medoid (the answer is still one of the
-    LLM's candidates); default False."""
-
-
-def rag_predict(item: Retrieved, image: bytes, image_mime: str, llm: LLMClient, cfg: RagConfig) -> Prediction:
-    """Asks ``llm`` every variant for ``item``, parses every answer, and picks the geodesic medoid.
-
-    Candidates are the parsed answers of all variants and samples. Confidence = the share of all requested
-    samples that answered within 100 km of the pick. When no answer parses (refusals, garbage, every
-    request failed), the prediction falls back to the top-1 neighbour and says so in ``fallback``.
-    """
-    answers: list[dict[str, Any]] = []
-    cand_lat: list[float] = []
-    cand_lon: list[float] = []
-    errors: list[str] = []
-    t0 = time.perf_counter()
-    for variant in cfg.variants:
-        prompt = build_prompt(
+def rag_route(item: Retrieved, image: Photo, cfg: RagConfig) -> Route:
+    """Asks every variant for ``item`` at once, then chooses (`rag_choose`)."""
+    prompts = tuple(
+        build_prompt(
             variant,
-            image,
+            image.data,
             near_lat=item.near_lat,
             near_lon=item.near_lon,
             far_lat=item.far_lat,
             far_lon=item.far_lon,
-            image_mime=image_mime,
+            image_mime=image.mime,
         )
-        try:
-            done = llm.generate(prompt, cfg.sampling)
-        except LLMError as exc:
-            errors.append(f"{variant}: {exc}")
+        for variant in cfg.variants
+    )
+    answers = yield Ask(prompts, cfg.sampling)
+    return rag_choose(item, prompts, answers, cfg)
+
+
+def rag_choose(item: Retrieved, prompts: tuple[Prompt, ...], answers: Answers, cfg: RagConfig) -> Prediction:
+    """Parses every answer and picks the geodesic medoid of the coordinates they state.
+
+    Candidates are the parsed answers of all variants and samples. Confidence = the share of all requested
+    samples that answered within 100 km of the pick. When no answer parses (refusals, garbage, every
+    request failed), the prediction falls back to the top-1 neighbor and says so in ``fallback``.
+    """
+    records: list[dict[str, Any]] = []
+    cand_lat: list[float] = []
+    cand_lon: list[float] = []
+    errors: list[str] = []
+    seconds = 0.0
+    for variant, prompt, done in zip(cfg.variants, prompts, answers, strict=True):
+        if not isinstance(done, Completion):
+            errors.append(f"{variant}: {done}")
             continue
+        seconds = max(seconds, done.seconds)
         for text in done.texts:
             coords = parse_coordinates(text, prompt=prompt.user)
-            answers.append(
+            records.append(
                 {
                     "variant": str(variant),
                     "text": text,
@@ -77,15 +66,15 @@ def rag_predict(item: Retrieved, image: bytes, image_mime: str, llm: LLMClient, 
     asked = len(cfg.variants) * cfg.sampling.n
     evidence: dict[str, Any] = {
         "variants": [str(v) for v in cfg.variants],
-        "answers": answers,
+        "answers": records,
         "llm_errors": errors,
-        "llm_seconds": round(time.perf_counter() - t0, 4),
+        "llm_seconds": round(seconds, 4),
     }
     if not cand_lat:
         reason = (
             f"every LLM request failed ({errors[0]})"
-            if errors and not answers
-            else f"none of the {len(answers)} LLM answers stated coordinates"
+            if errors and not records
+            else f"none of the {len(records)} LLM answers stated coordinates"
         )
         pred = as_fallback(item, reason, "rag")
         pred.evidence.update(evidence)
@@ -106,3 +95,21 @@ def rag_predict(item: Retrieved, image: bytes, image_mime: str, llm: LLMClient, 
         strategy="rag",
         evidence=evidence,
     )
+
+
+class Rag:
+    """The rag strategy."""
+
+    name = "rag"
+    needs_llm = True
+    needs_embedding = False
+
+    def __init__(self, config: RagConfig) -> None:
+        self.config = config
+        self.k_near = max(v.k_near for v in config.variants)
+
+    def route(self, item: Retrieved, image: Photo | None) -> Route:
+        """Ask, parse, choose."""
+        if image is None:
+            raise ValueError("the rag route needs the photo")
+        return rag_route(item, image, self.config)

@@ -28,8 +28,8 @@ Per photo:
    dissimilar set comes from the global search) and the RAG route answers (strategy ``vpr-guided+rag``,
    its own confidence); when none of its answers parses, the best re-ranked candidate stands.
 
-Exclusions (`georag.locate.exclusion`) apply inside the submap too: the restricted search over-fetches and
-drops excluded rows until it holds ``rerank_k`` allowed rows or has seen the whole submap.
+The route does no I/O: it yields the prior request and the submap search (`georag.strategies.route`); the
+driver answers them, applying its exclusions (`georag.locate.exclusion`) inside the submap too.
 """
 
 from __future__ import annotations
@@ -37,23 +37,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError
+from georag.config import RagConfig, VprConfig
+from georag.errors import ConfigError, GeoRagError
 from georag.geo.coords import haversine_km
-from georag.llm.client import LLMClient, Sampling
-from georag.llm.prior import Prior, ask_prior
-from georag.locate.prediction import Prediction
-from georag.strategies.rag import RagConfig, rag_predict
-from georag.strategies.retrieved import Retrieved
+from georag.llm.prior import build_prior_prompt
+from georag.strategies.prior import Prior, prior_of
+from georag.strategies.rag import rag_route
+from georag.strategies.route import Ask, Found, Route, Search
+from georag.types import Photo, Prediction, Retrieved
 
 if TYPE_CHECKING:
-    from georag.locate.exclusion import ExcludingSearch, QueryTruth
-    from georag.store.store import GeoStore
     from georag.store.submaps import Submaps
 
 log = logging.getLogger(__name__)
@@ -61,34 +60,6 @@ log = logging.getLogger(__name__)
 VPR = "vpr-guided"
 HALF_CIRCUMFERENCE_KM = 20037.5
 """Half the Earth's (equatorial) circumference: the distance that maps to 1 in the re-ranking score."""
-
-
-@dataclass(frozen=True)
-class VprConfig:
-    """How the vpr-guided route asks for its prior, restricts the search and re-ranks."""
-
-    submap_by: str = "country"
-    """The store's submap partition to restrict to: "country" (default) or a k-means one ("kmeans100")."""
-    clusters: int = 1
-    """k-means partitions: how many clusters nearest to the prior are searched (their union); default 1."""
-    min_submap_rows: int = 100
-    """A submap with fewer rows is not trusted: the global search stands in; default 100."""
-    rerank_k: int = 16
-    """Visual candidates retrieved and re-ranked; default 16."""
-    prior_weight: float = 0.5
-    """w in [0, 1] of the re-ranking score (0: retrieval order, 1: nearest to the prior); default 0.5."""
-    sampling: Sampling = field(default_factory=lambda: Sampling(n=5))
-    """Sampling of the prior request; default 5 samples at temperature 0.7 (they vote)."""
-    hybrid: bool = False
-    """Hand the re-ranked candidates to the RAG prompt as its similar set; default False."""
-
-    def __post_init__(self) -> None:
-        if not self.submap_by:
-            raise GeoRagError("submap_by must name a submap partition of the store (e.g. country)")
-        if self.clusters < 1 or self.min_submap_rows < 1 or self.rerank_k < 1:
-            raise GeoRagError("clusters, min_submap_rows and rerank_k must be >= 1")
-        if not 0.0 <= self.prior_weight <= 1.0:
-            raise GeoRagError(f"prior_weight must lie in [0, 1], got {self.prior_weight}")
 
 
 def rerank_scores(cos: npt.ArrayLike, distance_km: npt.ArrayLike, weight: float) -> npt.NDArray[np.float64]:
@@ -128,37 +99,63 @@ class SubmapChoice:
         return out
 
 
-class VprRoute:
-    """The vpr-guided route over one store; resolved once (the partition is checked up front)."""
+class SubmapSource(Protocol):
+    """Where the route finds its partition (a `GeoStore` is one)."""
 
-    def __init__(
-        self, store: GeoStore, config: VprConfig, *, excluding: ExcludingSearch | None = None
-    ) -> None:
-        """Raises GeoRagError when the store has no usable partition ``config.submap_by``."""
-        self.store, self.config, self.excluding = store, config, excluding
+    @property
+    def path(self) -> Any:
+        """Shown in messages."""
+        ...
+
+    @property
+    def ntotal(self) -> int:
+        """Rows of the whole store."""
+        ...
+
+    def submap_names(self) -> list[str]:
+        """The partitions the store has."""
+        ...
+
+    def submaps(self, name: str) -> Submaps:
+        """The partition ``name``."""
+        ...
+
+
+class VprGuided:
+    """The vpr-guided strategy over one store's partition; resolved once (the partition is checked up front)."""
+
+    name = VPR
+    needs_llm = True
+    needs_embedding = True
+
+    def __init__(self, config: VprConfig, rag: RagConfig, store: SubmapSource) -> None:
+        """Raises ConfigError when the store has no usable partition ``config.submap_by``."""
+        self.config, self.rag, self.ntotal = config, rag, store.ntotal
+        self.k_near = config.rerank_k
         name = config.submap_by
-        if name not in store.manifest.submaps:
-            have = sorted(store.manifest.submaps) or "none"
-            raise GeoRagError(
-                f"{store.path} has no submap partition {name!r} for --submap-by (it has {have}); make one "
-                f"with `georag index submaps {store.path} --by country` or `--by kmeans --k 100`"
+        have = store.submap_names()
+        if name not in have:
+            raise ConfigError(
+                f"{store.path} has no submap partition {name!r} for --submap-by (it has "
+                f"{sorted(have) or 'none'}); make one with `georag index submaps {store.path} --by country` "
+                "or `--by kmeans --k 100`"
             )
         self.submaps: Submaps = store.submaps(name)
         scheme = self.submaps.scheme
         if scheme == "country":
             if config.clusters != 1:
-                raise GeoRagError(
+                raise ConfigError(
                     f"--clusters picks k-means clusters; partition {name!r} is by country (use --clusters 1)"
                 )
         elif scheme == "kmeans":
             if self.submaps.centroids is None:
-                raise GeoRagError(f"k-means partition {name!r} has no cluster centres; recompute it")
+                raise ConfigError(f"k-means partition {name!r} has no cluster centres; recompute it")
             if config.clusters > len(self.submaps):
-                raise GeoRagError(
+                raise ConfigError(
                     f"--clusters {config.clusters} but partition {name!r} has {len(self.submaps)} clusters"
                 )
         else:
-            raise GeoRagError(f"partition {name!r} is by {scheme!r}; vpr-guided needs country or kmeans")
+            raise ConfigError(f"partition {name!r} is by {scheme!r}; vpr-guided needs country or kmeans")
         self._names = frozenset(self.submaps.names)
 
     def choose(self, prior: Prior) -> SubmapChoice:
@@ -205,64 +202,27 @@ class VprRoute:
         ranges = np.concatenate([self.submaps.ranges(n) for n in names], axis=0)
         return SubmapChoice(names, ranges, rows, country_from=country_from)
 
-    def search(
-        self,
-        embedding: npt.NDArray[np.float32],
-        ranges: npt.NDArray[np.int64],
-        rows: int,
-        truth: QueryTruth | None = None,
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], int]:
-        """The top ``rerank_k`` rows of ``ranges`` (``rows`` rows) for one photo: ids, cosines, and how
-        many fetched rows the exclusions dropped. With exclusions it over-fetches (2k + 16, doubling) until
-        k rows are allowed or the whole submap was seen, so the answer is the exact top k allowed."""
-        k = self.config.rerank_k
-        q = np.ascontiguousarray(np.asarray(embedding, dtype=np.float32).reshape(1, -1))
-        index = self.store.flat_index()
-        if self.excluding is None or truth is None:
-            res = index.search(q, k, 0, row_ranges=ranges)
-            return res.near_ids[0], res.near_scores[0], 0
-        fetch = 2 * k + 16
-        while True:
-            fetch = min(fetch, rows)
-            res = index.search(q, fetch, 0, row_ranges=ranges)
-            ids, scores = res.near_ids[0], res.near_scores[0]
-            keep = (ids >= 0) & ~self.excluding.excluded(ids, truth)
-            if int(keep.sum()) >= k or fetch >= rows:
-                dropped = int(((ids >= 0) & ~keep).sum())
-                return ids[keep][:k], scores[keep][:k], dropped
-            fetch *= 2
-
-    def predict(
-        self,
-        found: Retrieved,
-        image: bytes,
-        image_mime: str,
-        llm: LLMClient,
-        rag: RagConfig | None = None,
-        truth: QueryTruth | None = None,
-    ) -> Prediction:
-        """The route for one photo whose global search is ``found`` (its fallback; it must carry the
-        embedding). ``rag``: the RAG settings of the hybrid; ``truth``: for the exclusions. Timings per
-        stage are in ``evidence["timings"]``."""
+    def route(self, item: Retrieved, image: Photo | None) -> Route:
+        """The route for one photo whose global search is ``item`` (its fallback; it must carry the
+        embedding)."""
         cfg = self.config
-        if found.embedding is None:
+        if image is None:
+            raise ValueError("the vpr-guided route needs the photo")
+        if item.embedding is None:
             raise GeoRagError("the vpr-guided route needs the photo's embedding (Retrieved.embedding)")
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        prior = ask_prior(llm, image, image_mime, cfg.sampling)
-        timings["prior_s"] = round(time.perf_counter() - t0, 4)
+        prompt = build_prior_prompt(image.data, image.mime)
+        (done,) = yield Ask((prompt,), cfg.sampling, stage="prior")
+        prior = prior_of(done, prompt, cfg.sampling.n)
         choice = self.choose(prior)
-        ids: npt.NDArray[np.int64] | None = None
+        found: Found | None = None
         evidence: dict[str, Any] = {"prior": prior.evidence()}
         submap_ev = {"partition": cfg.submap_by, **choice.evidence()}
         if choice.ranges is not None:
-            t1 = time.perf_counter()
-            ids, cos, dropped = self.search(found.embedding, choice.ranges, choice.rows, truth)
-            timings["submap_search_s"] = round(time.perf_counter() - t1, 5)
-            if dropped:
-                submap_ev["excluded_rows"] = dropped
-            if not (ids >= 0).any():
-                ids = None
+            found = yield Search(item.embedding, cfg.rerank_k, choice.ranges, choice.rows)
+            if found.excluded:
+                submap_ev["excluded_rows"] = found.excluded
+            if found.ids.size == 0:
+                found = None
                 choice = SubmapChoice(
                     choice.names,
                     rows=choice.rows,
@@ -270,23 +230,26 @@ class VprRoute:
                     country_from=choice.country_from,
                 )
                 submap_ev["fallback"] = choice.fallback
-        if ids is None:
-            # The pipeline's global search (exclusions already applied) is the fallback's candidate list.
+        if found is None:
+            # The driver's global search (its exclusions already applied) is the fallback's candidate list.
             k = cfg.rerank_k
-            ids, cos = found.near_ids[:k], found.near_scores[:k]
+            keep = item.near_ids[:k] >= 0
+            found = Found(
+                item.near_ids[:k][keep], item.near_scores[:k][keep], item.near_lat[:k][keep],
+                item.near_lon[:k][keep],
+            )  # fmt: skip
         route = VPR if choice.fallback is None else f"{VPR}>global"
         fallback = None if choice.fallback is None else f"{choice.fallback}; searched the whole store"
-        submap_ev["rows_searched"] = choice.rows if choice.fallback is None else self.store.ntotal
+        submap_ev["rows_searched"] = choice.rows if choice.fallback is None else self.ntotal
         evidence["submap"] = submap_ev
-        valid = ids >= 0
-        ids, cos = ids[valid], np.asarray(cos, dtype=np.float32)[valid]
+        ids, cos = found.ids, np.asarray(found.scores, dtype=np.float32)
         if ids.size == 0:
             return Prediction(
-                found.id, strategy=route, error="no neighbours: the store returned no rows",
-                fallback=fallback, evidence={**evidence, "timings": timings},
+                item.id, strategy=route, error="no neighbors: the store returned no rows",
+                fallback=fallback, evidence=evidence,
             )  # fmt: skip
         t2 = time.perf_counter()
-        lat, lon = self.store.coordinates(ids)
+        lat, lon = found.lat, found.lon
         if prior.lat is not None and prior.lon is not None:
             dist = haversine_km(lat, lon, prior.lat, prior.lon)
             order = rerank_order(cos, dist, cfg.prior_weight)
@@ -295,7 +258,7 @@ class VprRoute:
             order = np.arange(ids.size)
             evidence["rerank_note"] = "no prior coordinates: the visual order stands"
         scores = rerank_scores(cos, dist, cfg.prior_weight)
-        timings["rerank_s"] = round(time.perf_counter() - t2, 6)
+        timings = {"rerank_s": time.perf_counter() - t2}
         evidence["rerank"] = {"weight": cfg.prior_weight, "k": cfg.rerank_k}
         evidence["candidates"] = [
             {
@@ -311,7 +274,7 @@ class VprRoute:
         ]
         best = int(order[0])
         pred = Prediction(
-            found.id,
+            item.id,
             lat=float(lat[best]),
             lon=float(lon[best]),
             confidence=prior.agreement,
@@ -321,18 +284,16 @@ class VprRoute:
         )
         if cfg.hybrid:
             ranked = Retrieved(
-                found.id, found.path, ids[order], cos[order], lat[order], lon[order],
-                found.far_ids, found.far_scores, found.far_lat, found.far_lon,
+                item.id, ids[order], cos[order], lat[order], lon[order],
+                item.far_ids, item.far_scores, item.far_lat, item.far_lon,
             )  # fmt: skip
-            t3 = time.perf_counter()
-            answer = rag_predict(ranked, image, image_mime, llm, rag or RagConfig())
-            timings["llm_s"] = round(time.perf_counter() - t3, 4)
-            evidence["rag"] = answer.evidence
-            if answer.error is None and answer.fallback is None:
-                pred.lat, pred.lon, pred.confidence = answer.lat, answer.lon, answer.confidence
+            rag = yield from rag_route(ranked, image, self.rag)
+            evidence["rag"] = rag.evidence
+            if rag.error is None and rag.fallback is None:
+                pred.lat, pred.lon, pred.confidence = rag.lat, rag.lon, rag.confidence
                 pred.strategy = f"{route}+rag"
             else:
-                why = f"hybrid: {answer.fallback or answer.error}; the best re-ranked candidate stands"
+                why = f"hybrid: {rag.fallback or rag.error}; the best re-ranked candidate stands"
                 pred.fallback = why if fallback is None else f"{fallback}; {why}"
         if pred.fallback is not None:
             pred.confidence = 0.0  # as for every fallback (see Prediction.confidence)

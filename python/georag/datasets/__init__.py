@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from georag.store.readers.formats import FORMATS, default_columns
-from georag.store.readers.read import read_dataset
-from georag.store.readers.records import RECORD_SCHEMA, ColumnMap, DatasetRecords, Rejection
+from georag.datasets.formats import FORMATS, default_columns
+from georag.datasets.read import read_dataset
+from georag.datasets.records import RECORD_SCHEMA, ColumnMap, DatasetRecords, Rejection
 
 __all__ = [
     "FORMATS",

@@ -9,9 +9,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from georag.datasets.records import ID_PLACEHOLDER, RECORD_SCHEMA, ColumnMap, Rejection
 from georag.errors import DatasetError
 from georag.geo.countries import normalize_country
-from georag.store.readers.records import ID_PLACEHOLDER, RECORD_SCHEMA, ColumnMap, Rejection
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ def run_sweep(
     on_run: Callable[[SweepPoint, int], None] | None = None,
 ) -> list[SweepRow]:
     """Locates ``photos`` at every grid point (resumable runs in ``out``); scores each against ``truth``."""
-    from georag.llm.prompts import PromptVariant
+    from georag.config import PromptVariant
     from georag.locate.geolocator import Geolocator
     from georag.locate.output import PredictionWriter, run_settings
 

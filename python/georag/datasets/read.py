@@ -6,10 +6,10 @@ import logging
 import os
 from pathlib import Path
 
-from georag.store.readers.formats import check_format, resolve_columns
-from georag.store.readers.records import ColumnMap, DatasetRecords
-from georag.store.readers.source import open_source
-from georag.store.readers.validate import validate
+from georag.datasets.formats import check_format, resolve_columns
+from georag.datasets.records import ColumnMap, DatasetRecords
+from georag.datasets.source import open_source
+from georag.datasets.validate import validate
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from georag.config import parse_variants
 from georag.errors import GeoRagError
 from georag.llm.chat_templates import chat_format
-from georag.llm.prompts import parse_variants
 
 ENCODER_MODELS = ("siglip_trt", "siglip_onnx", "siglip_python")
 """The encoder models a repository may hold (one at a time)."""

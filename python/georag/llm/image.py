@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
+
+from georag.encoder.images import load_image, to_rgb
+from georag.types import Photo
 
 MAX_BYTES = 4 << 20
 """Files up to 4 MiB in a format every server decodes are sent as they are (default)."""
@@ -13,21 +15,14 @@ max_pixels default is about 1280 x 1280; the server downsizes further as configu
 _SENT_AS_IS = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png"}
 
 
-def llm_image(path: Path) -> tuple[bytes, str]:
-    """(bytes, MIME type) of the photo for an LLM request; raises ImageLoadError for an unreadable image."""
-    from georag.encoder.images import load_image, to_rgb
-    from georag.errors import ImageLoadError
-
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageLoadError(f"cannot read {path}: {exc}") from exc
+def llm_photo(data: bytes) -> Photo:
+    """The photo for an LLM request from its file's bytes; ImageLoadError for an unreadable image."""
     if len(data) <= MAX_BYTES:
         for magic, mime in _SENT_AS_IS.items():
             if data.startswith(magic):
-                return data, mime
+                return Photo(data, mime)
     image = to_rgb(load_image(data))
     image.thumbnail((MAX_SIDE, MAX_SIDE))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
-    return out.getvalue(), "image/jpeg"
+    return Photo(out.getvalue(), "image/jpeg")

@@ -1,6 +1,6 @@
 """`write_repository`: a ready Triton model repository for one store, encoder and LLM, from the templates.
 
-The templates are package data (``georag/serving/templates/<model>/``, ``${name}`` placeholders), so an
+The templates are package data (``georag/triton/templates/<model>/``, ``${name}`` placeholders), so an
 installed wheel generates repositories too. The top-level ``triton_models/`` of the source tree is the
 example `write_example_repository` renders (SigLIP so400m, Qwen2-VL-7B, a store at /models/georag-store);
 edit the templates, not that copy, and re-render it with ``georag triton example --out triton_models``.
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from georag.encoder.backends.onnx_backend import find_onnx
 from georag.encoder.preprocess import CONFIG_NAME
-from georag.serving.repo_config import (
+from georag.triton.inputs import EncoderFacts, read_engine, read_facts, standin_name
+from georag.triton.model_config import (
     LLM_MODEL,
     PIPELINE_MODEL,
     RETRIEVAL_MODEL,
     RepositoryConfig,
     RepositoryError,
 )
-from georag.serving.repo_inputs import EncoderFacts, read_engine, read_facts, standin_name
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -224,7 +224,7 @@ def _render_model(model: str, values: dict[str, str], dst: Path) -> None:
 
 def _templates() -> Traversable:
     """The templates folder (package data, so it is there in an installed wheel too)."""
-    return resources.files("georag.serving").joinpath("templates")
+    return resources.files("georag.triton").joinpath("templates")
 
 
 def _copy_tree(src: Traversable, dst: Path, values: dict[str, str]) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from georag.encoder.backends.onnx_backend import META_MODEL_ID, find_onnx
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
 from georag.errors import GeoRagError, MissingDependencyError
-from georag.serving.repo_config import RepositoryConfig, RepositoryError
 from georag.store.manifest import Manifest
+from georag.triton.model_config import RepositoryConfig, RepositoryError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from georag.datasets.records import ColumnMap
 from georag.errors import DatasetError
-from georag.store.readers.records import ColumnMap
 
 FORMATS: tuple[str, ...] = ("im2gps", "im2gps3k", "yfcc4k", "mp16", "osv5m", "generic")
 

@@ -1,0 +1,370 @@
+"""The one transport under every LLM client; a client keeps only its wire format (URL, request, response).
+
+A `Transport` owns what the OpenAI-compatible and the Triton clients share:
+
+* slots: at most ``concurrency`` attempts open at once across threads (a retry's wait holds none);
+* state: `Transport.close` and `Transport.cancel` (no request or retry starts any more, a backoff wait ends at
+  once; an attempt in flight ends within its deadline);
+* retries (`georag.llm.retry`, the only retry loop): a `TransientError` (connection refused or reset, a
+  timeout, HTTP 429/500/502/503/504, gRPC UNAVAILABLE...) is retried with backoff and jitter, a server's
+  ``Retry-After`` honoured up to ``policy.max_backoff_s``; any other `LLMError` is raised at once;
+* the attempt deadline: `Transport.post` bounds a whole HTTP exchange (connect, send, headers, body) by
+  ``timeout_s``, so a server trickling bytes cannot extend it; `Transport.deadline` gives other waits (gRPC)
+  the same bound and `Transport.timed_out` the same error;
+* limits on what a server says: a body over `MAX_BODY_BYTES` is refused, a message is cut to `MESSAGE_CHARS`
+  after the secrets given to the transport are masked (`Transport.short`), so no part of one survives a cut;
+* the `Completion`: answers with an echoed prompt cut off (`cut_echo`), flagged and logged.
+
+`Transport.post` is the HTTP POST of both clients (stdlib ``http.client``, HTTP and HTTPS, one connection
+per attempt); it returns a 2xx body as text and raises for everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import http.client
+import json
+import logging
+import math
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from georag._version import __version__
+from georag.errors import ConfigError, LLMError
+from georag.llm.retry import RetryPolicy, TransientError, with_retries
+from georag.types import Completion
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 32 << 20
+"""Largest response body read (n answers are kilobytes; anything this large is not an answer)."""
+MESSAGE_CHARS = 300
+"""A server's message is cut to this many characters in errors and logs."""
+TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+"""HTTP statuses that are retried."""
+
+_READ_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """Where `Transport.post` connects."""
+
+    host: str
+    port: int
+    https: bool = False
+
+
+class Deadline:
+    """The end of one attempt, ``seconds`` from now (monotonic clock)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds until the deadline, 0 once passed."""
+        return max(self._end - time.monotonic(), 0.0)
+
+
+class Transport:
+    """Slots, state, retries, deadlines and limits of one LLM client (thread-safe)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout_s: float,
+        policy: RetryPolicy,
+        concurrency: int,
+        secrets: Iterable[str | None] = (),
+    ) -> None:
+        """``name`` (no credentials) prefixes errors and logs; ``timeout_s`` bounds each attempt;
+        ``concurrency`` attempts run at once; ``secrets`` are masked in whatever a server says back.
+        ConfigError for a bad ``timeout_s`` or ``concurrency``."""
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        if not math.isfinite(timeout_s):
+            raise ConfigError(f"timeout_s must be finite, got {timeout_s!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        self._name = name
+        self._timeout_s = float(timeout_s)
+        self._policy = policy
+        self._concurrency = concurrency
+        self._secrets = tuple(s for s in secrets if s)
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._cancelled = threading.Event()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._ssl: ssl.SSLContext | None = None
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"georag/{__version__}",
+        }
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def cancel(self) -> None:
+        """No request or retry starts any more (LLMError "cancelled"); a backoff wait ends at once."""
+        self._cancelled.set()
+
+    def close(self) -> None:
+        """Cancels, and marks the transport closed (LLMError "closed" from then on)."""
+        self._closed = True
+        self._cancelled.set()
+
+    # -- attempts --
+
+    def call(self, attempt: Callable[[], T], what: str | None = None) -> tuple[T, int]:
+        """Runs ``attempt`` in a slot, retrying it on `TransientError`; returns (result, attempts).
+
+        ``what`` names the request in errors and logs (default: the transport's name).
+        """
+        self._check_open()
+
+        def in_slot() -> T:
+            with self._slots:
+                self._check_open()  # the client may have been cancelled while this waited for a slot
+                return attempt()
+
+        return with_retries(in_slot, self._policy, what or self._name, self._cancelled)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LLMError(f"{self._name}: the client is closed")
+        if self._cancelled.is_set():
+            raise LLMError(f"{self._name}: cancelled")
+
+    def deadline(self) -> Deadline:
+        """The deadline of an attempt starting now."""
+        return Deadline(self._timeout_s)
+
+    def timed_out(self) -> TransientError:
+        """The error of an attempt past its deadline (transient: the next attempt may be quicker)."""
+        return TransientError(f"timed out: no complete answer within {self._timeout_s:g} s")
+
+    # -- errors --
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the secrets masked (servers quote a wrong key back in their error messages)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def short(self, text: object, limit: int = MESSAGE_CHARS) -> str:
+        """What a server said, fit for an error: secrets masked first, then whitespace folded and cut."""
+        return truncate(self.scrub(str(text)), limit)
+
+    def error(self, message: str) -> LLMError:
+        """A failure that is not retried, prefixed with the client's name."""
+        return LLMError(f"{self._name}: {self.scrub(message)}")
+
+    def failure(self, message: str, *, transient: bool) -> LLMError:
+        """`TransientError` (retried; the retry loop names the request) or `error`."""
+        return TransientError(self.scrub(message)) if transient else self.error(message)
+
+    # -- HTTP --
+
+    def post(
+        self, target: HttpTarget, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> str:
+        """One HTTP POST attempt of a JSON ``body``; returns the 2xx answer as text (secrets masked).
+
+        HTTP 429/5xx and connection failures raise `TransientError` (with the server's Retry-After);
+        any other status, a body over `MAX_BODY_BYTES` or a TLS failure raise `LLMError` with the server's
+        message. The whole exchange ends within ``timeout_s``.
+        """
+        status, retry_after, data = self._exchange(target, path, body, {**self._headers, **(headers or {})})
+        if data is None:
+            raise self.error(f"HTTP {status}: response larger than {MAX_BODY_BYTES} bytes")
+        # Masked before anything is cut to length, so no part of a secret can survive the cut.
+        text = self.scrub(data.decode("utf-8", errors="replace"))
+        if 200 <= status < 300:
+            return text
+        message = f"HTTP {status}: {self.short(error_message(text))}"
+        if status in TRANSIENT_HTTP:
+            raise TransientError(message, retry_after_s(retry_after))
+        raise self.error(message)
+
+    def _exchange(
+        self, target: HttpTarget, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, str | None, bytes | None]:
+        """(status, Retry-After, body or None when over the cap) of one exchange under the deadline."""
+        conn: http.client.HTTPConnection
+        if target.https:
+            conn = http.client.HTTPSConnection(
+                target.host, target.port, timeout=self._timeout_s, context=self._context()
+            )
+        else:
+            conn = http.client.HTTPConnection(target.host, target.port, timeout=self._timeout_s)
+        # The socket timeout bounds each step; the watchdog bounds the whole attempt (a server trickling
+        # bytes would otherwise keep it alive): at the deadline it shuts the socket under the reader.
+        expired = threading.Event()
+        guard = threading.Lock()
+        done = False
+
+        def expire() -> None:
+            with guard:
+                if done:
+                    return
+                expired.set()
+                if conn.sock is not None:
+                    with contextlib.suppress(OSError):
+                        conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read, unlike close()
+
+        watchdog = threading.Timer(self._timeout_s, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.connect()
+            if expired.is_set():  # passed during the connect, before there was a socket to shut
+                raise self.timed_out()
+            log.debug("%s: POST %s (%d bytes)", self._name, path, len(body))
+            conn.request("POST", path, body=body, headers=dict(headers))
+            response = conn.getresponse()
+            data = _read_capped(response)
+            if expired.is_set():  # a shut socket reads as the end of the body
+                raise self.timed_out()
+            return response.status, response.getheader("Retry-After"), data
+        except (OSError, http.client.HTTPException) as exc:
+            # Refused, reset, timed out, cut mid-response, or shut by the watchdog.
+            if expired.is_set() or isinstance(exc, TimeoutError):
+                raise self.timed_out() from exc
+            if isinstance(exc, ssl.SSLError):
+                # Certificate or protocol mismatch: the same next time.
+                raise self.error(f"TLS error: {self.short(exc)}") from exc
+            raise TransientError(self.short(f"{type(exc).__name__}: {exc}")) from exc
+        except (ValueError, UnicodeError) as exc:
+            # http.client refuses a malformed header or URL; its message could quote a secret.
+            raise self.error(f"the request could not be sent ({type(exc).__name__})") from None
+        finally:
+            with guard:
+                done = True
+            watchdog.cancel()
+            conn.close()
+
+    def _context(self) -> ssl.SSLContext:
+        with self._lock:  # built once; an SSLContext is thread-safe once built
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            return self._ssl
+
+    # -- answers --
+
+    def completion(self, texts: Sequence[str], prompt: str, seconds: float, attempts: int) -> Completion:
+        """`completion`, with a warning when the server echoed ``prompt``."""
+        done = completion(texts, prompt, seconds, attempts)
+        if done.echoed:
+            log.warning("%s: the server echoed the prompt; cut it from the answers", self._name)
+        return done
+
+
+def cut_echo(text: str, prompt: str) -> tuple[str, bool]:
+    """``text`` without an echoed ``prompt`` (cut with everything before it, such as a BOS token, and the
+    whitespace after it), and whether there was one."""
+    head = prompt.strip()
+    at = text.find(head) if head else -1
+    if at < 0:
+        return text, False
+    return text[at + len(head) :].lstrip(), True
+
+
+def completion(texts: Sequence[str], prompt: str, seconds: float, attempts: int = 1) -> Completion:
+    """The answers ``texts`` with an echoed ``prompt`` cut off (``echoed`` says whether one was)."""
+    cut = [cut_echo(text, prompt) for text in texts]
+    return Completion(
+        texts=tuple(text for text, _ in cut),
+        seconds=seconds,
+        attempts=attempts,
+        echoed=any(was_echoed for _, was_echoed in cut),
+    )
+
+
+def truncate(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """``text`` with whitespace folded, cut to ``limit`` characters (``...`` marks a cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def error_message(raw: str) -> str:
+    """A server's error text from its body: ``{"error": {"message"}}`` (OpenAI), ``{"error": "..."}``
+    (Triton), ``{"message"}``, ``{"detail"}``, else the body itself; not yet cut to length."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw.strip() or "(empty body)"
+    message: Any = doc
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and "message" in err:
+            message = err["message"]
+        elif isinstance(err, str):
+            message = err
+        elif "message" in doc:
+            message = doc["message"]
+        elif "detail" in doc:
+            message = doc["detail"]
+    if not isinstance(message, str):
+        message = json.dumps(message)
+    return message.strip() or "(empty message)"
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+def _read_capped(response: http.client.HTTPResponse) -> bytes | None:
+    """The whole body, or None when it is over the cap; a body cut short raises IncompleteRead."""
+    declared = response.length  # None without a Content-Length; reading lowers it as it goes
+    if declared is not None and declared > MAX_BODY_BYTES:
+        return None
+    chunks = []
+    total = 0
+    # Bounded chunks cap memory against a server that streams without end.
+    while chunk := response.read1(_READ_CHUNK):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            return None
+    data = b"".join(chunks)
+    if declared is not None and len(data) < declared:
+        # A short body reads as an early end, not an error; a retry may get it whole.
+        raise http.client.IncompleteRead(data, declared - len(data))
+    return data

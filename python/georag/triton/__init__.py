@@ -1,0 +1,1 @@
+"""Triton model repositories: generate one for a store, an encoder and an LLM from packaged templates."""
