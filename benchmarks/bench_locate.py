@@ -60,6 +60,10 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _no_search(request: object) -> object:
+    raise AssertionError("the rag route does not search again")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", choices=["tiny", "base"], default="tiny", help="encoder size (default tiny)")
@@ -73,14 +77,15 @@ def main() -> int:
     if not IMAGES.is_dir():
         raise SystemExit(f"needs the shared IM2GPS3k sample at {IMAGES}")
 
-    from georag.config import RagConfig, Sampling
+    from georag.config import Config
     from georag.encoder import load_encoder
     from georag.llm.backends import open_llm
-    from georag.locate.geolocator import Geolocator, LocateConfig
-    from georag.locate.llm_image import llm_image
+    from georag.llm.image import llm_photo
+    from georag.locate.geolocator import Geolocator, ask_llm
     from georag.store.build import BuildRequest, build_source
     from georag.store.store import GeoStore
-    from georag.strategies.rag import rag_predict
+    from georag.strategies.rag import Rag
+    from georag.strategies.route import run_route
     from georag.types import Retrieved
     from openai_standin import StandIn
 
@@ -99,11 +104,12 @@ def main() -> int:
         )
         store = GeoStore.open(work / "store")
         store.flat_index()
-        llm = open_llm(server.url, max_in_flight=args.in_flight)
+        llm = open_llm(server.url, concurrency=args.in_flight)
         assert llm is not None
-        config = LocateConfig(
-            strategy="rag", rag=RagConfig(sampling=Sampling(n=1)), max_in_flight=args.in_flight
+        config = Config().with_values(
+            {"strategy.name": "rag", "strategy.rag.sampling.n": 1, "llm.concurrency": args.in_flight}
         )
+        rag = Rag(config.strategy.rag)
         alone: dict[str, float] = {}
 
         log("encode alone")
@@ -118,22 +124,13 @@ def main() -> int:
         alone["search"] = len(enc) / (time.perf_counter() - t0)
 
         log("llm alone")
-        items = []
-        for b, res in enumerate(results):
-            n = res.neighbors
-            for j in range(len(n)):
-                i = 32 * b + j
-                items.append(
-                    Retrieved(
-                        enc.ids[i], IMAGES / enc.ids[i],
-                        n.near_ids[j], n.near_scores[j], res.near_lat[j], res.near_lon[j],
-                        n.far_ids[j], n.far_scores[j], res.far_lat[j], res.far_lon[j],
-                    )
-                )  # fmt: skip
+        items = [
+            res.retrieved(j, enc.ids[32 * b + j]) for b, res in enumerate(results) for j in range(len(res))
+        ]
 
         def one(item: Retrieved) -> Any:
-            image, mime = llm_image(item.path)
-            return rag_predict(item, image, mime, llm, config.rag)
+            photo = llm_photo((IMAGES / item.id).read_bytes())
+            return run_route(rag.route(item, photo), lambda ask: ask_llm(llm, ask), _no_search, {})
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.in_flight) as pool:

@@ -61,11 +61,11 @@ def pct(values: list[float], q: float) -> float:
 
 def run_routes(n_photos: int, latency: float, in_flight: int) -> dict[str, Any]:
     """Locates the photos with rag, vpr-guided and the hybrid; per-stage latencies and throughput."""
-    from georag.config import RagConfig, Sampling, VprConfig
+    from georag.config import Config
     from georag.encoder import load_encoder
     from georag.encoder.tiny import make_tiny_siglip
     from georag.llm.backends import open_llm
-    from georag.locate.geolocator import Geolocator, LocateConfig
+    from georag.locate.geolocator import Geolocator
     from georag.store.build import BuildRequest, build_source
     from georag.store.partition import make_submaps
     from georag.store.store import GeoStore
@@ -89,21 +89,22 @@ def run_routes(n_photos: int, latency: float, in_flight: int) -> dict[str, Any]:
         store = GeoStore.open(work / "store")
         store.flat_index()
         encoder.encode(paths[:8])  # warm-up: first-call initialisation is not latency
-        llm = open_llm(server.url, max_in_flight=in_flight)
+        llm = open_llm(server.url, concurrency=in_flight)
         assert llm is not None
-        one = Sampling(n=1)
+        base = Config().with_values(
+            {
+                "llm.concurrency": in_flight,
+                "strategy.rag.sampling.n": 1,
+                "strategy.vpr.sampling.n": 1,
+                "strategy.vpr.min_submap_rows": 1,
+                "strategy.vpr.rerank_k": 16,
+            }
+        )
         routes = {
-            "rag": LocateConfig(strategy="rag", rag=RagConfig(sampling=one), max_in_flight=in_flight),
-            "vpr-guided": LocateConfig(
-                strategy="vpr-guided",
-                max_in_flight=in_flight,
-                vpr=VprConfig(min_submap_rows=1, rerank_k=16, sampling=one),
-            ),
-            "vpr-guided --hybrid": LocateConfig(
-                strategy="vpr-guided",
-                max_in_flight=in_flight,
-                rag=RagConfig(sampling=one),
-                vpr=VprConfig(min_submap_rows=1, rerank_k=16, sampling=one, hybrid=True),
+            "rag": base.with_values({"strategy.name": "rag"}),
+            "vpr-guided": base.with_values({"strategy.name": "vpr-guided"}),
+            "vpr-guided --hybrid": base.with_values(
+                {"strategy.name": "vpr-guided", "strategy.vpr.hybrid": True}
             ),
         }
         try:

@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from georag import FlatIndex, MissingDependencyError, _core
+from georag.search import Index
 from georag.search.cuda import CudaFlatIndex
 from georag.types import Neighbors
 from reference import check_neighbors
@@ -169,6 +170,15 @@ class TestOnDevice:
         first, second = index.search(q, 16, 16), index.search(q, 16, 16)
         np.testing.assert_array_equal(first.near_ids, second.near_ids)
         np.testing.assert_array_equal(first.far_scores, second.far_scores)
+
+    def test_satisfies_the_search_protocol_with_its_tuning_keyword(self) -> None:
+        db, q = data(500, 16, 3, seed=14)
+        index = CudaFlatIndex(db)
+        assert isinstance(index, Index)
+        gpu, cpu = index.search(q, 8, 8, tile_rows=64), FlatIndex(db).search(q, 8, 8)
+        assert_same_as_cpu(gpu, cpu, db, q)
+        with pytest.raises(TypeError, match="its tuning keywords: tile_rows"):
+            index.search(q, 8, 8, num_threads=2)
 
     def test_same_errors_as_cpu(self) -> None:
         db, q = data(20, 4, 2, seed=13)

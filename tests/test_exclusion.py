@@ -17,6 +17,7 @@ from georag.geo.coords import haversine_km
 from georag.locate.exclusion import ExcludingSearch, QueryTruth
 from georag.store.build import BuildRequest, build_source
 from georag.store.store import GeoStore
+from georag.types import Neighbors
 from reference import check_neighbors
 from store_fixtures import IM2GPS3K_CSV, write_csv
 
@@ -48,9 +49,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> GeoStore:
 
 
 @pytest.mark.parametrize(
-    "exclusion", [ExclusionConfig(same_author=True), ExclusionConfig(radius_km=50), ExclusionConfig(True, 25.0)]
+    "exclusion",
+    [ExclusionConfig(same_author=True), ExclusionConfig(radius_km=50), ExclusionConfig(True, 25.0)],
 )
-def test_excluding_search_is_the_top_k_of_the_allowed_rows(store: GeoStore, exclusion: ExclusionConfig) -> None:
+def test_excluding_search_is_the_top_k_of_the_allowed_rows(
+    store: GeoStore, exclusion: ExclusionConfig
+) -> None:
     db = store.embeddings(np.arange(store.ntotal))
     authors = np.array(store.metadata.column("author").to_pylist(), dtype=object)
     rng = np.random.default_rng(1)
@@ -65,19 +69,9 @@ def test_excluding_search_is_the_top_k_of_the_allowed_rows(store: GeoStore, excl
             allowed &= authors != t.author
         if exclusion.radius_km is not None:
             allowed &= haversine_km(store.lat, store.lon, t.lat, t.lon) > exclusion.radius_km
-        one = type(res.neighbors)(
-            *(
-                a[i : i + 1]
-                for a in (
-                    res.neighbors.near_ids,
-                    res.neighbors.near_scores,
-                    res.neighbors.far_ids,
-                    res.neighbors.far_scores,
-                )
-            )
-        )
+        one = Neighbors(*(a[i : i + 1] for a in (res.near_ids, res.near_scores, res.far_ids, res.far_scores)))
         check_neighbors(one, db, queries[i : i + 1], 16, 16, allowed=np.flatnonzero(allowed))
-    np.testing.assert_array_equal(res.near_lat, store.lat[res.neighbors.near_ids])
+    np.testing.assert_array_equal(res.near_lat, store.lat[res.near_ids])
 
 
 def test_exclusion_options_are_checked() -> None:

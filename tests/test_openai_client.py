@@ -12,7 +12,7 @@ import time
 import pytest
 
 from georag.config import Sampling
-from georag.errors import LLMError
+from georag.errors import ConfigError, LLMError
 from georag.llm.openai_client import API_KEY_ENV, OpenAIClient
 from georag.llm.retry import RetryPolicy
 from georag.types import Completion, Prompt
@@ -286,8 +286,8 @@ def test_api_key_masked_before_truncation() -> None:
 # -- concurrency --
 
 
-def test_max_in_flight_bounds_concurrent_requests() -> None:
-    with StandIn(delay_s=0.15) as server, _client(server, max_in_flight=3) as client:
+def test_concurrency_bounds_concurrent_requests() -> None:
+    with StandIn(delay_s=0.15) as server, _client(server, concurrency=3) as client:
         results: list[Completion] = []
         failures: list[BaseException] = []
 
@@ -309,7 +309,7 @@ def test_max_in_flight_bounds_concurrent_requests() -> None:
 
 def test_slow_requests_served_concurrently() -> None:
     # The benchmark's setting: ~500 ms latency, 16 requests in flight; sequential would take 8 s.
-    with StandIn(delay_s=0.5) as server, _client(server, max_in_flight=16) as client:
+    with StandIn(delay_s=0.5) as server, _client(server, concurrency=16) as client:
         barrier = threading.Barrier(16)
         failures: list[BaseException] = []
 
@@ -369,13 +369,21 @@ def test_from_url_rejects_credentials_without_showing_them() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(LLMError):
+    with pytest.raises(ConfigError, match="timeout_s"):
         OpenAIClient.from_url("openai://h:1/v1?model=m", timeout_s=0)
-    with pytest.raises(LLMError):
-        OpenAIClient.from_url("openai://h:1/v1?model=m", max_in_flight=0)
-    client = OpenAIClient.from_url("openai://h:1/v1?model=m")
-    with pytest.raises(ValueError, match="n must be"):
-        client.generate(PROMPT, Sampling(n=0))
+    with pytest.raises(ConfigError, match="concurrency"):
+        OpenAIClient.from_url("openai://h:1/v1?model=m", concurrency=0)
+    with pytest.raises(ConfigError, match="n must be"):
+        Sampling(n=0)  # a request for no answer cannot even be written
+
+
+def test_cancelled_client_refuses() -> None:
+    with StandIn() as server:
+        client = _client(server)
+        client.cancel()
+        with pytest.raises(LLMError, match="cancelled"):
+            client.generate(PROMPT, Sampling())
+        assert server.seen == []
 
 
 def test_closed_client_refuses() -> None:

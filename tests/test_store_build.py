@@ -97,10 +97,10 @@ def test_store_search_matches_brute_force_with_coordinates(real_store: Path) -> 
     db = store.embeddings(np.arange(store.ntotal))
     queries = db[[0, 17, 299]] + np.float32(0.01)
     res = store.search(queries, 5, 4)
-    check_neighbors(res.neighbors, db, queries, 5, 4)
-    assert res.neighbors.near_ids[0, 0] == 0 and res.neighbors.near_ids[2, 0] == 299
-    np.testing.assert_array_equal(res.near_lat, store.lat[res.neighbors.near_ids])
-    np.testing.assert_array_equal(res.far_lon, store.lon[res.neighbors.far_ids])
+    check_neighbors(res, db, queries, 5, 4)
+    assert res.near_ids[0, 0] == 0 and res.near_ids[2, 0] == 299
+    np.testing.assert_array_equal(res.near_lat, store.lat[res.near_ids])
+    np.testing.assert_array_equal(res.far_lon, store.lon[res.far_ids])
     real = {r["IMG_ID"]: r for r in real_rows()}
     truth = real[store.rows([17]).column("image_id")[0].as_py()]
     assert (res.near_lat[1, 0], res.near_lon[1, 0]) == (float(truth["LAT"]), float(truth["LON"]))

@@ -158,23 +158,23 @@ def test_ann_index_matches_exact_search_and_a_swapped_file_is_refused(
     pytest.importorskip("faiss")
     path, emb, _ = built
     store = GeoStore.open(path)
-    build_ann(store, "Flat", name="exact")
+    build_ann(store, "Flat", name="flat")
     build_ann(store, "IVF4,Flat", name="ivf")
     store = GeoStore.open(path)
     q = emb[:5] + np.float32(0.05)
     db = store.embeddings(np.arange(store.ntotal))
-    check_neighbors(store.search(q, 6, 6, index="exact").neighbors, db, q, 6, 6)
-    check_neighbors(store.search(q, 6, 6).neighbors, db, q, 6, 6)
+    check_neighbors(store.search(q, 6, 6, index="flat"), db, q, 6, 6)
+    check_neighbors(store.search(q, 6, 6), db, q, 6, 6)
     ann = store.manifest.ann
-    a, b = path / ann["exact"].file, path / ann["ivf"].file
+    a, b = path / ann["flat"].file, path / ann["ivf"].file
     tmp = a.with_suffix(".swap")
     shutil.move(a, tmp)
     shutil.move(b, a)
     shutil.move(tmp, b)
     swapped = GeoStore.open(path)  # optional files are checked when used: the exact search still works
     with pytest.raises(StoreError, match="changed or truncated"):
-        swapped.ann_index("exact")
-    check_neighbors(swapped.search(q, 6, 6).neighbors, db, q, 6, 6)
+        swapped.ann_index("flat")
+    check_neighbors(swapped.search(q, 6, 6), db, q, 6, 6)
     shutil.move(a, tmp)
     shutil.move(b, a)
     shutil.move(tmp, b)
@@ -184,7 +184,7 @@ def test_ann_index_matches_exact_search_and_a_swapped_file_is_refused(
     a.write_bytes(bytes(data))
     fresh = GeoStore.open(path, verify="none")
     with pytest.raises(StoreError, match="refusing to load faiss index"):
-        fresh.ann_index("exact")
+        fresh.ann_index("flat")
     with pytest.raises(StoreError, match="no ANN index 'nope'"):
         fresh.ann_index("nope")
 
@@ -204,7 +204,7 @@ def test_country_submaps_match_reverse_geocoding_and_restrict_the_search(
     allowed = np.flatnonzero(codes == biggest)
     q = emb[:3]
     res = store.search(q, 4, 4, submap=("country", biggest))
-    check_neighbors(res.neighbors, store.embeddings(np.arange(store.ntotal)), q, 4, 4, allowed=allowed)
+    check_neighbors(res, store.embeddings(np.arange(store.ntotal)), q, 4, 4, allowed=allowed)
     assert set(countries_at(res.near_lat.ravel(), res.near_lon.ravel())) == {biggest}
 
 
@@ -216,7 +216,7 @@ def test_reorder_makes_each_submap_one_range_and_keeps_every_row(
     before = GeoStore.open(path)
     pairs_before = _pairs(before)
     make_submaps(path, "country")
-    build_ann(before, "Flat", name="exact")
+    build_ann(before, "Flat", name="flat")
     sub = make_submaps(path, "kmeans", k=8, reorder=True)
     after = GeoStore.open(path, verify="full")
     assert all(len(sub.ranges(n)) == 1 for n in sub.names)

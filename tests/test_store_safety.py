@@ -71,7 +71,7 @@ def _snapshot(path: Path) -> tuple[str, np.ndarray, np.ndarray]:
     q = s.embeddings([0, 5, 9]) + np.float32(0.01)
     return (
         (path / "manifest.json").read_text(),
-        s.search(q, 5, 5).neighbors.near_ids,
+        s.search(q, 5, 5).near_ids,
         s.embeddings(np.arange(s.ntotal)),
     )
 
@@ -81,7 +81,7 @@ def test_an_interrupted_reorder_leaves_the_store_as_it_was(
 ) -> None:
     pytest.importorskip("faiss")
     make_submaps(store, "country")
-    build_ann(GeoStore.open(store), "Flat", name="exact")
+    build_ann(GeoStore.open(store), "Flat", name="flat")
     before = _snapshot(store)
     with monkeypatch.context() as m:
         _crash_on_save(m)
@@ -91,7 +91,7 @@ def test_an_interrupted_reorder_leaves_the_store_as_it_was(
     assert after[0] == before[0]
     np.testing.assert_array_equal(after[1], before[1])
     np.testing.assert_array_equal(after[2], before[2])
-    assert GeoStore.open(store).ann_index("exact").ntotal == 64
+    assert GeoStore.open(store).ann_index("flat").ntotal == 64
     assert verify_store(store).unlisted  # the new shards it wrote are leftovers...
     make_submaps(store, "kmeans", k=4, reorder=True)
     report = verify_store(store)

@@ -23,10 +23,11 @@ from types import ModuleType
 import pytest
 
 from georag.config import Sampling
-from georag.errors import LLMError, MissingDependencyError
+from georag.errors import ConfigError, LLMError, MissingDependencyError
 from georag.llm.chat_templates import render_chat
 from georag.llm.retry import RetryPolicy, TransientError
-from georag.llm.triton_client import TritonClient, parse_triton_url, sampling_json, strip_echo
+from georag.llm.transport import cut_echo
+from georag.llm.triton_client import TritonClient, VllmRequest, parse_triton_url, sampling_json
 from georag.types import Prompt
 from triton_server import TritonServer, run_triton_server, triton_unavailable_reason
 
@@ -130,16 +131,31 @@ def test_grpc_without_tritonclient_says_what_to_install(monkeypatch: pytest.Monk
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="timeout_s"):
+    with pytest.raises(ConfigError, match="timeout_s"):
         TritonClient.from_url("triton://host/m?protocol=http", timeout_s=0)
-    with pytest.raises(ValueError, match="max_in_flight"):
-        TritonClient.from_url("triton://host/m?protocol=http", max_in_flight=0)
+    with pytest.raises(ConfigError, match="concurrency"):
+        TritonClient.from_url("triton://host/m?protocol=http", concurrency=0)
 
 
-def test_strip_echo() -> None:
-    assert strip_echo("PROMPT{answer}", "PROMPT") == ("{answer}", True)
-    assert strip_echo("<s>PROMPT{answer}", "PROMPT") == ("{answer}", True)
-    assert strip_echo("{answer}", "PROMPT") == ("{answer}", False)
+def test_cut_echo() -> None:
+    assert cut_echo("PROMPT{answer}", "PROMPT") == ("{answer}", True)
+    assert cut_echo("<s>PROMPT{answer}", "PROMPT") == ("{answer}", True)
+    assert cut_echo("{answer}", "PROMPT") == ("{answer}", False)
+
+
+def test_vllm_request_completion_cuts_the_rendered_prompt() -> None:
+    request = VllmRequest.of(_prompt(), Sampling(n=2), "qwen2-vl", "r1")
+    done = request.completion([request.text + '{"a": 1}', '{"b": 2}'], 0.5, attempts=2)
+    assert done.texts == ('{"a": 1}', '{"b": 2}')
+    assert (done.echoed, done.seconds, done.attempts) == (True, 0.5, 2)
+
+
+def test_cancelled_client_refuses_without_sending() -> None:
+    # Port 1 on loopback refuses connections: a request that went out would fail differently.
+    client = TritonClient.from_url("triton://127.0.0.1:1/m?protocol=http", policy=NO_RETRIES)
+    client.cancel()
+    with pytest.raises(LLMError, match="cancelled"):
+        client.generate(_prompt(), Sampling())
 
 
 def test_sampling_json_sends_seed_only_when_set() -> None:
@@ -171,10 +187,10 @@ def _client(
     *,
     timeout_s: float = 60.0,
     policy: RetryPolicy = FAST_RETRIES,
-    max_in_flight: int = 16,
+    concurrency: int = 16,
 ) -> TritonClient:
     url = server.url(MODEL, protocol)
-    return TritonClient.from_url(url, timeout_s=timeout_s, policy=policy, max_in_flight=max_in_flight)
+    return TritonClient.from_url(url, timeout_s=timeout_s, policy=policy, concurrency=concurrency)
 
 
 def _unused_port() -> int:
@@ -293,7 +309,7 @@ def test_stall_is_retried_as_transient(server: TritonServer, protocol: str) -> N
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_concurrent_requests_are_bounded(server: TritonServer, protocol: str) -> None:
-    with _client(server, protocol, max_in_flight=4) as client:
+    with _client(server, protocol, concurrency=4) as client:
 
         def ask(i: int) -> tuple[str, ...]:
             return client.generate(_prompt(f"[[slow]] photo {i}"), Sampling(n=2, seed=i)).texts

@@ -385,7 +385,9 @@ def _merge(obj: Any, given: Mapping[str, Any], where: str) -> Any:
         if key not in names:
             raise ConfigError(f"unknown config key {where}{key!r}; known: {', '.join(sorted(names))}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+        if dataclasses.is_dataclass(current) and not isinstance(current, type):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}{key} must be a table of keys ([{where}{key}] in a TOML file)")
             changes[key] = _merge(current, value, f"{where}{key}.")
         else:
             changes[key] = _convert(value, hints[key], f"{where}{key}")
@@ -440,8 +442,6 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be prompt variants such as 'rag:16:16,zero', got {value!r}")
         return parse_variants(value)
-    if dataclasses.is_dataclass(hint) and isinstance(value, hint):
-        return value
     raise ConfigError(f"{key}: cannot set a value of type {type(value).__name__} here")
 
 

@@ -2,8 +2,8 @@
 
 It builds a tiny random-weight SigLIP (nothing is downloaded), a GeoStore from geotagged photos (the shared
 IM2GPS3k sample when it is beside the project, the user's ``--images`` / ``--metadata``, or generated
-pictures), locates held-out photos with the retrieval baseline (or the RAG route when an LLM server is
-given), writes the predictions and scores them. Random weights make the accuracy meaningless: the demo
+pictures), locates held-out photos with the retrieval baseline (or the route the config names, e.g. rag
+with an LLM server), writes the predictions and scores them. Random weights make the accuracy meaningless: the demo
 shows the plumbing, not the method.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from georag.config import Config
 from georag.errors import GeoRagError
 
 log = logging.getLogger(__name__)
@@ -69,24 +70,27 @@ def run_demo(
     images: Path | None = None,
     metadata: Path | None = None,
     dataset: str = "im2gps3k",
-    llm: str = "none",
-    encoder: str | None = None,
+    config: Config | None = None,
     every: int = 6,
     progress: bool = False,
 ) -> DemoReport:
     """Runs the demo into ``out`` (created; a previous demo folder there is replaced). Every ``every``-th
-    photo is a query, the others form the store. ``encoder``: a SigLIP hub id or folder (the real
-    ``google/siglip-so400m-patch14-384`` needs a network); default: a tiny random one built here."""
+    photo is a query, the others form the store (``out/store``; ``config.store`` is not used).
+
+    ``config``: the settings of the locate step; its ``encoder.model`` is a SigLIP hub id or folder (the
+    real ``google/siglip-so400m-patch14-384`` needs a network), or "" for a tiny random one built here;
+    ``llm.url`` an LLM server. Default: the defaults with the knn route (no LLM)."""
     from georag.datasets import ColumnMap, read_dataset
     from georag.encoder import load_encoder
     from georag.encoder.tiny import make_tiny_siglip
     from georag.evaluate import accuracy
-    from georag.llm.backends import open_llm
-    from georag.locate.geolocator import Geolocator, LocateConfig
+    from georag.llm.backends import open_llm_from
+    from georag.locate.geolocator import Geolocator
     from georag.locate.output import PredictionWriter
     from georag.store.build import BuildRequest, build_source
     from georag.store.store import GeoStore
 
+    config = (config or Config().with_values({"strategy.name": "knn"})).with_values({"store": str(out / "store")})
     t0 = time.perf_counter()
     _fresh(out)
     if (images is None) != (metadata is None):
@@ -117,8 +121,9 @@ def run_demo(
         w = csv.writer(f)
         w.writerow(["id", "lat", "lon"])
         w.writerows([names[i], repr(float(lat[i])), repr(float(lon[i]))] for i in gallery_rows)
-    model = str(make_tiny_siglip(out / "tiny-siglip")) if encoder is None else encoder
-    enc = load_encoder(model, batch_size=16)
+    e = config.encoder
+    model = e.model or str(make_tiny_siglip(out / "tiny-siglip"))
+    enc = load_encoder(model, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers)
     build_source(
         BuildRequest(
             store=out / "store",
@@ -132,9 +137,13 @@ def run_demo(
         encoder_factory=lambda: enc,
         progress=progress,
     )
-    client = open_llm(llm)
-    strategy = "rag" if client is not None else "knn"
-    geo = Geolocator(GeoStore.open(out / "store"), enc, client, LocateConfig(strategy=strategy))
+    client = open_llm_from(config.llm)
+    try:
+        geo = Geolocator(GeoStore.open(config.store, index=config.search.index), enc, client, config)
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     preds_path = out / "predictions.csv"
     got: dict[str, tuple[float, float]] = {}
     failed = 0
@@ -153,9 +162,9 @@ def run_demo(
         data=source,
         gallery=len(gallery_rows),
         queries=len(query_rows),
-        strategy=strategy,
+        strategy=config.strategy.name,
         encoder=enc.model_id,
-        random_weights=encoder is None,
+        random_weights=not e.model,
         accuracy=accuracy(pl, po, lat[query_rows], lon[query_rows]),
         failed=failed,
         seconds=time.perf_counter() - t0,

@@ -7,6 +7,10 @@ class GeoRagError(Exception):
     """Base class of georag's own errors."""
 
 
+class InputError(GeoRagError, ValueError):
+    """An argument or input array has the wrong shape, type or range (the message says which and why)."""
+
+
 class ConfigError(GeoRagError, ValueError):
     """A configuration value, file or option is wrong; the message names the key and what it accepts."""
 

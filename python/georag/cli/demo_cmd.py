@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from georag.errors import GeoRagError
+from georag.cli.options import ENCODER, LLM, RAG, SEARCH, config_from, errors, use
 
 
 @click.command()
@@ -26,31 +27,21 @@ from georag.errors import GeoRagError
     show_default=True,
     help="Format of --metadata (generic: columns id,lat,lon).",
 )
-@click.option(
-    "--llm", default="none", show_default=True, help="none, or an LLM server URL (see `georag locate`)."
-)
-@click.option(
-    "--encoder", default=None,
-    help="SigLIP hub id or folder, e.g. google/siglip-so400m-patch14-384 (a network) [default: tiny random].",
-)  # fmt: skip
-def demo(
-    out: Path, images: Path | None, metadata: Path | None, dataset: str, llm: str, encoder: str | None
-) -> None:
+@use("config", *ENCODER, *LLM, *SEARCH, *RAG, default_text={"encoder": "a tiny random SigLIP built here"})
+def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, **kw: Any) -> None:
     """Run the pipeline end to end offline: build a store, locate held-out photos, score them.
 
     By default a tiny RANDOM-WEIGHT SigLIP is built on the fly (nothing is downloaded) and, unless
     --images and --metadata are given, the IM2GPS3k sample in ../shared/data or generated pictures are
     used. With random weights the accuracy is meaningless: this shows the plumbing. With a network,
-    `--encoder google/siglip-so400m-patch14-384` runs the same job with the real model.
+    `--encoder google/siglip-so400m-patch14-384` runs the same job with the real model, and --llm URL
+    adds the multimodal LLM (the rag route).
     """
     from georag.demo import run_demo
 
-    try:
-        report = run_demo(
-            out, images=images, metadata=metadata, dataset=dataset, llm=llm, encoder=encoder, progress=True
-        )
-    except (GeoRagError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    with errors():
+        config = config_from(kw)
+        report = run_demo(out, images=images, metadata=metadata, dataset=dataset, config=config, progress=True)
     click.echo(f"photos: {report.data}")
     click.echo(
         f"store of {report.gallery} photos; located {report.queries} held-out photos with {report.strategy} "

@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from georag.encoder.encoder import Encoder
     from georag.llm.client import LLMClient
     from georag.locate.exclusion import QueryTruth
-    from georag.locate.geolocator import LocateConfig
+    from georag.config import Config
     from georag.store.store import GeoStore
 
 log = logging.getLogger(__name__)
@@ -106,13 +106,16 @@ def run_sweep(
     encoder: Encoder,
     llm: LLMClient | None,
     points: Iterable[SweepPoint],
-    base: LocateConfig,
+    base: Config,
     out: Path,
     distance: str = "haversine",
     bootstrap: int = 1000,
     on_run: Callable[[SweepPoint, int], None] | None = None,
 ) -> list[SweepRow]:
-    """Locates ``photos`` at every grid point (resumable runs in ``out``); scores each against ``truth``."""
+    """Locates ``photos`` at every grid point (resumable runs in ``out``); scores each against ``truth``.
+
+    ``base``: the settings of every run but the grid's (strategy, k_near = knn_k, k_far, one prompt variant
+    rag:K_NEAR:K_FAR, or zero at 0, 0); its store and encoder are ``store`` and ``encoder``."""
     from georag.config import PromptVariant
     from georag.locate.geolocator import Geolocator
     from georag.locate.output import PredictionWriter, run_settings
@@ -136,13 +139,14 @@ def run_sweep(
             if point.k_near == point.k_far == 0
             else PromptVariant("rag", point.k_near, point.k_far)
         )
-        config = replace(
-            base,
-            strategy=point.strategy,
-            k_near=max(point.k_near, 1),
-            k_far=point.k_far,
-            knn_k=max(point.k_near, 1),
-            rag=replace(base.rag, variants=(variant,)),
+        config = base.with_values(
+            {
+                "strategy.name": point.strategy,
+                "search.k_near": max(point.k_near, 1),
+                "search.k_far": point.k_far,
+                "strategy.knn_k": max(point.k_near, 1),
+                "strategy.rag.variants": (variant,),
+            }
         )
         geo = Geolocator(store, cached, llm, config, truth=truth)  # type: ignore[arg-type]
         path = out / f"{point.name}.csv"

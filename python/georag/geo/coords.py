@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError
+from georag.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def check_latlon(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Returns ``lat`` and ``lon`` as 1-D float64 copies after checking they are valid degrees.
 
-    A scalar counts as one coordinate. Raises GeoRagError when the two differ in length, are not 1-D,
+    A scalar counts as one coordinate. Raises InputError when the two differ in length, are not 1-D,
     or when any latitude is outside [-90, 90], any longitude outside [-180, 180], or either is NaN/inf;
     the message names ``what`` and the first bad index.
     """
@@ -34,14 +34,14 @@ def check_latlon(
         la = np.array(lat, dtype=np.float64, ndmin=1)
         lo = np.array(lon, dtype=np.float64, ndmin=1)
     except (TypeError, ValueError) as exc:
-        raise GeoRagError(f"{what}: latitude and longitude must be numbers ({exc})") from exc
+        raise InputError(f"{what}: latitude and longitude must be numbers ({exc})") from exc
     if la.ndim != 1 or lo.ndim != 1:
-        raise GeoRagError(f"{what}: latitude and longitude must be 1-D, got shapes {la.shape} and {lo.shape}")
+        raise InputError(f"{what}: latitude and longitude must be 1-D, got shapes {la.shape} and {lo.shape}")
     if la.shape != lo.shape:
-        raise GeoRagError(f"{what}: latitude and longitude differ in length: {la.size} vs {lo.size}")
+        raise InputError(f"{what}: latitude and longitude differ in length: {la.size} vs {lo.size}")
     i = _first_bad(la, lo)
     if i is not None:
-        raise GeoRagError(
+        raise InputError(
             f"{what}: entry {i} is not a valid latitude/longitude in degrees: ({la[i]!r}, {lo[i]!r})"
         )
     return la, lo
@@ -66,18 +66,18 @@ def from_unit_vectors(
     """Latitude and longitude in degrees of (n, 3) vectors (or one (3,) vector), normalised first.
 
     Longitude is in [-180, 180]; at a pole, where it is undefined, it is whatever ``atan2`` gives
-    (0 for an exact pole). Raises GeoRagError for a wrong shape, a non-finite or a zero vector.
+    (0 for an exact pole). Raises InputError for a wrong shape, a non-finite or a zero vector.
     """
     arr = np.array(xyz, dtype=np.float64, ndmin=2)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise GeoRagError(f"unit vectors must have shape (n, 3), got {np.shape(xyz)}")
+        raise InputError(f"unit vectors must have shape (n, 3), got {np.shape(xyz)}")
     if not np.isfinite(arr).all():
         i = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise GeoRagError(f"vector {i} is not finite: {arr[i].tolist()}")
+        raise InputError(f"vector {i} is not finite: {arr[i].tolist()}")
     scale = np.abs(arr).max(axis=1) if arr.size else np.zeros(0)
     if (scale == 0).any():
         i = int(np.flatnonzero(scale == 0)[0])
-        raise GeoRagError(f"vector {i} is zero and has no direction on the sphere")
+        raise InputError(f"vector {i} is zero and has no direction on the sphere")
     # Dividing by the largest component first keeps the squares in the norm from under- or overflowing.
     arr = arr / scale[:, None]
     x, y, z = (arr / np.linalg.norm(arr, axis=1)[:, None]).T
@@ -97,21 +97,21 @@ def haversine_km(
     """Great-circle distance in km between points 1 and 2 (degrees), broadcasting like numpy.
 
     Uses the haversine form, accurate for tiny distances; the clip keeps rounding from pushing the
-    argument of arcsin past 1 for near-antipodal points. Raises GeoRagError for invalid coordinates,
+    argument of arcsin past 1 for near-antipodal points. Raises InputError for invalid coordinates,
     shapes that do not broadcast, or a radius that is not positive and finite.
     """
     if not (np.isfinite(radius_km) and radius_km > 0):
-        raise GeoRagError(f"radius_km must be positive and finite, got {radius_km!r}")
+        raise InputError(f"radius_km must be positive and finite, got {radius_km!r}")
     try:
         p1, l1, p2, l2 = np.broadcast_arrays(
             *(np.asarray(v, dtype=np.float64) for v in (lat1, lon1, lat2, lon2))
         )
     except ValueError as exc:
-        raise GeoRagError(f"coordinate arrays do not broadcast together: {exc}") from exc
+        raise InputError(f"coordinate arrays do not broadcast together: {exc}") from exc
     for label, la, lo in (("first", p1, l1), ("second", p2, l2)):
         i = _first_bad(la, lo)
         if i is not None:
-            raise GeoRagError(
+            raise InputError(
                 f"{label} points: entry {i} is not a valid latitude/longitude in degrees: "
                 f"({la.ravel()[i]!r}, {lo.ravel()[i]!r})"
             )

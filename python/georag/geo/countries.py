@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError, MissingDependencyError
+from georag.errors import InputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +110,17 @@ def countries_at(lat: npt.ArrayLike, lon: npt.ArrayLike, *, chunk: int = 200_000
     Uses the ``reverse_geocode`` package: the country of the nearest populated place. Its nearest
     place is found by distance in degrees, not on the sphere, so a point near the date line or a pole,
     or far out at sea, can get a neighbouring country; for grouping a photo database by country
-    (submaps) that is the accepted trade-off of an offline lookup. Raises GeoRagError for coordinates
+    (submaps) that is the accepted trade-off of an offline lookup. Raises InputError for coordinates
     out of range or not finite.
     """
     la = np.asarray(lat, dtype=np.float64).ravel()
     lo = np.asarray(lon, dtype=np.float64).ravel()
     if la.shape != lo.shape:
-        raise GeoRagError(f"lat and lon differ in length: {la.size} vs {lo.size}")
+        raise InputError(f"lat and lon differ in length: {la.size} vs {lo.size}")
     bad = ~(np.isfinite(la) & np.isfinite(lo) & (np.abs(la) <= 90) & (np.abs(lo) <= 180))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise GeoRagError(f"coordinate {i} is not a valid latitude/longitude: ({la[i]}, {lo[i]})")
+        raise InputError(f"coordinate {i} is not a valid latitude/longitude: ({la[i]}, {lo[i]})")
     out = np.empty(la.size, dtype="<U2")
     if not la.size:
         return out

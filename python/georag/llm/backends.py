@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from georag.errors import GeoRagError
+from georag.config import LLMConfig
+from georag.errors import ConfigError
 from georag.llm.client import LLMClient, redact
 from georag.llm.retry import RetryPolicy
 
 SCHEMES = ("triton://", "openai://", "openais://")
 
+_DEFAULTS = LLMConfig()
+
 
 def open_llm(
     url: str,
     *,
-    timeout_s: float = 60.0,
-    retries: int = 2,
-    max_in_flight: int = 16,
+    timeout_s: float = _DEFAULTS.timeout_s,
+    retries: int = _DEFAULTS.retries,
+    concurrency: int = _DEFAULTS.concurrency,
 ) -> LLMClient | None:
     """The client for ``url``, or None for ``"none"`` (the retrieval-only baselines).
 
@@ -23,20 +26,28 @@ def open_llm(
     - ``openai://HOST:PORT/v1?model=NAME`` (``openais://`` for https) — any OpenAI-compatible server
       (vLLM, SGLang, LMDeploy, llama.cpp, Ollama); the key comes from OPENAI_API_KEY.
     ``timeout_s`` bounds each attempt, ``retries`` the extra attempts on transient errors, and
-    ``max_in_flight`` the requests open at once.
+    ``concurrency`` the requests open at once (defaults: `georag.config.LLMConfig`'s). ConfigError for an
+    unknown scheme or a bad limit; LLMError for a malformed URL of a known scheme.
     """
     text = url.strip()
-    policy = RetryPolicy(retries=retries)
     if text.lower() == "none":
         return None
+    policy = RetryPolicy(retries=retries)
     if text.startswith("triton://"):
         from georag.llm.triton_client import TritonClient
 
-        return TritonClient.from_url(text, timeout_s=timeout_s, policy=policy, max_in_flight=max_in_flight)
+        return TritonClient.from_url(text, timeout_s=timeout_s, policy=policy, concurrency=concurrency)
     if text.startswith(("openai://", "openais://")):
         from georag.llm.openai_client import OpenAIClient
 
-        return OpenAIClient.from_url(text, timeout_s=timeout_s, policy=policy, max_in_flight=max_in_flight)
-    raise GeoRagError(
+        return OpenAIClient.from_url(text, timeout_s=timeout_s, policy=policy, concurrency=concurrency)
+    raise ConfigError(
         f"--llm {redact(text)!r}: use none, triton://HOST:PORT/MODEL or openai://HOST:PORT/v1?model=NAME"
+    )
+
+
+def open_llm_from(config: LLMConfig) -> LLMClient | None:
+    """The client ``config`` describes (its url, timeout_s, retries and concurrency), or None for url none."""
+    return open_llm(
+        config.url, timeout_s=config.timeout_s, retries=config.retries, concurrency=config.concurrency
     )

@@ -26,15 +26,17 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from georag.config import Sampling
 from georag.errors import LLMError
 from georag.llm.client import redact
-from georag.llm.retry import RetryPolicy
-from georag.llm.transport import HttpTarget, Transport, error_message, truncate
+from georag.llm.transport import HttpTarget, Limits, Transport, TransportClient, error_message, truncate
 from georag.types import Completion, Prompt
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +44,29 @@ API_KEY_ENV = "OPENAI_API_KEY"
 """Environment variable read for the API key when none is passed."""
 
 _SCHEMES = {"openai": "http", "openais": "https"}
-_DEFAULT_POLICY = RetryPolicy()
 
 
 class _BadBody(ValueError):
     """A 200 body that is not a chat completion."""
 
 
-class OpenAIClient:
-    """A thread-safe `LLMClient` of one model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+class OpenAIClient(TransportClient):
+    """A thread-safe `LLMClient` of one model behind an OpenAI-compatible ``/chat/completions`` endpoint
+    (``name``: ``openai(s)://HOST:PORT/PATH?model=NAME``; connections are per request, none stay open)."""
 
     def __init__(
         self,
         base_url: str,
         model: str,
         *,
-        timeout_s: float = 60.0,
-        policy: RetryPolicy = _DEFAULT_POLICY,
-        concurrency: int = 16,
         api_key: str | None = None,
+        **limits: Unpack[Limits],
     ) -> None:
         """Builds a client of ``model`` at ``base_url`` (``http(s)://HOST:PORT/v1``).
 
-        ``api_key`` defaults to ``$OPENAI_API_KEY``; an empty key means none. Prefer `from_url`. LLMError for
-        a bad URL or key, ConfigError for a bad ``timeout_s`` or ``concurrency``.
+        ``api_key`` defaults to ``$OPENAI_API_KEY``; an empty key means none. ``limits``: ``timeout_s``,
+        ``policy``, ``concurrency`` (see `georag.llm.transport.Limits`). Prefer `from_url`. LLMError for a bad
+        URL or key, ConfigError for a bad limit.
         """
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -96,19 +97,15 @@ class OpenAIClient:
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         scheme = "openais" if https else "openai"
         name = f"{scheme}://{host}:{self._target.port}{parts.path.rstrip('/')}?{urlencode({'model': model})}"
-        self._transport = Transport(
-            redact(name), timeout_s=timeout_s, policy=policy, concurrency=concurrency, secrets=[key]
-        )
+        self._transport = Transport(redact(name), secrets=[key], **limits)
 
     @classmethod
     def from_url(
         cls,
         url: str,
         *,
-        timeout_s: float = 60.0,
-        policy: RetryPolicy = _DEFAULT_POLICY,
-        concurrency: int = 16,
         api_key: str | None = None,
+        **limits: Unpack[Limits],
     ) -> OpenAIClient:
         """A client for ``openai://HOST:PORT/v1?model=NAME`` (HTTP) or ``openais://...`` (HTTPS).
 
@@ -129,14 +126,7 @@ class OpenAIClient:
         if len(models) != 1 or not models[0]:
             raise LLMError(f"the URL needs exactly one ?model=NAME: {shown!r}")
         base = f"{scheme}://{parts.netloc}{parts.path}"
-        return cls(
-            base, models[0], timeout_s=timeout_s, policy=policy, concurrency=concurrency, api_key=api_key
-        )
-
-    @property
-    def name(self) -> str:
-        """The endpoint and model as an ``openai(s)://`` URL, without credentials."""
-        return self._transport.name
+        return cls(base, models[0], api_key=api_key, **limits)
 
     @property
     def model(self) -> str:
@@ -146,21 +136,8 @@ class OpenAIClient:
     def __repr__(self) -> str:
         key = "'***'" if self._api_key is not None else "None"
         t = self._transport
-        return f"OpenAIClient({t.name!r}, timeout_s={t.timeout_s}, concurrency={t.concurrency}, api_key={key})"
-
-    def __enter__(self) -> OpenAIClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def cancel(self) -> None:
-        """Stops retries and new requests (they fail with LLMError "cancelled")."""
-        self._transport.cancel()
-
-    def close(self) -> None:
-        """Marks the client closed and cancels; connections are per request, so none stay open."""
-        self._transport.close()
+        limits = f"timeout_s={t.timeout_s}, concurrency={t.concurrency}"
+        return f"OpenAIClient({t.name!r}, {limits}, api_key={key})"
 
     def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         """Sends the prompt (retrying transient failures, topping up missing choices); returns n answers."""

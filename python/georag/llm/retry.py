@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from georag.errors import LLMError
+from georag.errors import ConfigError, LLMError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,19 @@ class RetryPolicy:
     max_backoff_s: float = 8.0
     """Cap on one wait, a server's Retry-After included; default 8 s."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be an integer >= 0, got {self.retries!r}")
+        if not 0 <= self.backoff_s <= self.max_backoff_s:
+            raise ConfigError(
+                f"backoff must satisfy 0 <= backoff_s <= max_backoff_s, got {self.backoff_s}, "
+                f"{self.max_backoff_s}"
+            )
+
     def wait_s(self, failures: int, retry_after_s: float | None = None) -> float:
         """The wait after the ``failures``-th failure in a row: the jittered backoff, or the server's
         Retry-After when that is longer, never more than ``max_backoff_s`` (plus jitter)."""
-        backoff = min(self.backoff_s * 2 ** (failures - 1), self.max_backoff_s) * random.uniform(0.5, 1.5)
+        backoff = min(self.backoff_s * 2.0 ** (failures - 1), self.max_backoff_s) * random.uniform(0.5, 1.5)
         if retry_after_s is not None and retry_after_s > 0:
             # Capped, so a hostile or confused Retry-After cannot park a caller.
             return max(backoff, min(retry_after_s, self.max_backoff_s))

@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from georag._version import __version__
+from georag.config import LLMConfig
 from georag.errors import ConfigError, LLMError
 from georag.llm.retry import RetryPolicy, TransientError, with_retries
 from georag.types import Completion
@@ -44,6 +45,7 @@ from georag.types import Completion
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+C = TypeVar("C", bound="TransportClient")
 
 MAX_BODY_BYTES = 32 << 20
 """Largest response body read (n answers are kilobytes; anything this large is not an answer)."""
@@ -53,6 +55,19 @@ TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
 """HTTP statuses that are retried."""
 
 _READ_CHUNK = 1 << 16
+_DEFAULTS = LLMConfig()
+_DEFAULT_POLICY = RetryPolicy(retries=_DEFAULTS.retries)
+
+
+class Limits(TypedDict, total=False):
+    """The limits every client on a `Transport` takes as keywords (each optional; defaults: `LLMConfig`'s)."""
+
+    timeout_s: float
+    """Time limit of each attempt in seconds (the whole HTTP exchange, the gRPC wait); default 60."""
+    policy: RetryPolicy
+    """How transient failures are retried; default `RetryPolicy()` (2 retries)."""
+    concurrency: int
+    """Requests open at once across threads; default 16."""
 
 
 @dataclass(frozen=True)
@@ -82,14 +97,14 @@ class Transport:
         self,
         name: str,
         *,
-        timeout_s: float,
-        policy: RetryPolicy,
-        concurrency: int,
+        timeout_s: float = _DEFAULTS.timeout_s,
+        policy: RetryPolicy = _DEFAULT_POLICY,
+        concurrency: int = _DEFAULTS.concurrency,
         secrets: Iterable[str | None] = (),
     ) -> None:
-        """``name`` (no credentials) prefixes errors and logs; ``timeout_s`` bounds each attempt;
-        ``concurrency`` attempts run at once; ``secrets`` are masked in whatever a server says back.
-        ConfigError for a bad ``timeout_s`` or ``concurrency``."""
+        """``name`` (no credentials) prefixes errors and logs; ``timeout_s`` bounds each attempt and
+        ``concurrency`` attempts run at once (see `Limits`); ``secrets`` are masked in whatever a server says
+        back. ConfigError for a bad ``timeout_s`` or ``concurrency``."""
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         if not math.isfinite(timeout_s):
@@ -281,6 +296,32 @@ class Transport:
         if done.echoed:
             log.warning("%s: the server echoed the prompt; cut it from the answers", self._name)
         return done
+
+
+class TransportClient:
+    """What every client on a `Transport` shares: its name, `cancel`, `close`, use as a context manager."""
+
+    _transport: Transport
+
+    @property
+    def name(self) -> str:
+        """The endpoint (and model) as a URL, never with credentials."""
+        return self._transport.name
+
+    def cancel(self) -> None:
+        """Stops retries and new requests (they fail with LLMError "cancelled"); an attempt in flight ends
+        within its deadline."""
+        self._transport.cancel()
+
+    def close(self) -> None:
+        """Cancels and marks the client closed (later requests raise LLMError "closed")."""
+        self._transport.close()
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def cut_echo(text: str, prompt: str) -> tuple[str, bool]:

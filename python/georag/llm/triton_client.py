@@ -5,7 +5,7 @@ Chosen by a URL: ``triton://HOST:PORT/MODEL?family=qwen2-vl&protocol=grpc`` (``f
 password in the URL are sent as HTTP basic auth (for a proxy in front of Triton) and never appear in the
 client's name, logs or errors.
 
-Behaviour:
+This module is the wire format:
 
 * The vLLM backend applies no chat template, so the prompt is rendered here by
   `georag.llm.chat_templates.render_chat` for the URL's ``family``, image placeholder included. The image
@@ -13,23 +13,23 @@ Behaviour:
   ``top_p``, ``max_tokens``, ``n`` and ``seed`` (when not None); ``exclude_input_in_output`` is always true
   and ``stream`` always false, so one final response carries the n answers.
 * The model is decoupled (it may answer a request with any number of responses), so gRPC uses a
-  bidirectional stream (one per request, on a pooled connection) and waits for the response flagged final;
-  HTTP uses ``POST /v2/models/MODEL/generate``. ``/infer`` does not work with decoupled models.
-* ``timeout_s`` bounds each attempt: gRPC waits at most that long for the final response, then cancels the
-  request; HTTP uses it as the deadline for the connect and every read. A stalled server fails the attempt.
-* Transient failures (server unavailable or refusing connections, a timeout, gRPC UNAVAILABLE /
-  DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED, HTTP 429 / 5xx) are retried by `georag.llm.retry.with_retries`;
-  anything else (an unknown model, a request the model refuses) raises `LLMError` at once.
-* An answer that still contains the rendered prompt (a server that echoes its input despite
-  ``exclude_input_in_output``) is cut after the prompt and the completion is flagged ``echoed``.
-* At most ``max_in_flight`` requests are open at once across threads; the client is thread-safe.
+  bidirectional stream (one per request, on a pooled connection) and waits for the response flagged final,
+  cancelling the request when the attempt's deadline passes first; HTTP uses
+  ``POST /v2/models/MODEL/generate``. ``/infer`` does not work with decoupled models.
+* gRPC UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED are transient; any other gRPC error (an unknown
+  model, a request the model refuses) raises `LLMError` at once.
 * ``tritonclient`` is imported only for gRPC; without it `MissingDependencyError` says what to install.
+
+Slots (``concurrency``), retries, the per-attempt deadline (``timeout_s``), HTTP statuses, the body cap,
+error messages and echo cutting (an answer that still holds the rendered prompt despite
+``exclude_input_in_output`` is cut after it and flagged ``echoed``) are
+`georag.llm.transport.Transport`'s, shared with the OpenAI-compatible client.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
+import functools
 import importlib
 import itertools
 import json
@@ -39,14 +39,17 @@ import time
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from georag.config import Sampling
 from georag.errors import LLMError, MissingDependencyError
 from georag.llm.chat_templates import chat_format, render_chat
-from georag.llm.retry import RetryPolicy, TransientError, with_retries
+from georag.llm.transport import Deadline, HttpTarget, Limits, Transport, TransportClient, completion
 from georag.types import Completion, Prompt
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,7 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
 _QUERY_KEYS = frozenset({"family", "protocol"})
 _TRANSIENT_GRPC = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
-_TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
-_MAX_BODY_BYTES = 32 << 20  # n answers of a few hundred tokens are kilobytes; more is not an answer
-_MESSAGE_CHARS = 300
 _STREAM_GRACE_S = 1.0  # the gRPC deadline backs up our own wait, so it expires just after it
-_DEFAULT_POLICY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -191,3 +190,201 @@ class VllmRequest:
         return completion(texts, self.text, seconds, attempts)
 
 
+class TritonClient(TransportClient):
+    """A thread-safe `LLMClient` of one model on a Triton server with the vLLM backend (``name``:
+    ``triton://host:port/model``, no credentials)."""
+
+    def __init__(
+        self,
+        endpoint: TritonEndpoint,
+        **limits: Unpack[Limits],
+    ) -> None:
+        """``limits``: ``timeout_s``, ``policy``, ``concurrency`` (see `georag.llm.transport.Limits`).
+        ConfigError for a bad limit; MissingDependencyError for gRPC without ``tritonclient``."""
+        tokens = [value.split()[-1] for value in endpoint.auth_headers().values()]
+        self._transport = Transport(endpoint.name, secrets=[endpoint.password, *tokens], **limits)
+        self._endpoint = endpoint
+        self._http = HttpTarget(endpoint.host, endpoint.port)
+        self._path = f"/v2/models/{quote(endpoint.model, safe='')}/generate"
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []  # gRPC clients not in use; at most `concurrency` exist
+        self._ids = itertools.count(1)
+        self._grpc: ModuleType | None = import_tritonclient_grpc() if endpoint.protocol == "grpc" else None
+
+    @classmethod
+    def from_url(cls, url: str, **limits: Unpack[Limits]) -> TritonClient:
+        """The client for ``triton://HOST:PORT/MODEL?family=...&protocol=grpc|http``."""
+        return cls(parse_triton_url(url), **limits)
+
+    @property
+    def endpoint(self) -> TritonEndpoint:
+        """The parsed endpoint (its repr hides credentials)."""
+        return self._endpoint
+
+    def __repr__(self) -> str:
+        endpoint = self._endpoint
+        return f"TritonClient({endpoint.name}, family={endpoint.family}, protocol={endpoint.protocol})"
+
+    def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
+        """Sends one request (retrying transient failures) and returns its n answers, prompt excluded."""
+        request = VllmRequest.of(prompt, sampling, self._endpoint.family, f"georag-{next(self._ids)}")
+        start = time.monotonic()
+        texts, attempts = self._transport.call(
+            functools.partial(self._attempt, request), f"{self.name} request {request.id}"
+        )
+        if len(texts) != sampling.n:
+            log.warning("%s answered %d texts for n=%d", self.name, len(texts), sampling.n)
+        return self._transport.completion(texts, request.text, time.monotonic() - start, attempts)
+
+    def close(self) -> None:
+        """Cancels, closes pooled connections; later calls to `generate` raise LLMError."""
+        super().close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for client in idle:
+            self._close_grpc(client)
+
+    def _attempt(self, request: VllmRequest) -> list[str]:
+        texts = self._grpc_attempt(request) if self._grpc is not None else self._http_attempt(request)
+        if not texts:
+            raise self._transport.error("the server answered no text_output")
+        return texts
+
+    # gRPC: one bidirectional stream per request, on a pooled client (connection).
+
+    def _grpc_attempt(self, request: VllmRequest) -> list[str]:
+        grpc = self._grpc
+        assert grpc is not None
+        deadline = self._transport.deadline()
+        client = self._checkout()
+        responses: SimpleQueue[tuple[Any, Any]] = SimpleQueue()
+
+        def on_response(result: Any, error: Any) -> None:
+            # Runs on tritonclient's stream thread, which dies on an exception: only enqueue here.
+            responses.put((result, error))
+
+        healthy = False
+        try:
+            client.start_stream(
+                callback=on_response,
+                stream_timeout=self._transport.timeout_s + _STREAM_GRACE_S,
+                headers=self._endpoint.auth_headers() or None,
+            )
+            client.async_stream_infer(
+                self._endpoint.model,
+                self._grpc_inputs(grpc, request),
+                request_id=request.id,
+                outputs=[grpc.InferRequestedOutput("text_output")],
+                enable_empty_final_response=True,
+            )
+            texts = self._collect(responses, deadline)
+            healthy = True
+            return texts
+        except grpc.InferenceServerException as exc:
+            # When the stream broke before the request went out (server down), tritonclient only says the
+            # stream is invalid; the reason reaches the callback, possibly a moment later.
+            try:
+                _, reason = responses.get(timeout=_STREAM_GRACE_S)
+            except Empty:
+                reason = None
+            raise self._grpc_error(reason if reason is not None else exc) from exc
+        finally:
+            self._release(client, healthy)
+
+    def _collect(self, responses: SimpleQueue[tuple[Any, Any]], deadline: Deadline) -> list[str]:
+        texts: list[str] = []
+        while True:
+            try:
+                result, error = responses.get(timeout=deadline.left())
+            except Empty:
+                raise self._transport.timed_out() from None  # the stream is stopped, cancelling the request
+            if error is not None:
+                raise self._grpc_error(error)
+            output = result.as_numpy("text_output")
+            if output is not None:
+                texts.extend(_decode(item) for item in output.reshape(-1))
+            final = result.get_response().parameters.get("triton_final_response")
+            if final is not None and final.bool_param:
+                return texts
+
+    def _grpc_inputs(self, grpc: ModuleType, request: VllmRequest) -> list[Any]:
+        import numpy as np
+
+        def tensor(name: str, datatype: str, value: Any) -> Any:
+            array = np.array([value], dtype=np.object_ if datatype == "BYTES" else np.bool_)
+            item = grpc.InferInput(name, [1], datatype)
+            item.set_data_from_numpy(array)
+            return item
+
+        return [
+            tensor("text_input", "BYTES", request.text.encode("utf-8")),
+            tensor("image", "BYTES", request.image_b64.encode("ascii")),
+            tensor("sampling_parameters", "BYTES", request.sampling_parameters.encode("utf-8")),
+            tensor("exclude_input_in_output", "BOOL", True),
+            tensor("stream", "BOOL", False),
+        ]
+
+    def _grpc_error(self, exc: Any) -> LLMError:
+        status = str(exc.status() or "").rsplit(".", 1)[-1]
+        message = self._transport.short(exc.message() if hasattr(exc, "message") else exc)
+        text = f"{status}: {message}" if status else message
+        return self._transport.failure(text, transient=status in _TRANSIENT_GRPC)
+
+    def _checkout(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        grpc = self._grpc
+        assert grpc is not None
+        try:
+            return grpc.InferenceServerClient(url=self._endpoint.address)
+        except Exception as exc:  # tritonclient raises plain exceptions for bad addresses
+            raise self._transport.error(f"cannot create a gRPC client: {self._transport.short(exc)}") from exc
+
+    def _release(self, client: Any, healthy: bool) -> None:
+        try:
+            # A failed or timed-out request is cancelled, so the server stops working on it.
+            client.stop_stream(cancel_requests=not healthy)
+        except Exception as exc:  # closing a broken stream must not hide the request's own error
+            log.debug("%s: stopping a stream failed: %s", self.name, exc)
+            healthy = False
+        with self._lock:
+            if healthy and not self._transport.closed:
+                self._idle.append(client)
+                return
+        self._close_grpc(client)
+
+    def _close_grpc(self, client: Any) -> None:
+        try:
+            client.close()
+        except Exception as exc:  # best effort: the connection is going away anyway
+            log.debug("%s: closing a gRPC client failed: %s", self.name, exc)
+
+    # HTTP: POST /v2/models/MODEL/generate through the transport.
+
+    def _http_attempt(self, request: VllmRequest) -> list[str]:
+        body = {
+            "text_input": request.text,
+            "image": [request.image_b64],
+            "sampling_parameters": request.sampling_parameters,
+            "exclude_input_in_output": True,
+            "stream": False,
+        }
+        text = self._transport.post(
+            self._http, self._path, json.dumps(body).encode("utf-8"), self._endpoint.auth_headers()
+        )
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        output = payload.get("text_output") if isinstance(payload, dict) else None
+        if isinstance(output, str):
+            return [output]
+        if isinstance(output, list) and all(isinstance(item, str) for item in output):
+            return list(output)
+        short = self._transport.short(text, 200)
+        raise self._transport.error(f"/generate answered no text_output strings: {short}")
+
+
+def _decode(item: object) -> str:
+    return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from georag.config import ExclusionConfig
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
-from georag.store.store import GeoStore, StoreNeighbors
+from georag.store.store import GeoStore
 from georag.types import Neighbors
 
 
@@ -64,9 +64,16 @@ class ExcludingSearch:
         return out
 
     def search(
-        self, queries: npt.NDArray[np.float32], truths: Sequence[QueryTruth], k_near: int, k_far: int
-    ) -> tuple[StoreNeighbors, npt.NDArray[np.int64]]:
-        """The top ``k_near`` / ``k_far`` ALLOWED rows of each query; how many fetched rows were dropped."""
+        self,
+        queries: npt.NDArray[np.float32],
+        truths: Sequence[QueryTruth],
+        k_near: int,
+        k_far: int,
+        *,
+        index: str | None = None,
+    ) -> tuple[Neighbors, npt.NDArray[np.int64]]:
+        """The top ``k_near`` / ``k_far`` ALLOWED rows of each query, with their coordinates; how many
+        fetched rows were dropped per query. ``index``: the store's index by name (default its own)."""
         b = len(truths)
         if queries.shape[0] != b:
             raise GeoRagError(f"{queries.shape[0]} queries but {b} truths")
@@ -81,8 +88,8 @@ class ExcludingSearch:
         while todo.size:
             fetch = min(fetch, n)
             res = self.store.search(
-                queries[todo], min(k_near and fetch, n), min(k_far and fetch, n)
-            ).neighbors
+                queries[todo], min(k_near and fetch, n), min(k_far and fetch, n), index=index
+            )
             short = []
             for j, q in enumerate(todo):
                 ok_n = self._take(res.near_ids[j], res.near_scores[j], truths[q], near_i[q], near_s[q])
@@ -93,9 +100,8 @@ class ExcludingSearch:
                     short.append(q)
             todo = np.array(short, dtype=np.int64)
             fetch *= 2
-        lat_n, lon_n = self.store.coordinates(near_i)
-        lat_f, lon_f = self.store.coordinates(far_i)
-        return StoreNeighbors(Neighbors(near_i, near_s, far_i, far_s), lat_n, lon_n, lat_f, lon_f), dropped
+        found = Neighbors(near_i, near_s, far_i, far_s)
+        return found.with_coordinates(self.store.coordinates(near_i), self.store.coordinates(far_i)), dropped
 
     def _take(
         self,

@@ -155,18 +155,11 @@ class Geolocator:
                 return Prediction(found.id, strategy=self.strategy.name, error=str(exc))
         truth = self.truth.get(found.id) if self.truth is not None and self._excluding is not None else None
         route = self.strategy.route(found, photo)
-        return run_route(route, self._ask, lambda s: self._search_within(s, truth), timings)
-
-    def _ask(self, ask: Ask) -> Answers:
-        """The prompts of one round, one after the other on this worker; a failure is that prompt's answer."""
-        assert self.llm is not None
-        out: list[Any] = []
-        for prompt in ask.prompts:
-            try:
-                out.append(self.llm.generate(prompt, ask.sampling))
-            except LLMError as exc:
-                out.append(exc)
-        return tuple(out)
+        llm = self.llm
+        assert llm is not None or not self.strategy.needs_llm
+        return run_route(
+            route, lambda ask: ask_llm(llm, ask), lambda s: self._search_within(s, truth), timings
+        )
 
     def _search_within(self, search: Search, truth: QueryTruth | None) -> Found:
         """The top ``search.k`` allowed rows of the ranges. With exclusions it over-fetches (2k + 16,
@@ -253,6 +246,20 @@ class Geolocator:
             _put(out, exc, stop)
         finally:
             _put(out, _END, stop)
+
+
+def ask_llm(llm: LLMClient | None, ask: Ask) -> Answers:
+    """One round's prompts, one after the other on the calling thread; a failed request is that prompt's
+    answer (the route decides what it means), never an exception."""
+    if llm is None:
+        raise ConfigError("this route asks an LLM, and none is configured")
+    out: list[Any] = []
+    for prompt in ask.prompts:
+        try:
+            out.append(llm.generate(prompt, ask.sampling))
+        except LLMError as exc:
+            out.append(exc)
+    return tuple(out)
 
 
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> None:

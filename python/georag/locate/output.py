@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
+from georag.config import Config
 from georag.errors import GeoRagError
 from georag.types import Prediction
 
@@ -142,17 +143,43 @@ class PredictionWriter:
         self.close()
 
 
-def run_settings(config: Any, *, llm: str, store: Path, encoder: str) -> dict[str, Any]:
-    """What decides a run's predictions (a resumed run must match it): the `LocateConfig` without its
-    concurrency, the LLM endpoint (no credentials), the store and the encoder."""
-    settings = asdict(config)
-    settings.pop("max_in_flight", None)
-    if str(settings["strategy"]).startswith("knn"):  # retrieval only: the LLM settings do not matter
-        settings = {k: v for k, v in settings.items() if k not in ("rag", "vpr")}
+def run_settings(
+    config: Config, *, llm: str, store: str | Path | None = None, encoder: str | None = None
+) -> dict[str, Any]:
+    """What decides a run's predictions (a resumed run must match it), by dotted config key: the search,
+    the strategy and the settings of its route, the exclusions, the LLM endpoint ``llm`` (its name: no
+    credentials), the store (``config.store`` unless given) and the encoder's model id (``encoder``, else
+    ``config.encoder.model``). Not: request limits, concurrency, the encoder's backend or batch size."""
+    settings = {
+        f"{part}.{k}": v
+        for part in ("search", "strategy", "exclusion")
+        for k, v in _flat(asdict(getattr(config, part))).items()
+    }
+    name = config.strategy.name
+    if name.startswith("knn"):  # retrieval only: the LLM settings do not matter
+        settings = {k: v for k, v in settings.items() if not k.startswith(("strategy.rag.", "strategy.vpr."))}
         llm = "none"
-    elif settings["strategy"] == "rag":
-        settings.pop("vpr", None)
-    return {**settings, "llm": llm, "store": str(Path(store).resolve()), "encoder": encoder}
+    elif name == "rag":
+        settings = {k: v for k, v in settings.items() if not k.startswith("strategy.vpr.")}
+    if "strategy.rag.variants" in settings:  # as written on the command line: rag:16:16,zero
+        settings["strategy.rag.variants"] = ",".join(str(v) for v in config.strategy.rag.variants)
+    where = config.store if store is None else store
+    return {
+        **settings,
+        "llm": llm,
+        "store": str(Path(where).resolve()),
+        "encoder": config.encoder.model if encoder is None else encoder,
+    }
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _check_settings(path: Path, settings: dict[str, Any], *, resuming: bool) -> None:

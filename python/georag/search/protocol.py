@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -11,9 +11,9 @@ import numpy.typing as npt
 from georag.search.validate import RowRanges, as_row_ranges, check_k
 from georag.types import Neighbors
 
-Queries = npt.NDArray[np.float32]
+Queries: TypeAlias = npt.NDArray[np.float32]
 """(B, d) float32 query embeddings, raw: every index normalizes them itself."""
-Ranges = npt.NDArray[np.int64] | None
+Ranges: TypeAlias = npt.NDArray[np.int64] | None
 """Checked row ranges: an (R, 2) int64 array of [start, end) pairs, or None for the whole index."""
 
 
@@ -52,8 +52,9 @@ class Index(Protocol):
 
 class IndexBase(Index):
     """`Index.search` implemented once: the k values and row ranges are checked here, then ``_search``
-    runs. An index may take tuning keywords of its own (named in ``tuning_keywords``); any other keyword is
-    a TypeError, and a keyword given as None means the index's default."""
+    runs. An index may take tuning keywords of its own (named in ``tuning_keywords``); a value for any other
+    keyword is a TypeError, while any keyword given as None means the index's default (so ``GeoStore.search``
+    passes its ``num_threads=None`` to every index)."""
 
     tuning_keywords: ClassVar[tuple[str, ...]] = ()
     """Extra keywords ``search`` accepts (FlatIndex: num_threads, blas_min_batch, tile_rows)."""
@@ -77,13 +78,15 @@ class IndexBase(Index):
         """The search itself, the arguments checked; ``tuning`` holds only this index's keywords."""
 
     def _tuning(self, given: dict[str, int | None]) -> dict[str, int]:
-        """``given`` without the None values; TypeError for a keyword this index does not take."""
-        for name in given:
+        """``given`` without the None values (any index takes ``x=None``, its default); TypeError for a
+        value given to a keyword this index does not take."""
+        tuning = {name: value for name, value in given.items() if value is not None}
+        for name in tuning:
             if name not in self.tuning_keywords:
                 takes = ", ".join(self.tuning_keywords) or "none"
                 what = f"{type(self).__name__}.search got an unexpected keyword {name!r}"
                 raise TypeError(f"{what}; its tuning keywords: {takes}")
-        return {name: value for name, value in given.items() if value is not None}
+        return tuning
 
     def __len__(self) -> int:
         return self.ntotal

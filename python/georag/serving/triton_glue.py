@@ -1,32 +1,49 @@
-"""Helpers for georag's Triton Python-backend models: config parameters, tensors, errors, BLS steps.
+"""Helpers for georag's Triton Python-backend models: config parameters, tensors, errors, BLS steps, and the
+retrieval model's batching.
 
 Imported only inside a Triton Python-backend stub, where ``triton_python_backend_utils`` exists; it is
-looked up on first use so this module (and its typing) imports anywhere.
+looked up on first use so this module (and its typing) imports anywhere, and the parts that need no
+Triton (`pipeline_config`, `answer_retrieval`, `StoreSubmaps`, `request_params`) are tested without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from georag.config import Sampling, parse_variants
+from georag.config import Config, Sampling, load_config
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
+from georag.errors import ConfigError, StoreError
 from georag.llm.triton_client import VllmRequest
-from georag.serving.errors import ServingError, StepFailed, public_message
-from georag.serving.pipeline import NeighbourArrays, PipelineConfig
-from georag.serving.retrieval import NEIGHBOUR_OUTPUTS
-from georag.types import Completion, Prompt
+from georag.serving.batching import Outputs, run_batched
+from georag.serving.errors import BadRequest, ServingError, StepFailed, public_message
+from georag.serving.params import MAX_PARAMETERS_BYTES, RequestParams, parse_params
+from georag.serving.retrieval import NEIGHBOR_OUTPUTS, as_neighbors, check_row_ranges, search_outputs
+from georag.triton.model_config import MAX_K
+from georag.types import Completion, Neighbors, Prompt
+
+if TYPE_CHECKING:
+    from georag.store.manifest import Manifest
+    from georag.store.store import GeoStore
+    from georag.store.submaps import Submaps
 
 log = logging.getLogger(__name__)
+
+CONFIG_PARAMETER = "georag_config"
+"""The `georag` model's parameter holding the pipeline's config: a JSON object of dotted keys."""
 
 
 @cache
@@ -47,28 +64,22 @@ def flag(params: dict[str, str], key: str, default: bool = False) -> bool:
     return default if not value else value in ("1", "true", "yes", "on")
 
 
-def pipeline_config(params: dict[str, str]) -> PipelineConfig:
-    """The `PipelineConfig` of the `georag` model's parameters (see its config.pbtxt)."""
-    defaults = PipelineConfig()
-    sampling = Sampling(
-        n=int(params.get("samples", defaults.sampling.n)),
-        temperature=float(params.get("temperature", defaults.sampling.temperature)),
-        top_p=float(params.get("top_p", defaults.sampling.top_p)),
-        max_tokens=int(params.get("max_tokens", defaults.sampling.max_tokens)),
-    )
-    return PipelineConfig(
-        family=params.get("family", defaults.family),
-        k_near=int(params.get("k_near", defaults.k_near)),
-        k_far=int(params.get("k_far", defaults.k_far)),
-        variants=parse_variants(params["variants"]) if params.get("variants") else defaults.variants,
-        sampling=sampling,
-        max_image_bytes=int(params.get("max_image_bytes", defaults.max_image_bytes)),
-        encoder_timeout_s=float(params.get("encoder_timeout_s", defaults.encoder_timeout_s)),
-        retrieval_timeout_s=float(params.get("retrieval_timeout_s", defaults.retrieval_timeout_s)),
-        llm_timeout_s=float(params.get("llm_timeout_s", defaults.llm_timeout_s)),
-        deadline_s=float(params.get("deadline_s", defaults.deadline_s)),
-        allow_test_markers=flag(params, "allow_test_markers"),
-    )
+def pipeline_config(params: dict[str, str]) -> Config:
+    """The `Config` of the `georag` model's ``georag_config`` parameter (``load_config(values=...)`` of its
+    dotted keys; keys it does not list keep georag's defaults). ConfigError when it is missing or bad."""
+    raw = params.get(CONFIG_PARAMETER)
+    if raw is None:
+        raise ConfigError(
+            f"the georag model has no {CONFIG_PARAMETER!r} parameter: regenerate the repository with "
+            "`georag triton repo`"
+        )
+    try:
+        values = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ConfigError(f"the {CONFIG_PARAMETER!r} parameter is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"the {CONFIG_PARAMETER!r} parameter must be a JSON object of dotted keys")
+    return load_config(values=values)
 
 
 def max_in_flight(params: dict[str, str]) -> int:
@@ -83,6 +94,74 @@ def processor_spec(folder: Path, size: int) -> ProcessorSpec:
     """The SigLIP preprocessing written beside the model (the export's), else the defaults at ``size``."""
     path = folder / CONFIG_NAME
     return ProcessorSpec.from_config_file(path) if path.is_file() else ProcessorSpec.for_siglip(size)
+
+
+def default_strategy(config: Config, served: Sequence[str]) -> str:
+    """What a request naming no strategy gets: ``config.strategy.name`` if served, else the first served."""
+    return config.strategy.name if config.strategy.name in served else served[0]
+
+
+def request_params(raw: bytes | str | None, default: str, *, allow_test_markers: bool) -> RequestParams:
+    """`parse_params` of a request's parameters, with ``default`` as the strategy when they name none."""
+    given: Any = None
+    if raw is None or (len(raw) <= MAX_PARAMETERS_BYTES and not raw.strip()):
+        given = {}
+    elif len(raw) <= MAX_PARAMETERS_BYTES:
+        with contextlib.suppress(ValueError):  # parse_params refuses it with its own message
+            given = json.loads(raw)
+    if isinstance(given, dict) and "strategy" not in given:
+        raw = json.dumps({**given, "strategy": default})
+    return parse_params(raw, allow_test_markers=allow_test_markers)
+
+
+class StoreSubmaps:
+    """A store's submap partitions, without its embeddings or metadata: what the vpr-guided route needs of
+    the store inside the `georag` model (each of its instances is a process of its own, and the
+    `retrieval` model holds the store). Each partition is checked against its manifest entry (rows,
+    SHA-256) when first used, as `GeoStore.submaps` does."""
+
+    def __init__(self, path: str | Path) -> None:
+        from georag.store.manifest import Manifest
+
+        self.path = Path(path)
+        self.manifest: Manifest = Manifest.load(self.path)
+        self._loaded: dict[str, Submaps] = {}
+
+    @property
+    def ntotal(self) -> int:
+        """Rows of the store."""
+        return self.manifest.num_rows
+
+    def submap_names(self) -> list[str]:
+        """The partitions the store has."""
+        return sorted(self.manifest.submaps)
+
+    def submaps(self, name: str) -> Submaps:
+        """The partition ``name``, checked (StoreError when missing, stale or changed)."""
+        if name not in self._loaded:
+            from georag.store.files import sha256_file
+            from georag.store.submaps import load_submaps
+
+            info = self.manifest.submaps.get(name)
+            if info is None:
+                have = self.submap_names() or "none"
+                raise StoreError(f"{self.path} has no submaps {name!r}; it has {have}")
+            if info.rows != self.ntotal:
+                raise StoreError(
+                    f"submaps {name!r} cover {info.rows} rows but the store has {self.ntotal}: recompute "
+                    f"them with `georag index submaps {self.path} --by {info.scheme}`"
+                )
+            file = self.path / info.file
+            entry = self.manifest.files.get(info.file)
+            if entry is None or not file.is_file() or sha256_file(file) != entry.sha256:
+                raise StoreError(f"{file} is missing or was changed; run `georag index verify {self.path}`")
+            self._loaded[name] = load_submaps(file, expected_rows=self.ntotal)
+        return self._loaded[name]
+
+
+def submap_source(store: str) -> StoreSubmaps | None:
+    """The `georag` model's ``store`` parameter as the vpr-guided route's submap source (None if empty)."""
+    return StoreSubmaps(store) if store else None
 
 
 def input_array(request: Any, name: str) -> npt.NDArray[Any] | None:
@@ -103,6 +182,131 @@ def error_response(exc: ServingError) -> Any:
     return utils.InferenceResponse(error=utils.TritonError(str(exc), code))
 
 
+# The retrieval model: one dynamic batch of requests -> their answers.
+
+
+@dataclass(frozen=True, repr=False)
+class RetrievalRequest:
+    """One request to the `retrieval` model: its (b, d) embeddings and optional inputs (None: absent)."""
+
+    embeddings: npt.NDArray[Any]
+    k_near: npt.NDArray[Any] | None = None
+    """(b, 1) rows wanted on the similar side; None: the model's default."""
+    k_far: npt.NDArray[Any] | None = None
+    """(b, 1) rows wanted on the dissimilar side; None: the model's default."""
+    row_ranges: npt.NDArray[Any] | None = None
+    """(b, R, 2) [start, end) rows each query is restricted to; None: the whole store."""
+
+
+def answer_retrieval(
+    store: GeoStore,
+    requests: Sequence[RetrievalRequest],
+    k_near: int,
+    k_far: int,
+    *,
+    on_failure: Callable[[str], None] | None = None,
+) -> list[Outputs | ServingError]:
+    """Each request's 8 output arrays (NEIGHBOR_OUTPUTS order) or why it failed, in order.
+
+    Requests without row ranges are searched together, one search per distinct (k_near, k_far) (a batch
+    of requests at the defaults is one search, as before the k inputs existed); a request with row ranges
+    is searched on its own, each of its queries within its own ranges. A bad request (NaN or all-zero
+    embedding, a k outside [1 or 0, MAX_K], ranges outside the store) is a BadRequest alone; a search that
+    fails unexpectedly fails its own group with StepFailed (``on_failure`` gets the detail for the log).
+    """
+    results: list[Outputs | ServingError | None] = [None] * len(requests)
+    groups: dict[tuple[int, int], list[int]] = {}
+    ranged: list[tuple[int, int, int, list[npt.NDArray[np.int64]]]] = []
+    for i, req in enumerate(requests):
+        try:
+            rows = int(np.shape(req.embeddings)[0]) if np.ndim(req.embeddings) >= 1 else 0
+            kn = _k(req.k_near, k_near, rows, "k_near", low=1)
+            kf = _k(req.k_far, k_far, rows, "k_far", low=0)
+            if req.row_ranges is None:
+                groups.setdefault((kn, kf), []).append(i)
+            else:
+                ranged.append((i, kn, kf, _ranges(req.row_ranges, rows, store.ntotal)))
+        except BadRequest as exc:
+            results[i] = exc
+
+    def failed(what: str, exc: Exception) -> StepFailed:
+        if on_failure is not None:
+            on_failure(f"retrieval: {what} failed: {exc!r}")
+        log.error("retrieval: %s failed: %r", what, exc)
+        return StepFailed("the store search failed (see the server log)")
+
+    for (kn, kf), members in groups.items():
+        try:
+            found = run_batched(
+                [requests[i].embeddings for i in members],
+                lambda q, kn=kn, kf=kf: search_outputs(store, q, kn, kf),  # type: ignore[misc]
+                row_shape=(store.dim,),
+                nonzero=True,
+            )
+        except Exception as exc:  # an exception here would reach every client with its internals
+            error = failed(f"a batch of {len(members)} requests", exc)
+            found = [error] * len(members)
+        for i, answer in zip(members, found, strict=True):
+            results[i] = answer
+    for i, kn, kf, ranges in ranged:
+        results[i] = _search_ranged(store, requests[i].embeddings, kn, kf, ranges, failed)
+    return [r for r in results if r is not None]
+
+
+def _search_ranged(
+    store: GeoStore,
+    embeddings: npt.NDArray[Any],
+    k_near: int,
+    k_far: int,
+    ranges: list[npt.NDArray[np.int64]],
+    failed: Callable[[str, Exception], StepFailed],
+) -> Outputs | ServingError:
+    """One request with row ranges: each query searched within its own ranges, the rows stacked."""
+    parts: list[Outputs] = []
+    for row, within in enumerate(ranges):
+        try:
+            (one,) = run_batched(
+                [np.asarray(embeddings)[row : row + 1]],
+                lambda q, within=within: search_outputs(store, q, k_near, k_far, within),  # type: ignore[misc]
+                row_shape=(store.dim,),
+                nonzero=True,
+            )
+        except Exception as exc:
+            return failed("a search within row ranges", exc)
+        if isinstance(one, ServingError):
+            return one
+        parts.append(one)
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+
+
+def _k(given: npt.NDArray[Any] | None, default: int, rows: int, name: str, *, low: int) -> int:
+    """One request's k input (one equal integer per query) or ``default``; BadRequest if bad."""
+    if given is None:
+        return default
+    arr = np.asarray(given)
+    if arr.dtype.kind not in "iu" or arr.size != rows or rows < 1:
+        got = f"{arr.dtype} {list(arr.shape)}"
+        raise BadRequest(f"{name} must hold one integer per query ({rows}), got {got}")
+    values = np.unique(arr.reshape(-1))
+    if values.size != 1:
+        raise BadRequest(f"{name} must be the same for every query of a request")
+    value = int(values[0])
+    if not low <= value <= MAX_K:
+        raise BadRequest(f"{name} must be an integer in [{low}, {MAX_K}], got {value}")
+    return value
+
+
+def _ranges(given: npt.NDArray[Any], rows: int, ntotal: int) -> list[npt.NDArray[np.int64]]:
+    """A request's (b, R, 2) row ranges as one checked (R, 2) array per query; BadRequest if bad."""
+    arr = np.asarray(given)
+    if arr.ndim != 3 or arr.shape[0] != rows:
+        raise BadRequest(f"row_ranges must be (queries, R, 2) [start, end) pairs, got {list(arr.shape)}")
+    return [check_row_ranges(arr[j], ntotal) for j in range(rows)]
+
+
+# The georag model's steps.
+
+
 class BlsSteps:
     """The pipeline's steps as BLS calls to the models of the same server.
 
@@ -111,8 +315,9 @@ class BlsSteps:
     model runs it, so `georag.serving.pipeline` bounds every call itself as well.
     """
 
-    def __init__(self, encoder: str, retrieval: str, llm: str, config: PipelineConfig) -> None:
-        self.encoder, self.retrieval, self.llm, self.config = encoder, retrieval, llm, config
+    def __init__(self, encoder: str, retrieval: str, llm: str, family: str, config: Config) -> None:
+        self.encoder, self.retrieval, self.llm, self.family = encoder, retrieval, llm, family
+        self.config = config
 
     async def embed(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         utils = pb()
@@ -120,31 +325,45 @@ class BlsSteps:
             model_name=self.encoder,
             requested_output_names=["embeddings"],
             inputs=[utils.Tensor("pixel_values", np.ascontiguousarray(pixels[None], dtype=np.float32))],
-            timeout=_us(self.config.encoder_timeout_s),
+            timeout=_us(self.config.serve.encoder_timeout_s),
         )
         response = await request.async_exec()
         (embedding,) = _outputs(response, ["embeddings"], "encoder")
         return np.asarray(embedding[0], dtype=np.float32)
 
-    async def retrieve(self, embedding: npt.NDArray[np.float32]) -> NeighbourArrays:
+    async def retrieve(
+        self,
+        embedding: npt.NDArray[np.float32],
+        k_near: int,
+        k_far: int,
+        row_ranges: npt.NDArray[np.int64] | None = None,
+    ) -> Neighbors:
+        """One query to the retrieval model with its k inputs (and row ranges: a restricted search)."""
         utils = pb()
+        inputs = [
+            utils.Tensor("embeddings", np.ascontiguousarray(embedding[None], dtype=np.float32)),
+            utils.Tensor("k_near", np.array([[k_near]], dtype=np.int64)),
+            utils.Tensor("k_far", np.array([[k_far]], dtype=np.int64)),
+        ]
+        if row_ranges is not None:
+            ranges = np.ascontiguousarray(np.asarray(row_ranges, dtype=np.int64).reshape(1, -1, 2))
+            inputs.append(utils.Tensor("row_ranges", ranges))
         request = utils.InferenceRequest(
             model_name=self.retrieval,
-            requested_output_names=list(NEIGHBOUR_OUTPUTS),
-            inputs=[utils.Tensor("embeddings", np.ascontiguousarray(embedding[None], dtype=np.float32))],
-            timeout=_us(self.config.retrieval_timeout_s),
+            requested_output_names=list(NEIGHBOR_OUTPUTS),
+            inputs=inputs,
+            timeout=_us(self.config.serve.retrieval_timeout_s),
         )
         response = await request.async_exec()
-        arrays = _outputs(response, list(NEIGHBOUR_OUTPUTS), "retrieval")
-        return NeighbourArrays(*(a[0] for a in arrays))
+        return as_neighbors(tuple(_outputs(response, list(NEIGHBOR_OUTPUTS), "retrieval")))
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         """One request to the vLLM backend, as georag's Triton client sends it: the chat rendered for the
-        config's family, the image as base64, the prompt excluded from the output (cut off all the same
+        model's family, the image as base64, the prompt excluded from the output (cut off all the same
         if the server echoes it)."""
         utils = pb()
         start = time.monotonic()
-        wire = VllmRequest.of(prompt, sampling, self.config.family)
+        wire = VllmRequest.of(prompt, sampling, self.family)
 
         def tensor(name: str, value: Any, dtype: Any) -> Any:
             return utils.Tensor(name, np.array([value], dtype=dtype))
@@ -160,7 +379,7 @@ class BlsSteps:
                 tensor("exclude_input_in_output", True, np.bool_),
                 tensor("stream", False, np.bool_),
             ],
-            timeout=_us(self.config.llm_timeout_s),
+            timeout=_us(self.config.serve.llm_timeout_s),
         )
         first = await request.async_exec(decoupled=True)
         # The awaited call returns once the first response is in; the rest (often only the empty final

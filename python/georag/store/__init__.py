@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from georag.datasets import FORMATS, ColumnMap, read_dataset
 from georag.store.build import BuildReport, BuildRequest, build_source
-from georag.store.store import GeoStore, StoreNeighbors
+from georag.store.store import GeoStore
 
 __all__ = [
     "FORMATS",
@@ -12,7 +12,6 @@ __all__ = [
     "BuildRequest",
     "ColumnMap",
     "GeoStore",
-    "StoreNeighbors",
     "build_source",
     "read_dataset",
 ]

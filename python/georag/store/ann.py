@@ -12,6 +12,7 @@ import numpy.typing as npt
 from georag.errors import StoreError
 from georag.store.files import quick_fingerprint
 from georag.store.manifest import AnnInfo, FileEntry, Manifest, check_name
+from georag.store.store import BUILTIN_INDEXES
 from georag.store.writing import delete_unlisted, fresh_name, remove_leftovers, store_lock, sync_folder
 
 if TYPE_CHECKING:
@@ -71,13 +72,18 @@ def build_ann(
 
     The file gets a fresh name, is fsynced, and only then does the manifest switch to it (the index it
     replaces, if any, is deleted after that commit); its SHA-256 in the manifest means it is only ever
-    deserialized after the checksum matched. ``name`` defaults to the factory string made filename-safe.
+    deserialized after the checksum matched. ``name`` defaults to the factory string made filename-safe; it
+    may not be "exact" or "cuda" (`GeoStore.index` answers those names with the exact indexes).
     Memory: the index itself, the training sample and one 16384-row chunk. The store must not change while
     the index is built (checked before the commit); reopen the store to use the new index.
     """
     from georag.search.faiss_index import FaissIndex
 
     name = check_name(name or default_ann_name(factory), "index name")
+    if name in BUILTIN_INDEXES:
+        raise StoreError(
+            f"{name!r} names a built-in index of every store; give the faiss index another --name"
+        )
     if store.ntotal == 0:
         raise StoreError(f"{store.path} has no rows to index")
     rows_built = store.manifest.shard_files()

@@ -59,7 +59,7 @@ def near_duplicates(
     todo = np.arange(len(ids))
     kk = min(k, store.ntotal)
     while todo.size and kk > 0:
-        res = store.search(embeddings[todo], kk, 0).neighbors
+        res = store.search(embeddings[todo], kk, 0)
         again = []
         for j, q in enumerate(todo):
             row_ids, scores = res.near_ids[j], res.near_scores[j]

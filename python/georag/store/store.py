@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,58 +13,45 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from georag.errors import GeoRagError, StoreError
+from georag.errors import GeoRagError, MissingDependencyError, StoreError
 from georag.store.files import quick_fingerprint, sha256_file
 from georag.store.manifest import Manifest
 from georag.store.metadata import empty_table, read_checked
 from georag.types import Neighbors
 
 if TYPE_CHECKING:
+    from georag.search.cuda import CudaFlatIndex
     from georag.search.faiss_index import FaissIndex
     from georag.search.flat import FlatIndex
+    from georag.search.protocol import Index, IndexBase
+    from georag.search.validate import RowRanges
     from georag.store.submaps import Submaps
 
 log = logging.getLogger(__name__)
 
 Verify = Literal["quick", "full", "none"]
 
-
-@dataclass(frozen=True, repr=False)
-class StoreNeighbors:
-    """A store search: the neighbours' row ids and cosine similarities, and their coordinates.
-
-    Coordinate arrays are (B, k) float64 degrees, NaN where the id is -1 (fewer rows than k searchable).
-    """
-
-    neighbors: Neighbors
-    """Ids and scores, as `FlatIndex.search` returns them."""
-    near_lat: npt.NDArray[np.float64]
-    near_lon: npt.NDArray[np.float64]
-    far_lat: npt.NDArray[np.float64]
-    far_lon: npt.NDArray[np.float64]
-
-    def __len__(self) -> int:
-        return len(self.neighbors)
-
-    def __repr__(self) -> str:
-        n = self.neighbors
-        first = ""
-        if len(n) and n.near_ids.shape[1] and n.near_ids[0, 0] >= 0:
-            first = f", first query's nearest at ({self.near_lat[0, 0]:.4f}, {self.near_lon[0, 0]:.4f})"
-        kn, kf = n.near_ids.shape[1], n.far_ids.shape[1]
-        return f"StoreNeighbors(queries={len(n)}, k_near={kn}, k_far={kf}{first})"
+BUILTIN_INDEXES = ("exact", "cuda")
+"""Index names every store answers: "exact" (the C++ core on the CPU) and "cuda" (the exact search on a GPU).
+Any other name is a faiss index of the store (`georag index build-ann`); these two names cannot be one."""
 
 
 class GeoStore:
     """A built store opened for search: memory-mapped embeddings, metadata in memory, lazy indexes.
 
-    Open with :meth:`open`. Embeddings stay on disk (memory-mapped, read through the page cache); the exact
-    index (:meth:`flat_index`) is built from them shard by shard on first use, so its float32 copy is the
-    only full-size allocation.
+    Open with :meth:`open`. Embeddings stay on disk (memory-mapped, read through the page cache); each index
+    (:meth:`index`: "exact", "cuda" or a faiss index of the store) is built or read on first use, then kept.
+    The exact index is built from the shards one at a time, so its float32 copy is the only full-size
+    allocation. :meth:`search` uses the index named when the store was opened (``index_name``).
     """
 
     def __init__(
-        self, path: Path, manifest: Manifest, metadata: pa.Table, shards: list[npt.NDArray[Any]]
+        self,
+        path: Path,
+        manifest: Manifest,
+        metadata: pa.Table,
+        shards: list[npt.NDArray[Any]],
+        index_name: str = "exact",
     ) -> None:
         """Use :meth:`open`."""
         self.path = path
@@ -73,8 +59,11 @@ class GeoStore:
         self.metadata = metadata
         self._shards = shards
         self._flat: FlatIndex | None = None
+        self._cuda: CudaFlatIndex | None = None
         self._ann: dict[str, FaissIndex] = {}
         self._submaps: dict[str, Submaps] = {}
+        self.index_name = self._check_index_name(index_name)
+        """The index :meth:`search` and :meth:`index` use unless told another."""
 
     @classmethod
     def open(
@@ -84,6 +73,7 @@ class GeoStore:
         encoder: str | None = None,
         dim: int | None = None,
         verify: Verify = "quick",
+        index: str = "exact",
     ) -> GeoStore:
         """Opens the store at ``path`` and checks it against its manifest.
 
@@ -92,6 +82,11 @@ class GeoStore:
         blocks, and the full SHA-256 of the metadata (which is read anyway); "full" hashes everything
         (minutes for a 10M-row store; `georag index verify` does it with a report); "none" only checks
         sizes. faiss files are always fully hashed before they are parsed, when first used.
+
+        ``index``: what :meth:`search` uses by default (``store.index_name``): "exact" (default; the C++ core
+        on the CPU), "cuda" (the exact search on a GPU) or the name of a faiss index of the store. Only the
+        name is checked here (StoreError naming the indexes there are); the index is built or read, and
+        "cuda" checked for a device, on first use.
         """
         root = Path(path)
         manifest = Manifest.load(root)
@@ -125,7 +120,7 @@ class GeoStore:
             raise StoreError(
                 f"{root}: metadata has {metadata.num_rows} rows, the manifest {manifest.num_rows}"
             )
-        return cls(root, manifest, metadata, shards)
+        return cls(root, manifest, metadata, shards, index)
 
     @property
     def ntotal(self) -> int:
@@ -236,29 +231,85 @@ class GeoStore:
             self._submaps[name] = load_submaps(self.path / info.file, expected_rows=self.ntotal)
         return self._submaps[name]
 
+    def index(self, name: str | None = None) -> Index:
+        """The index ``name``, built or read on first use and then kept; None: ``index_name``.
+
+        "exact": :meth:`flat_index`. "cuda": a `CudaFlatIndex` on GPU 0 (see :meth:`cuda_index`). Any other
+        name: the faiss index of the store (:meth:`ann_index`). StoreError for a name the store has no index
+        of (naming those it has); MissingDependencyError for "cuda" without a CUDA build or device.
+        """
+        return self._index(name)
+
+    def _index(self, name: str | None) -> IndexBase:
+        name = self._check_index_name(self.index_name if name is None else name)
+        if name == "exact":
+            return self.flat_index()
+        if name == "cuda":
+            return self.cuda_index()
+        return self.ann_index(name)
+
+    def cuda_index(self) -> CudaFlatIndex:
+        """The exact index on GPU 0, built on first call (then cached); NOT YET RUN ON A GPU.
+
+        The rows are converted to float32 shard by shard into one host array that is uploaded, then freed:
+        host memory N x d x 4 bytes while it is built, device memory the same for as long as the store is
+        open. MissingDependencyError (before anything is read) when ``georag._core`` was built without CUDA
+        or sees no device.
+        """
+        if self._cuda is None:
+            from georag.search.cuda import CudaFlatIndex, cuda_core
+
+            try:
+                cuda_core()
+            except MissingDependencyError as exc:
+                raise MissingDependencyError(
+                    f"{self.path}: the 'cuda' index is not available here ({exc}); search with the 'exact' "
+                    "index (the C++ core on the CPU) instead"
+                ) from exc
+            rows = np.empty((self.ntotal, self.dim), dtype=np.float32)
+            for info, shard in zip(self.manifest.shards, self._shards, strict=True):
+                rows[info.first_row : info.first_row + info.rows] = shard
+            self._cuda = CudaFlatIndex(rows)
+        return self._cuda
+
     def search(
         self,
         queries: npt.NDArray[np.float32],
         k_near: int = 16,
         k_far: int = 16,
         *,
+        row_ranges: RowRanges | None = None,
         submap: tuple[str, str] | None = None,
         index: str | None = None,
         num_threads: int | None = None,
-    ) -> StoreNeighbors:
+    ) -> Neighbors:
         """The ``k_near`` most and ``k_far`` least similar rows of each raw query, with their coordinates.
 
-        ``submap=(partition, name)``, e.g. ``("country", "FR")``: search only that submap's rows.
-        ``index``: None for the exact flat index, or the name of an ANN index of the store.
+        Same contract as `georag.search.protocol.Index.search`; the result's near/far lat/lon are filled
+        ((B, k) degrees, NaN for padding). ``row_ranges``: search only these [start, end) rows;
+        ``submap=(partition, name)``, e.g. ``("country", "FR")``: only that submap's rows (not with
+        ``row_ranges``). ``index``: the index by name (see :meth:`index`); default ``index_name``.
+        ``num_threads``: worker threads of the exact index for this call (None: its default); the other
+        indexes refuse it (TypeError).
         """
-        ranges = None if submap is None else self.submaps(submap[0]).ranges(submap[1])
-        if index is None:
-            res = self.flat_index().search(queries, k_near, k_far, row_ranges=ranges, num_threads=num_threads)
-        else:
-            res = self.ann_index(index).search(queries, k_near, k_far, row_ranges=ranges)
-        near_lat, near_lon = self.coordinates(res.near_ids)
-        far_lat, far_lon = self.coordinates(res.far_ids)
-        return StoreNeighbors(res, near_lat, near_lon, far_lat, far_lon)
+        if submap is not None:
+            if row_ranges is not None:
+                raise StoreError("give row_ranges or submap, not both")
+            row_ranges = self.submaps(submap[0]).ranges(submap[1])
+        res = self._index(index).search(
+            queries, k_near, k_far, row_ranges=row_ranges, num_threads=num_threads
+        )
+        return res.with_coordinates(self.coordinates(res.near_ids), self.coordinates(res.far_ids))
+
+    def _check_index_name(self, name: str) -> str:
+        """``name`` if the store answers it, else StoreError naming the indexes it has."""
+        if name in BUILTIN_INDEXES or name in self.manifest.ann:
+            return name
+        ann = ", ".join(repr(n) for n in sorted(self.manifest.ann)) or "none"
+        raise StoreError(
+            f"{self.path} has no index {name!r}: use 'exact' (the C++ core on the CPU), 'cuda' (a GPU) or "
+            f"one of its faiss indexes ({ann}; build one with `georag index build-ann`)"
+        )
 
     def coordinates(
         self, ids: npt.NDArray[np.int64]

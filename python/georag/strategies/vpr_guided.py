@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.config import RagConfig, VprConfig
-from georag.errors import ConfigError, GeoRagError
+from georag.errors import ConfigError, InputError
 from georag.geo.coords import haversine_km
 from georag.llm.prior import build_prior_prompt
 from georag.strategies.prior import Prior, prior_of
@@ -209,7 +209,7 @@ class VprGuided:
         if image is None:
             raise ValueError("the vpr-guided route needs the photo")
         if item.embedding is None:
-            raise GeoRagError("the vpr-guided route needs the photo's embedding (Retrieved.embedding)")
+            raise InputError("the vpr-guided route needs the photo's embedding (Retrieved.embedding)")
         prompt = build_prior_prompt(image.data, image.mime)
         (done,) = yield Ask((prompt,), cfg.sampling, stage="prior")
         prior = prior_of(done, prompt, cfg.sampling.n)

@@ -15,6 +15,7 @@ from georag.encoder.backends.onnx_backend import META_MODEL_ID, find_onnx
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
 from georag.errors import GeoRagError, MissingDependencyError
 from georag.store.manifest import Manifest
+from georag.store.store import BUILTIN_INDEXES
 from georag.triton.model_config import RepositoryConfig, RepositoryError
 
 
@@ -32,14 +33,23 @@ class EncoderFacts:
 
 
 def read_facts(config: RepositoryConfig) -> EncoderFacts:
-    store = config.store.expanduser().resolve()
+    store = config.store_path.expanduser().resolve()
     try:
         manifest = Manifest.load(store)
     except GeoRagError as exc:
         raise RepositoryError(f"cannot read the store {store}: {exc}") from exc
-    if config.ann_index and config.ann_index not in manifest.ann:
+    index = config.config.search.index
+    if index not in BUILTIN_INDEXES and index not in manifest.ann:
         raise RepositoryError(
-            f"the store has no ANN index {config.ann_index!r}; it has {sorted(manifest.ann)}"
+            f"the store has no index {index!r} (search.index): use exact, cuda or one of its faiss indexes "
+            f"{sorted(manifest.ann)}"
+        )
+    strategy = config.config.strategy
+    if strategy.name == "vpr-guided" and strategy.vpr.submap_by not in manifest.submaps:
+        raise RepositoryError(
+            f"the default strategy is vpr-guided but the store has no submap partition "
+            f"{strategy.vpr.submap_by!r} (it has {sorted(manifest.submaps) or 'none'}); make one with "
+            f"`georag index submaps {store} --by country`"
         )
     model_id, dim, height, width = _onnx_facts(find_onnx(config.encoder_onnx))
     if model_id != manifest.encoder or dim != manifest.dim:

@@ -1,12 +1,22 @@
-"""RepositoryConfig: what `georag triton repo` builds (encoder, store, LLM, limits, batching), checked."""
+"""RepositoryConfig: what `georag triton repo` builds, checked. The pipeline's settings are ONE `Config`.
+
+Everything the served pipeline does (k_near / k_far, the strategy and its rag / vpr settings, sampling,
+time limits, the deadline, the image size cap, test markers, the search index) comes from
+``RepositoryConfig.config`` (`georag.config.Config`, the same object `georag locate` and `georag serve`
+run with); the other fields are only about the Triton deployment: which files go where, the LLM vLLM
+loads, batching, instances and queues.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from georag.config import parse_variants
-from georag.errors import GeoRagError
+from georag.config import Config
+from georag.errors import ConfigError, GeoRagError
 from georag.llm.chat_templates import chat_format
 
 ENCODER_MODELS = ("siglip_trt", "siglip_onnx", "siglip_python")
@@ -17,6 +27,16 @@ RETRIEVAL_MODEL = "retrieval"
 PIPELINE_MODEL = "georag"
 QWEN_PIXEL = 28 * 28
 """Pixels per Qwen2-VL visual token (14 px patches merged 2 x 2)."""
+MAX_K = 1024
+"""Most rows one retrieval request may ask for on each side (its ``k_near`` / ``k_far`` inputs)."""
+MAX_IMAGE_MB = 1024.0
+"""Largest ``serve.max_image_mb`` a repository accepts (Triton's own request size limits lie beyond)."""
+PIPELINE_SECTIONS = ("search", "strategy", "serve")
+"""The sections of `Config` the `georag` model runs with (the others are not used by a served pipeline:
+the LLM is the repository's own model, the encoder its encoder model, and it has no truth to exclude by)."""
+NOT_IN_TRITON = ("serve.max_requests", "serve.max_queue")
+"""Keys of those sections that bound `georag serve` only (Triton: ``pipeline_max_in_flight`` and
+``max_queue_size``)."""
 
 
 class RepositoryError(GeoRagError):
@@ -25,13 +45,21 @@ class RepositoryError(GeoRagError):
 
 @dataclass(frozen=True)
 class RepositoryConfig:
-    """What `write_repository` builds; every field but the first two has a default."""
+    """What `write_repository` builds; only ``encoder_onnx`` and a store are required.
 
-    store: Path
-    """The GeoStore folder the retrieval model opens (referenced by absolute path, never copied)."""
+    The store is ``store``, or else ``config.store``. ``config.serve.max_requests`` / ``max_queue`` bound
+    `georag serve`; in Triton, ``pipeline_max_in_flight`` (per georag instance) and ``max_queue_size``
+    (Triton's queue of each batched model) do.
+    """
+
     encoder_onnx: Path
     """The folder (or .onnx file) of `georag encoder export --format onnx`: the model id, dimensions and
     preprocessing of the encoder; copied into siglip_onnx / siglip_python."""
+    config: Config = field(default_factory=Config)
+    """The pipeline's settings (search, strategy, serve limits); default `Config()`."""
+    store: Path | None = None
+    """The GeoStore folder the retrieval model opens (referenced by absolute path, never copied); default
+    None: ``config.store``."""
     encoder_trt: Path | None = None
     """The folder (or engine file) of `georag encoder export --format tensorrt`; given, the repository uses
     siglip_trt (GPU). Default None."""
@@ -46,30 +74,6 @@ class RepositoryConfig:
     llm_standin: Path | None = None
     """A model folder copied in place of the vLLM model (the same interface; the tests' stand-in); default
     None."""
-    k_near: int = 16
-    """Similar rows retrieved per photo; default 16."""
-    k_far: int = 16
-    """Dissimilar rows retrieved per photo; default 16."""
-    variants: str | None = None
-    """Prompt variants; default None: ``rag:K_NEAR:K_FAR``."""
-    samples: int = 5
-    """LLM answers per prompt variant (the medoid's candidates); default 5."""
-    temperature: float = 0.7
-    """Sampling temperature; default 0.7."""
-    top_p: float = 0.95
-    """Nucleus sampling; default 0.95."""
-    max_tokens: int = 256
-    """Answer length cap; default 256."""
-    max_image_mb: float = 20.0
-    """Largest image a request may carry, MiB; default 20."""
-    encoder_timeout_s: float = 10.0
-    """Time limit of the encoder call; default 10 s."""
-    retrieval_timeout_s: float = 30.0
-    """Time limit of the retrieval call; default 30 s."""
-    llm_timeout_s: float = 60.0
-    """Time limit of each LLM request; default 60 s."""
-    deadline_s: float = 120.0
-    """Time limit of a whole request (also the longest it may wait in the pipeline's queue); default 120 s."""
     encoder_max_batch: int = 32
     """Largest encoder batch on CPU (siglip_trt takes its engine profile's maximum); default 32."""
     encoder_queue_delay_us: int = 100
@@ -90,40 +94,86 @@ class RepositoryConfig:
     """Requests one georag instance works on at once (the others wait within their deadline); default 64."""
     max_queue_size: int = 256
     """Longest queue of each batched model before requests are refused; default 256."""
-    ann_index: str = ""
-    """A faiss index of the store to search instead of the exact one; default "" (exact)."""
     max_model_len: int = 8192
     """vLLM context length (prompt with image tokens, plus the answer); default 8192."""
     gpu_memory_utilization: float = 0.85
     """Share of the GPU's memory vLLM may take; default 0.85."""
     max_pixels: int = 1280 * QWEN_PIXEL
     """Qwen2-VL image budget (mm_processor_kwargs.max_pixels): 1280 visual tokens by default."""
-    allow_test_markers: bool = False
-    """Let requests add a ``[[marker]]`` to the LLM prompt (drives the tests' stand-in); default False."""
 
     def __post_init__(self) -> None:
-        chat_format(self.family)  # an unknown family fails here, naming the known ones
-        if self.k_near < 1 or self.k_far < 0 or self.samples < 1:
-            raise RepositoryError("k_near and samples must be >= 1, k_far >= 0")
-        if not 0 < self.max_image_mb <= 1024 or not 0 < self.gpu_memory_utilization <= 1:
-            raise RepositoryError("max_image_mb must be in (0, 1024] and gpu_memory_utilization in (0, 1]")
-        for v in parse_variants(self.prompt_variants):
-            if v.k_near > self.k_near or v.k_far > self.k_far:
-                raise RepositoryError(f"variant {v} shows more references than k_near/k_far retrieve")
-        timeouts = (self.encoder_timeout_s, self.retrieval_timeout_s, self.llm_timeout_s, self.deadline_s)
-        if min(timeouts) <= 0:
-            raise RepositoryError("every timeout must be positive")
-        sizes = (self.encoder_max_batch, self.retrieval_max_batch, self.pipeline_max_batch)
-        counts = (
-            self.encoder_instances,
-            self.pipeline_instances,
-            self.pipeline_max_in_flight,
-            self.max_queue_size,
-        )
-        if min(sizes) < 1 or min(counts) < 1:
-            raise RepositoryError("batch sizes, instance counts and max_queue_size must be >= 1")
+        if not isinstance(self.config, Config):
+            raise RepositoryError(f"config must be a georag.config.Config, got {type(self.config).__name__}")
+        try:
+            chat_format(self.family)
+        except GeoRagError as exc:  # an unknown family, naming the known ones
+            raise RepositoryError(str(exc)) from None
+        if self.store is not None and self.config.store and Path(self.config.store) != Path(self.store):
+            raise RepositoryError(
+                f"two stores given: {self.store} and config.store {self.config.store}; give one"
+            )
+        if self.store is None and not self.config.store:
+            raise RepositoryError("no store given: pass --store (or set store in the config file)")
+        if self.config.serve.max_image_mb > MAX_IMAGE_MB:
+            raise RepositoryError(f"serve.max_image_mb must be at most {MAX_IMAGE_MB:g} MiB")
+        cfg = self.config
+        wanted = max(cfg.search.k_near, cfg.search.k_far, cfg.strategy.knn_k, cfg.strategy.vpr.rerank_k)
+        if wanted > MAX_K:
+            raise RepositoryError(
+                f"the retrieval model answers at most {MAX_K} rows a side; search.k_near, search.k_far, "
+                f"strategy.knn_k and strategy.vpr.rerank_k ask for up to {wanted}"
+            )
+        if self.config.exclusion.active:
+            raise ConfigError(
+                f"a served pipeline cannot exclude {self.config.exclusion}: requests carry no truth; "
+                "unset exclusion.same_author / exclusion.radius_km"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise RepositoryError("gpu_memory_utilization must be in (0, 1]")
+        counts = {
+            "encoder_max_batch": self.encoder_max_batch,
+            "retrieval_max_batch": self.retrieval_max_batch,
+            "pipeline_max_batch": self.pipeline_max_batch,
+            "encoder_instances": self.encoder_instances,
+            "pipeline_instances": self.pipeline_instances,
+            "pipeline_max_in_flight": self.pipeline_max_in_flight,
+            "max_queue_size": self.max_queue_size,
+            "max_model_len": self.max_model_len,
+            "max_pixels": self.max_pixels,
+        }
+        for delay in ("encoder_queue_delay_us", "trt_queue_delay_us", "retrieval_queue_delay_us"):
+            value = getattr(self, delay)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RepositoryError(f"{delay} must be an integer >= 0, got {value!r}")
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RepositoryError(f"{name} must be an integer >= 1, got {value!r}")
 
     @property
-    def prompt_variants(self) -> str:
-        """The variants string, defaulted to ``rag:K_NEAR:K_FAR``."""
-        return self.variants or f"rag:{self.k_near}:{self.k_far}"
+    def store_path(self) -> Path:
+        """The store folder (``store``, else ``config.store``)."""
+        return Path(self.store if self.store is not None else self.config.store)
+
+
+def pipeline_values(config: Config) -> dict[str, Any]:
+    """The dotted values of ``config``'s pipeline sections (`PIPELINE_SECTIONS`), JSON-ready and in field
+    order: what the `georag` model's ``georag_config`` parameter holds, read back with
+    ``load_config(values=...)`` (see `georag.serving.triton_glue.pipeline_config`)."""
+    out: dict[str, Any] = {}
+    for section in PIPELINE_SECTIONS:
+        _flatten(getattr(config, section), section, out)
+    return {key: value for key, value in out.items() if key not in NOT_IN_TRITON}
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            _flatten(value, key, out)
+        elif isinstance(value, tuple):  # prompt variants
+            out[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - checked by Config
+            raise ConfigError(f"{key} must be finite")
+        else:
+            out[key] = value

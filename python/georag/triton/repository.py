@@ -30,10 +30,12 @@ from georag.encoder.preprocess import CONFIG_NAME
 from georag.triton.inputs import EncoderFacts, read_engine, read_facts, standin_name
 from georag.triton.model_config import (
     LLM_MODEL,
+    MAX_K,
     PIPELINE_MODEL,
     RETRIEVAL_MODEL,
     RepositoryConfig,
     RepositoryError,
+    pipeline_values,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ def write_example_repository(out: Path, *, overwrite: bool = False) -> list[str]
         store="/models/georag-store",
         preprocessor=None,
     )
-    config = RepositoryConfig(store=Path(facts.store), encoder_onnx=Path("siglip-onnx"))
+    config = RepositoryConfig(encoder_onnx=Path("siglip-onnx"), store=Path(facts.store))
     models = _render(config, facts, out, overwrite, ["siglip_trt", "siglip_onnx"], LLM_MODEL, {}, (1, 8, 32))
     readme = _templates().joinpath("README.md").read_text("utf-8")
     (out / "README.md").write_text(readme, encoding="utf-8")
@@ -145,41 +147,33 @@ def _values(config: RepositoryConfig, facts: EncoderFacts, encoder: str, llm: st
     max_batch = config.encoder_max_batch
     # On CPU, 8-image calls ran fastest (georag.encoder.Encoder): prefer them, allow up to max_batch.
     preferred = sorted({min(8, max_batch), max_batch})
-    max_image_bytes = int(config.max_image_mb * (1 << 20))
+    cfg = config.config
+    serve = cfg.serve
     raw: dict[str, Any] = {
         "dim": facts.dim,
         "height": facts.height,
         "width": facts.width,
         "store": _pb_string(facts.store),
         "encoder_id": _pb_string(facts.model_id),
-        "ann_index": _pb_string(config.ann_index),
+        "index": _pb_string(cfg.search.index),
         "max_batch": max_batch,
         "preferred_batch_sizes": ", ".join(map(str, preferred)),
         "warmup_batch": min(8, max_batch),
         "queue_delay_us": config.encoder_queue_delay_us,
-        "queue_timeout_us": int(config.encoder_timeout_s * 1e6),
+        "queue_timeout_us": _us(serve.encoder_timeout_s),
         "max_queue_size": config.max_queue_size,
         "instances": config.encoder_instances,
-        "k_near": config.k_near,
-        "k_far": config.k_far,
+        "k_near": cfg.search.k_near,
+        "k_far": cfg.search.k_far,
+        "max_k": MAX_K,
         "llm_name": llm,
         "llm_hf_id": _pb_string(config.llm_model),
         "family": config.family,
         "encoder_model": encoder,
         "retrieval_model": RETRIEVAL_MODEL,
-        "variants": config.prompt_variants,
-        "samples": config.samples,
-        "temperature": _number(config.temperature),
-        "top_p": _number(config.top_p),
-        "max_tokens": config.max_tokens,
-        "max_image_bytes": max_image_bytes,
-        "max_image_mb": _number(max_image_bytes / (1 << 20)),
-        "encoder_timeout_s": _number(config.encoder_timeout_s),
-        "retrieval_timeout_s": _number(config.retrieval_timeout_s),
-        "llm_timeout_s": _number(config.llm_timeout_s),
-        "deadline_s": _number(config.deadline_s),
-        "deadline_us": int(config.deadline_s * 1e6),
-        "allow_test_markers": "true" if config.allow_test_markers else "false",
+        "georag_config": _pb_json_lines(pipeline_values(cfg), indent=6),
+        "max_image_mb": _number(serve.max_image_bytes / (1 << 20)),
+        "deadline_us": _us(serve.deadline_s),
     }
     return {key: str(value) for key, value in raw.items()}
 
@@ -204,7 +198,7 @@ def _model_values(
         own = {
             "max_batch": config.retrieval_max_batch,
             "queue_delay_us": config.retrieval_queue_delay_us,
-            "queue_timeout_us": int(config.retrieval_timeout_s * 1e6),
+            "queue_timeout_us": _us(config.config.serve.retrieval_timeout_s),
         }
     elif model == PIPELINE_MODEL:
         own = {
@@ -255,6 +249,20 @@ def _write_engine_args(config: RepositoryConfig, path: Path) -> None:
 def _pb_string(text: str) -> str:
     """``text`` escaped for a protobuf text-format string literal."""
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _pb_json_lines(values: dict[str, Any], indent: int) -> str:
+    """``values`` as one JSON object written as adjacent protobuf string literals, one key a line (text
+    format joins adjacent literals into one string, so the parameter reads as one JSON text)."""
+    pad = " " * indent
+    items = [json.dumps(key) + ": " + json.dumps(value) for key, value in values.items()]
+    parts = ["{", *(item + ("," if i < len(items) - 1 else "") for i, item in enumerate(items)), "}"]
+    return "\n".join(f'{pad}"{_pb_string(part)}"' for part in parts)
+
+
+def _us(seconds: float) -> int:
+    """``seconds`` in whole microseconds (Triton's queue timeouts)."""
+    return int(seconds * 1e6)
 
 
 def _number(x: float) -> str:

@@ -1,8 +1,11 @@
 """Triton Python-backend model `georag`: one photo in, JSON coordinates out (the whole pipeline via BLS).
 
-The pipeline itself is `georag.serving.pipeline` (decode, SigLIP, retrieval, prompt, LLM, parse, select);
-this file connects it to Triton: the config's parameters, the BLS calls, the responses and the errors.
-Written by `georag triton repo`; needs georag in the server's Python environment.
+The pipeline itself is `georag.serving.pipeline` (decode, SigLIP, retrieval, then the requested strategy's
+route: rag, knn, knn-medoid or vpr-guided); this file connects it to Triton: the config's parameters (the
+pipeline's `georag.config.Config` is the ``georag_config`` parameter), the BLS calls, the responses and the
+errors. vpr-guided is served when the store has the configured submap partition (its partition is read
+here; its second, restricted search is a call to the retrieval model). Written by `georag triton repo`;
+needs georag in the server's Python environment.
 
 Every request is answered from a task of its own through its response sender, and `execute` returns at
 once: the instance takes the next requests while earlier ones wait for the LLM (a non-decoupled model,
@@ -20,19 +23,23 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from georag.errors import ConfigError
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout
-from georag.serving.params import parse_params
 from georag.serving.pipeline import Pipeline, result_json
 from georag.serving.triton_glue import (
     BlsSteps,
     bytes_tensor,
+    default_strategy,
     error_response,
     input_array,
     max_in_flight,
     model_parameters,
     pipeline_config,
     processor_spec,
+    request_params,
+    submap_source,
 )
+from georag.strategies.registry import make_strategy
 
 
 class TritonPythonModel:
@@ -41,10 +48,20 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         params = model_parameters(json.loads(args["model_config"]))
         folder = Path(args["model_repository"]) / args["model_version"]
-        self.config = pipeline_config(params)
-        steps = BlsSteps(params["encoder_model"], params["retrieval_model"], params["llm_model"], self.config)
+        self.config = config = pipeline_config(params)
+        steps = BlsSteps(
+            params["encoder_model"], params["retrieval_model"], params["llm_model"], params["family"], config
+        )
         spec = processor_spec(folder, int(params.get("image_size", "224")))
-        self.pipeline = Pipeline(self.config, spec, steps)
+        store = submap_source(params.get("store", ""))
+        self.pipeline = Pipeline(config, spec, steps, store)
+        if config.strategy.name not in self.pipeline.strategies:
+            make_strategy(config.strategy, store)  # raises why (a missing partition names the fix)
+            raise ConfigError(f"the configured strategy {config.strategy.name} cannot be served here")
+        self.default_strategy = default_strategy(config, self.pipeline.strategies)
+        pb_utils.Logger.log_info(
+            f"georag: serving {', '.join(self.pipeline.strategies)} (default {self.default_strategy})"
+        )
         self.slots = asyncio.Semaphore(max_in_flight(params))
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -69,11 +86,12 @@ class TritonPythonModel:
             if image is None or image.size != 1:
                 raise BadRequest("send exactly one image per request (input 'image', shape [1, 1])")
             raw = input_array(request, "parameters")
-            params = parse_params(
+            params = request_params(
                 None if raw is None or raw.size == 0 else raw.reshape(-1)[0],
-                allow_test_markers=self.config.allow_test_markers,
+                self.default_strategy,
+                allow_test_markers=self.config.serve.allow_test_markers,
             )
-            left = self.config.deadline_s - (time.monotonic() - arrived)
+            left = self.config.serve.deadline_s - (time.monotonic() - arrived)
             try:
                 await asyncio.wait_for(self.slots.acquire(), max(left, 0.001))
             except asyncio.TimeoutError:

@@ -9,6 +9,9 @@ It answers like the Triton vLLM backend does when ``stream`` is false: one final
 - ``[[slow]]``: take 0.2 s, counting how many such requests run at once (``received.slow_in_flight``);
 - ``[[garbage]]``: answer ``I cannot tell.`` n times;
 - ``[[error]]``: fail the request with an error response;
+- a prior prompt (the vpr-guided route's, asking for an "ISO 3166-1" country code): n JSON answers
+  ``{"country": "US", "latitude": ..., "longitude": ..., "received": {...}}``, sample ``i`` at New York +
+  ``i`` * 0.01 degrees (``[[garbage]]`` still answers garbage);
 - otherwise: n JSON answers ``{"latitude": ..., "longitude": ..., "received": {...}}``, sample ``i`` at
   Paris + ``i`` * 0.01 degrees, with ``received`` reporting what arrived (sampling parameters, the exclude
   and stream flags, the image count, byte length and SHA-256) so tests can check the request on the wire.
@@ -32,6 +35,10 @@ import triton_python_backend_utils as pb_utils
 STALL_S = 30.0
 SLOW_S = 0.2
 PARIS = (48.8566, 2.3522)
+NEW_YORK = (40.7128, -74.006)
+PRIOR_COUNTRY = "US"
+PRIOR_MARK = "ISO 3166-1"
+"""What only the prior prompt (georag/llm/templates/prior.txt) asks for."""
 
 
 class RequestError(ValueError):
@@ -62,13 +69,17 @@ def _answers(prompt: str, params: dict[str, Any], received: dict[str, Any]) -> l
     n = int(params.get("n", 1))
     if "[[garbage]]" in prompt:
         return ["I cannot tell."] * n
+    prior = PRIOR_MARK in prompt
+    lat, lon = NEW_YORK if prior else PARIS
     answers = []
     for i in range(n):
-        body = {
-            "latitude": round(PARIS[0] + 0.01 * i, 4),
-            "longitude": round(PARIS[1] + 0.01 * i, 4),
+        body: dict[str, Any] = {
+            "latitude": round(lat + 0.01 * i, 4),
+            "longitude": round(lon + 0.01 * i, 4),
             "received": {**received, "sample": i},
         }
+        if prior:
+            body["country"] = PRIOR_COUNTRY
         answers.append(json.dumps(body, sort_keys=True))
     return answers
 
