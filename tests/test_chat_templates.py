@@ -52,7 +52,7 @@ def test_internvl_without_system_has_no_system_turn() -> None:
 
 
 def test_braces_and_newlines_pass_through() -> None:
-    user = 'Answer as {"latitude": <deg>, "longitude": <deg>}\nNeighbours: {0} {name}'
+    user = 'Answer as {"latitude": <deg>, "longitude": <deg>}\nNeighbors: {0} {name}'
     prompt = Prompt(system="sys {x}", user=user, image=b"x")
     rendered = render_chat(prompt, "qwen2-vl")
     assert user + "<|im_end|>\n" in rendered

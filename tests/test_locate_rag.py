@@ -79,7 +79,7 @@ def test_refusals_and_a_dead_server_fall_back_to_retrieval_and_say_so(
     with StandIn() as server:
         dead = server.url  # the port is closed once the server is gone
     r = CliRunner().invoke(
-        main, _args(locate_env, queries, tmp_path / "dead.csv", dead, "--retries", "0", "--timeout", "2")
+        main, _args(locate_env, queries, tmp_path / "dead.csv", dead, "--llm-retries", "0", "--llm-timeout-s", "2")
     )
     assert r.exit_code == 0, r.output
     for rows, reason in (
@@ -97,7 +97,7 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_result(
     queries = locate_env["queries"][:16]  # type: ignore[index]
     cli = [sys.executable, "-c", "from georag.cli import main; main()"]
     with StandIn(delay_s=0.25) as server:
-        flags = ("--samples", "2", "--max-in-flight", "2")
+        flags = ("--samples", "2", "--llm-concurrency", "2")
         whole = subprocess.run(
             [*cli, *_args(locate_env, queries, tmp_path / "whole.csv", server.url, *flags)],
             capture_output=True,

@@ -34,7 +34,7 @@ def test_resuming_with_other_settings_is_refused(locate_env: dict[str, object], 
     assert (
         r.exit_code != 0
         and "other settings" in r.output
-        and "strategy: was 'knn', now 'knn-medoid'" in r.output
+        and "strategy.name: was 'knn', now 'knn-medoid'" in r.output
     )
     r = CliRunner().invoke(
         main, _args(locate_env, photos, tmp_path / "p.csv", "--strategy", "knn-medoid", "--overwrite")
@@ -77,12 +77,13 @@ class _Exploding:
 
 def test_an_unexpected_worker_error_costs_one_photo(locate_env: dict[str, object]) -> None:
     from georag.encoder import load_encoder
-    from georag.locate.geolocator import Geolocator, LocateConfig
+    from georag.config import Config, LLMConfig
+    from georag.locate.geolocator import Geolocator
     from georag.store.store import GeoStore
 
     enc = load_encoder(Path(str(locate_env["tiny"])))
     geo = Geolocator(
-        GeoStore.open(Path(str(locate_env["store"]))), enc, _Exploding(), LocateConfig(max_in_flight=1)
+        GeoStore.open(Path(str(locate_env["store"]))), enc, _Exploding(), Config(llm=LLMConfig(concurrency=1))
     )
     preds = list(geo.locate(locate_env["queries"][:6]))  # type: ignore[index]
     assert len(preds) == 6

@@ -2,13 +2,16 @@
 
 Generation: every config.pbtxt parses as Triton's ModelConfig (tritonclient's model_config_pb2), the
 TensorRT / vLLM configs carry the fields production needs, refusals are clear, and the source tree's
-triton_models/ is what the templates render. Serving: a repository generated for a tiny SigLIP (exported
-to ONNX and run by siglip_python), a store of the shared IM2GPS3k photos and the stand-in LLM of
-tests/triton_models runs on the CPU tritonserver of nvidia-pytriton (tests/triton_server.py starts it on
-127.0.0.1 and stops it); real photos go through HTTP and gRPC and must get what the in-process Geolocator
-gets; a corrupt image, an oversized request, bad parameters and a stalled LLM must each end in a clean
-error, and the server must keep answering. The server tests skip, saying why, when the server
-environment (nvidia-pytriton with georag, onnxruntime and Pillow installed) is missing.
+triton_models/ is what the templates render; the pipeline's settings travel as one `Config` (the georag
+model's ``georag_config`` parameter) and come back equal. Serving: a repository generated for a tiny
+SigLIP (exported to ONNX and run by siglip_python), a store of the shared IM2GPS3k photos with a country
+submap partition and the stand-in LLM of tests/triton_models runs on the CPU tritonserver of
+nvidia-pytriton (tests/triton_server.py starts it on 127.0.0.1 and stops it); real photos go through HTTP
+and gRPC and must get what the in-process Geolocator gets, with rag, knn, knn-medoid and vpr-guided (whose
+submap search is a retrieval call with row ranges: checked against a numpy brute force); a corrupt image,
+an oversized request, bad parameters, bad row ranges and a stalled LLM must each end in a clean error, and
+the server must keep answering. The server tests skip, saying why, when the server environment
+(nvidia-pytriton with georag, onnxruntime and Pillow installed) is missing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -29,19 +33,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from georag.config import PromptVariant, Sampling
+from georag.config import Config, PromptVariant, Sampling, load_config
+from georag.errors import ConfigError
 from georag.serving.batching import run_batched
 from georag.serving.errors import BadRequest, StepTimeout, public_message
 from georag.serving.params import parse_params
-from georag.serving.pipeline import NeighbourArrays, Pipeline, PipelineConfig
+from georag.serving.pipeline import Pipeline
+from georag.triton.model_config import MAX_K, pipeline_values
 from georag.triton.repository import RepositoryConfig, RepositoryError, write_example_repository
-from georag.types import Completion, Prompt
+from georag.types import Completion, Neighbors, Prompt
 from triton_server import MODEL_REPOSITORY, REPO, TritonServer, run_triton_server, triton_unavailable_reason
 
 STANDIN = MODEL_REPOSITORY / "mllm_standin"
 SERVER_MODULES = ("georag.serving.triton_glue", "georag._core", "onnxruntime", "PIL")
 LLM_TIMEOUT_S = 2.0
 MAX_IMAGE_MB = 1.0
+MIN_SUBMAP_ROWS = 20
+"""The served config's strategy.vpr.min_submap_rows: the test store's US submap holds more rows."""
 LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
 
 
@@ -120,22 +128,26 @@ def test_run_batched_fails_bad_rows_alone() -> None:
 
 
 class ScriptedSteps:
-    """Steps answering at once with fixed neighbours; the LLM answers Paris or garbage; a step may stall."""
+    """Steps answering at once with fixed neighbors; the LLM answers Paris or garbage; a step may stall."""
 
     def __init__(self, llm: str = "paris") -> None:
         self.llm = llm
+        self.searches: list[tuple[int, int, np.ndarray | None]] = []
         k = 4
-        self.found = NeighbourArrays(
-            np.arange(k, dtype=np.int64), np.linspace(0.9, 0.6, k, dtype=np.float32),
-            np.array([40.0, 41.0, 42.0, 43.0]), np.array([-3.0, -3.0, -3.0, -3.0]),
-            np.arange(10, 10 + k, dtype=np.int64), np.linspace(-0.5, -0.2, k, dtype=np.float32),
-            np.full(k, -30.0), np.full(k, 150.0),
+        self.found = Neighbors(
+            np.arange(k, dtype=np.int64)[None], np.linspace(0.9, 0.6, k, dtype=np.float32)[None],
+            np.arange(10, 10 + k, dtype=np.int64)[None], np.linspace(-0.5, -0.2, k, dtype=np.float32)[None],
+            np.array([[40.0, 41.0, 42.0, 43.0]]), np.full((1, k), -3.0),
+            np.full((1, k), -30.0), np.full((1, k), 150.0),
         )  # fmt: skip
 
     async def embed(self, pixels: np.ndarray) -> np.ndarray:
         return np.ones(8, np.float32)
 
-    async def retrieve(self, embedding: np.ndarray) -> NeighbourArrays:
+    async def retrieve(
+        self, embedding: np.ndarray, k_near: int, k_far: int, row_ranges: np.ndarray | None = None
+    ) -> Neighbors:
+        self.searches.append((k_near, k_far, row_ranges))
         if self.llm == "stall-retrieval":
             await asyncio.sleep(30)
         return self.found
@@ -149,11 +161,15 @@ class ScriptedSteps:
         return Completion(tuple(texts), 0.0)
 
 
-def _pipeline(llm: str = "paris", **config: Any) -> Pipeline:
+def _pipeline(llm: str = "paris", **values: Any) -> Pipeline:
+    """A pipeline over ScriptedSteps; ``values``: dotted config keys with "_" for "." (serve_deadline_s)."""
     from georag.encoder.preprocess import ProcessorSpec
 
-    base = {"k_near": 4, "k_far": 4, "variants": (PromptVariant("rag", 4, 4),), "sampling": Sampling(n=3)}
-    return Pipeline(PipelineConfig(**{**base, **config}), ProcessorSpec.for_siglip(16), ScriptedSteps(llm))
+    base = {"search.k_near": 4, "search.k_far": 4, "strategy.rag.variants": "rag:4:4"}
+    base["strategy.rag.sampling.n"] = 3
+    given = {key.replace("__", "."): value for key, value in values.items()}
+    config = Config().with_values({**base, **given})
+    return Pipeline(config, ProcessorSpec.for_siglip(16), ScriptedSteps(llm))
 
 
 def _png() -> bytes:
@@ -163,10 +179,14 @@ def _png() -> bytes:
 
 
 def test_pipeline_picks_the_medoid() -> None:
-    out = asyncio.run(_pipeline().run(_png(), parse_params(None)))
+    pipeline = _pipeline()
+    out = asyncio.run(pipeline.run(_png(), parse_params(None)))
     assert (out["lat"], out["lon"], out["strategy"]) == (48.86, 2.35, "rag")
     assert out["confidence"] == 1.0 and len(out["evidence"]["answers"]) == 3
     assert [n["row"] for n in out["evidence"]["neighbors"]["near"]] == [0, 1, 2, 3]
+    steps = pipeline.steps
+    assert isinstance(steps, ScriptedSteps) and steps.searches == [(4, 4, None)]  # the configured k
+    assert pipeline.strategies == ("rag", "knn", "knn-medoid")  # no store: no vpr-guided
 
 
 def test_pipeline_falls_back_to_the_top_neighbour_when_no_answer_parses() -> None:
@@ -178,11 +198,13 @@ def test_pipeline_falls_back_to_the_top_neighbour_when_no_answer_parses() -> Non
 def test_pipeline_bounds_stalled_steps() -> None:
     start = time.monotonic()
     with pytest.raises(StepTimeout, match=r"the retrieval step did not answer within 0\.2 s"):
-        asyncio.run(_pipeline("stall-retrieval", retrieval_timeout_s=0.2).run(_png(), parse_params(None)))
+        asyncio.run(
+            _pipeline("stall-retrieval", serve__retrieval_timeout_s=0.2).run(_png(), parse_params(None))
+        )
     with pytest.raises(StepTimeout, match=r"the LLM step did not answer within 0\.3 s"):
-        asyncio.run(_pipeline("stall", llm_timeout_s=0.3).run(_png(), parse_params(None)))
+        asyncio.run(_pipeline("stall", serve__llm_timeout_s=0.3).run(_png(), parse_params(None)))
     with pytest.raises(StepTimeout, match=r"ran past its 0\.4 s deadline in the LLM step"):
-        asyncio.run(_pipeline("stall", deadline_s=0.4).run(_png(), parse_params(None)))
+        asyncio.run(_pipeline("stall", serve__deadline_s=0.4).run(_png(), parse_params(None)))
     assert time.monotonic() - start < 3.0
 
 
@@ -190,7 +212,7 @@ def test_pipeline_refuses_bad_requests() -> None:
     with pytest.raises(BadRequest, match="bad image: not an image"):
         asyncio.run(_pipeline().run(b"\x89PNG\r\n" + bytes(100), parse_params(None)))
     with pytest.raises(BadRequest, match=r"the image is 1\.0 MiB; this server accepts at most 0\.5 MiB"):
-        asyncio.run(_pipeline(max_image_bytes=1 << 19).run(bytes(1 << 20), parse_params(None)))
+        asyncio.run(_pipeline(serve__max_image_mb=0.5).run(bytes(1 << 20), parse_params(None)))
     with pytest.raises(BadRequest, match="empty"):
         asyncio.run(_pipeline().run(b"", parse_params(None)))
     with pytest.raises(BadRequest, match="more references than this server retrieves"):

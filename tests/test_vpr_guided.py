@@ -18,7 +18,8 @@ from georag.cli import main
 from georag.config import VprConfig
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
-from georag.llm.prior import PriorAnswer, parse_country, parse_prior, vote_prior
+from georag.llm.prior import PriorAnswer, parse_country, parse_prior
+from georag.strategies.prior import vote_prior
 from georag.strategies.vpr_guided import HALF_CIRCUMFERENCE_KM, rerank_order, rerank_scores
 from georag.types import Prediction
 from openai_standin import StandIn, user_text
@@ -176,16 +177,17 @@ def _locate(
     exclusion: Any = None,
     **vpr: Any,
 ) -> list[Prediction]:
-    from georag.config import ExclusionConfig
+    from georag.config import Config, ExclusionConfig, StrategyConfig
     from georag.llm.backends import open_llm
-    from georag.locate.geolocator import Geolocator, LocateConfig
+    from georag.locate.geolocator import Geolocator
 
     vpr.setdefault("min_submap_rows", 20)
     with StandIn(script=script, mode=mode) as server:
         llm = open_llm(server.url, retries=0)
         try:
-            config = LocateConfig(
-                strategy="vpr-guided", vpr=VprConfig(**vpr), exclusion=exclusion or ExclusionConfig()
+            config = Config(
+                strategy=StrategyConfig("vpr-guided", vpr=VprConfig(**vpr)),
+                exclusion=exclusion or ExclusionConfig(),
             )
             geo = Geolocator(env["geostore"], env["encoder"], llm, config, truth=truth)
             return list(geo.locate(env["queries"]))

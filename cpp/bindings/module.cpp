@@ -46,7 +46,7 @@ py::tuple search(const FlatIndex& self, const py::array& queries, int64_t k_near
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "georag's C++ search core: exact nearest AND farthest neighbours in one pass over the database.";
+  m.doc() = "georag's C++ search core: exact nearest AND farthest neighbors in one pass over the database.";
   m.attr("__version__") = GEORAG_VERSION_INFO;
 
   py::class_<FlatIndex>(m, "FlatIndex")

@@ -386,6 +386,9 @@ def _merge(obj: Any, given: Mapping[str, Any], where: str) -> Any:
             raise ConfigError(f"unknown config key {where}{key!r}; known: {', '.join(sorted(names))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
+            if isinstance(value, type(current)):
+                changes[key] = value
+                continue
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}{key} must be a table of keys ([{where}{key}] in a TOML file)")
             changes[key] = _merge(current, value, f"{where}{key}.")

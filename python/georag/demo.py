@@ -3,8 +3,8 @@
 It builds a tiny random-weight SigLIP (nothing is downloaded), a GeoStore from geotagged photos (the shared
 IM2GPS3k sample when it is beside the project, the user's ``--images`` / ``--metadata``, or generated
 pictures), locates held-out photos with the retrieval baseline (or the route the config names, e.g. rag
-with an LLM server), writes the predictions and scores them. Random weights make the accuracy meaningless: the demo
-shows the plumbing, not the method.
+with an LLM server), writes the predictions and scores them. Random weights make the accuracy
+meaningless: the demo shows the plumbing, not the method.
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ def run_demo(
     from georag.store.build import BuildRequest, build_source
     from georag.store.store import GeoStore
 
-    config = (config or Config().with_values({"strategy.name": "knn"})).with_values({"store": str(out / "store")})
+    config = (config or Config().with_values({"strategy.name": "knn"})).with_values(
+        {"store": str(out / "store")}
+    )
     t0 = time.perf_counter()
     _fresh(out)
     if (images is None) != (metadata is None):

@@ -178,7 +178,7 @@ class Prediction:
     fallback: str | None = None
     """Why the requested strategy fell back to retrieval (every LLM answer failed or did not parse)."""
     evidence: dict[str, Any] = field(default_factory=dict)
-    """Neighbours, prompt variants, raw answers, candidates, timings per stage (the JSONL record)."""
+    """Neighbors, prompt variants, raw answers, candidates, timings per stage (the JSONL record)."""
 
     @property
     def ok(self) -> bool:

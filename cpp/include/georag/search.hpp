@@ -1,4 +1,4 @@
-// The C++ API of the exact search core: a flat index returning nearest AND farthest neighbours in one pass.
+// The C++ API of the exact search core: a flat index returning nearest AND farthest neighbors in one pass.
 #pragma once
 
 #include <atomic>
@@ -18,8 +18,8 @@ struct RowRange {
 };
 
 struct SearchParams {
-  int64_t k_near = 16;  // nearest neighbours per query (highest cosine); default 16, as in the papers
-  int64_t k_far = 16;   // farthest neighbours per query (lowest cosine); default 16
+  int64_t k_near = 16;  // nearest neighbors per query (highest cosine); default 16, as in the papers
+  int64_t k_far = 16;   // farthest neighbors per query (lowest cosine); default 16
   int num_threads = 0;  // worker threads; default 0 = the index's setting (all hardware threads if that is 0)
   // Batches of at least this many queries score tiles with BLAS SGEMM; smaller batches use georag's
   // register-blocked kernel, which streams the database once without BLAS packing. Default 256 (the

@@ -41,7 +41,9 @@ def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, **
 
     with errors():
         config = config_from(kw)
-        report = run_demo(out, images=images, metadata=metadata, dataset=dataset, config=config, progress=True)
+        report = run_demo(
+            out, images=images, metadata=metadata, dataset=dataset, config=config, progress=True
+        )
     click.echo(f"photos: {report.data}")
     click.echo(
         f"store of {report.gallery} photos; located {report.queries} held-out photos with {report.strategy} "

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from georag.cli.options import errors, use
 from georag.errors import GeoRagError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -33,13 +34,7 @@ def eval_command() -> None:
 
 @eval_command.command("score")
 @click.argument("predictions", type=_FILE)
-@click.option("--truth", required=True, type=_FILE, help="Ground-truth metadata file of the benchmark.")
-@click.option(
-    "--truth-format",
-    default="im2gps3k",
-    show_default=True,
-    help="Reader of --truth: im2gps, im2gps3k, yfcc4k, mp16, osv5m or generic (columns id,lat,lon).",
-)
+@use("truth", "truth-format", required=("truth",), defaults={"truth-format": "im2gps3k"})
 @click.option("--truth-id-col", default=None, help="Truth id column [default: the format's].")
 @click.option("--truth-lat-col", default=None, help="Truth latitude column [default: the format's].")
 @click.option("--truth-lon-col", default=None, help="Truth longitude column [default: the format's].")
@@ -120,7 +115,7 @@ def score(
     from georag.evaluate import compare, evaluate_predictions, parse_thresholds, read_predictions, read_truth
     from georag.evaluate.tables import comparison_table, report_table
 
-    try:
+    with errors():
         chosen = parse_thresholds(thresholds)
         truth_rows = read_truth(
             truth, truth_format, id_col=truth_id_col, lat_col=truth_lat_col, lon_col=truth_lon_col
@@ -162,8 +157,6 @@ def score(
         if plot_dir is not None:
             for prefix, (name, rep) in reports.items():
                 _plot(rep, plot_dir, prefix, name)
-    except GeoRagError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(text)
     if json_out is not None:
         click.echo(f"wrote {json_out}")

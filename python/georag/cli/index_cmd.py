@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from georag.errors import GeoRagError
+from georag.cli.options import ENCODER, config_from, errors, use
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,24 +41,8 @@ def _source_options(fn: F) -> F:
             "--from-embeddings",
             "embeddings",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Precomputed (rows, d) .npy, row i = data row i of --metadata (instead of --images).",
-        ),
-        click.option(
-            "--encoder",
-            required=True,
-            help="SigLIP hub id or local folder (with --from-embeddings: the model that made them).",
-        ),
-        click.option(
-            "--backend",
-            type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
-            default="torch",
-            show_default=True,
-            help="Encoder backend (onnxruntime/tensorrt take an exported folder).",
-        ),
-        click.option("--device", default=None, help="Encoder device (default: cpu; cuda for tensorrt)."),
-        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
-        click.option(
-            "--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Decode threads."
+            help="Precomputed (rows, d) .npy, row i = data row i of --metadata (instead of --images); "
+            "--encoder names the model that made them.",
         ),
         click.option(
             "--source", default=None, help="Name of this source in the store [default: the format]."
@@ -77,7 +61,7 @@ def _source_options(fn: F) -> F:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return use("config", *ENCODER, default_text={"encoder": "none: required"})(fn)
 
 
 @index.command("build")
@@ -124,11 +108,6 @@ def _run_build(
     metadata: Path,
     images: tuple[Path, ...],
     embeddings: Path | None,
-    encoder: str,
-    backend: str,
-    device: str | None,
-    batch_size: int,
-    workers: int,
     source: str | None,
     id_col: str | None,
     lat_col: str | None,
@@ -137,18 +116,20 @@ def _run_build(
     country_col: str | None,
     image_name: str | None,
     keep_zero: bool,
+    **kw: Any,
 ) -> None:
     from georag.store.build import BuildRequest, build_source
 
     if bool(images) == bool(embeddings):
         raise click.UsageError("give --images (a folder or tar shards) or --from-embeddings, one of the two")
-    try:
+    with errors("interrupted: every committed shard is kept; re-run the same command to resume"):
+        e = config_from(kw, require=("encoder.model",), auto_strategy=False).encoder
         columns = _column_map(dataset, id_col, lat_col, lon_col, author_col, country_col, image_name)
         req = BuildRequest(
             store=store,
             dataset=dataset,
             metadata=metadata,
-            encoder=encoder,
+            encoder=e.model,
             images=tuple(images),
             embeddings=embeddings,
             source=source,
@@ -161,15 +142,11 @@ def _run_build(
         def load() -> Any:
             from georag.encoder import load_encoder
 
-            return load_encoder(encoder, backend, device=device, batch_size=batch_size, workers=workers)
+            return load_encoder(
+                e.model, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers
+            )
 
         report = build_source(req, add=add, encoder_factory=load, progress=True)
-    except KeyboardInterrupt:
-        raise click.ClickException(
-            "interrupted: every committed shard is kept; re-run the same command to resume"
-        ) from None
-    except (GeoRagError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     if report.already_complete:
         click.echo(f"{report.source}: already complete in {store} ({report.store_rows} rows); nothing to do")
         return
@@ -235,10 +212,8 @@ def build_ann_cmd(store: Path, factory: str, name: str | None, train_size: int |
     from georag.store.ann import build_ann
     from georag.store.store import GeoStore
 
-    try:
+    with errors():
         info = build_ann(GeoStore.open(store), factory, name=name, train_size=train_size, seed=seed)
-    except (GeoRagError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"built {info.file} ({info.factory}) over {info.rows} rows")
 
 
@@ -257,10 +232,8 @@ def submaps_cmd(store: Path, by: str, k: int, name: str | None, seed: int, reord
     """Partition STORE's rows by country (offline reverse geocoding) or k-means on the coordinates."""
     from georag.store.partition import make_submaps
 
-    try:
+    with errors():
         sub = make_submaps(store, by, k=k, seed=seed, name=name, reorder=reorder)
-    except (GeoRagError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     sizes = sorted(sub.sizes().items(), key=lambda kv: -kv[1])
     click.echo(f"{len(sub)} submaps by {by} over {sub.num_rows} rows in {len(sub.starts)} row ranges")
     for key, n in sizes[:10]:
@@ -276,10 +249,8 @@ def info_cmd(store: Path, as_json: bool) -> None:
     """Counts per source and submap, dimension, encoder, sizes on disk."""
     from georag.store.inspect import store_info
 
-    try:
+    with errors():
         info = store_info(store)
-    except (GeoRagError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
@@ -311,10 +282,8 @@ def verify_cmd(store: Path) -> None:
     """Re-hash every file of STORE against its manifest; exit status 1 when anything is wrong."""
     from georag.store.inspect import verify_store
 
-    try:
+    with errors():
         report = verify_store(store, progress=True)
-    except (GeoRagError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     for line in report.problems:
         click.echo(f"CORRUPT  {line}")
     for rel in report.unlisted:
@@ -329,13 +298,13 @@ def verify_cmd(store: Path) -> None:
 @index.command("near-duplicates")
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--encoder", required=True, help="The store's encoder (hub id or folder).")
+@use("config", *ENCODER)
 @click.option(
     "--threshold", default=0.95, show_default=True, type=click.FloatRange(-1.0, 1.0), help="Cosine bar."
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the pairs as CSV here.")
 def near_duplicates_cmd(
-    store: Path, images: tuple[Path, ...], encoder: str, threshold: float, out: Path | None
+    store: Path, images: tuple[Path, ...], threshold: float, out: Path | None, **kw: Any
 ) -> None:
     """List gallery rows of STORE that are near-copies of benchmark IMAGES (files or folders): cosine >= bar.
 
@@ -348,16 +317,18 @@ def near_duplicates_cmd(
     from georag.cli.locate_cmd import expand_images
     from georag.encoder import load_encoder
     from georag.store.duplicates import near_duplicates
-    from georag.store.store import GeoStore
+    from georag.store.store import GeoStore, check_encoder
 
-    try:
-        enc = load_encoder(encoder)
-        gallery = GeoStore.open(store, encoder=enc.model_id)
+    with errors():
+        gallery = GeoStore.open(store)
+        e = config_from(kw, auto_strategy=False).encoder
+        enc = load_encoder(
+            e.model or gallery.encoder, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers
+        )
+        check_encoder(gallery, enc.model_id, enc.dim)
         paths = expand_images(images, None)
         result = enc.encode(paths, ids=[p.name for p in paths], progress=True)
         pairs = near_duplicates(gallery, result.embeddings, list(result.ids), threshold)
-    except (GeoRagError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
     queries = {p.query for p in pairs}
     click.echo(
         f"{len(queries)} of {len(result)} photos have a gallery row at cosine >= {threshold:g} "

@@ -30,7 +30,10 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
 @click.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
-    "--list", "listing", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="File of image paths."
+    "--list",
+    "listing",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of image paths.",
 )
 @use("config", "store", *ENCODER, *LLM, *SEARCH, *RAG, *VPR, *EXCLUSION, "truth", "truth-format",
      defaults={"truth-format": "im2gps3k"})  # fmt: skip

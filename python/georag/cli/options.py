@@ -105,7 +105,7 @@ SHARED: dict[str, Shared] = {
     s.flags.split("/")[0].lstrip("-") if s.param is None else s.param.replace("_", "-"): s
     for s in (
         _s("--config", (), _FILE, "Settings from this TOML file (keys as in georag.config); options win."),
-        _s("--store", "store", _DIR, "The GeoStore folder (georag index build).", default_text="none"),
+        _s("--store", "store", _DIR, "The GeoStore folder (georag index build)."),
         # the encoder
         _s("--encoder", "encoder.model", str, "The store's encoder: hub id or folder (or an export).",
            default_text="the encoder the store was built with"),
@@ -118,11 +118,12 @@ SHARED: dict[str, Shared] = {
         _s("--llm", "llm.url", str, "none | triton://HOST:PORT/MODEL | openai://HOST:PORT/v1?model=NAME."),
         _s("--llm-timeout-s", "llm.timeout_s", POSITIVE, "Time limit of each LLM request attempt, seconds."),
         _s("--llm-timeout-s", "serve.llm_timeout_s", POSITIVE, "Time limit of each LLM request, seconds; "
-           "sent once (no retries: the caller gets the 504 / 502 and may retry).", param="served_llm_timeout_s"),
+           "sent once (no retries: the caller gets the 504 / 502 and may retry).",
+           param="served_llm_timeout_s"),
         _s("--llm-retries", "llm.retries", click.IntRange(min=0), "Retries of transient LLM errors."),
         _s("--llm-concurrency", "llm.concurrency", click.IntRange(min=1), "LLM requests open at once."),
-        _s("--family", (), click.Choice(known_families()), "Chat format of a triton:// LLM whose URL names no ?family= "
-           "(openai:// servers apply their own)."),
+        _s("--family", (), click.Choice(known_families()),
+           "Chat format of a triton:// LLM whose URL names no ?family= (openai:// servers apply their own)."),
         # retrieval
         _s("--k-near", "search.k_near", click.IntRange(min=1), "Similar rows retrieved per photo."),
         _s("--k-far", "search.k_far", click.IntRange(min=0), "Dissimilar rows retrieved per photo."),
@@ -157,7 +158,8 @@ SHARED: dict[str, Shared] = {
         _s("--prior-weight", "strategy.vpr.prior_weight", FiniteFloat(0.0, 1.0),
            "vpr-guided: w of score = (1-w)*cos - w*km/20037.5 (0: retrieval order, 1: nearest the prior)."),
         _s("--hybrid/--no-hybrid", "strategy.vpr.hybrid", bool,
-           "vpr-guided: the re-ranked candidates become the RAG prompt's similar set; the RAG route answers."),
+           "vpr-guided: the re-ranked candidates become the RAG prompt's similar set; the RAG route answers."
+           ),
         # leakage control
         _s("--exclude-same-author/--no-exclude-same-author", "exclusion.same_author", bool,
            "Never retrieve gallery rows by the photo's author (needs --truth)."),
@@ -167,7 +169,7 @@ SHARED: dict[str, Shared] = {
         _s("--truth-format", (), str, "Reader of --truth: im2gps, im2gps3k, yfcc4k, mp16, osv5m or generic "
            "(columns id,lat,lon)."),
         # serving limits
-        _s("--max-requests", "serve.max_requests", click.IntRange(min=1), "Requests the pipeline runs at once."),
+        _s("--max-requests", "serve.max_requests", click.IntRange(min=1), "Requests run at once."),
         _s("--max-queue", "serve.max_queue", click.IntRange(min=0), "Requests that may wait beyond "
            "--max-requests, uploads included; more are answered 503 at once."),
         _s("--max-image-mb", "serve.max_image_mb", POSITIVE, "Largest image a request may carry, MiB."),

@@ -11,65 +11,20 @@ import numpy as np
 
 from georag.errors import GeoRagError
 
+_NPY = click.Path(exists=True, dir_okay=False, path_type=Path)
+_COUNT, _ONE = click.IntRange(min=0), click.IntRange(min=1)
+
 
 @click.command()
-@click.option(
-    "--database",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="(N, d) float32 .npy embeddings. Default: a seeded demo database.",
-)
-@click.option(
-    "--queries",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="(B, d) float32 .npy query embeddings (raw; normalized by the search).",
-)
-@click.option(
-    "--k-near",
-    default=16,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Most similar rows per query.",
-)
-@click.option(
-    "--k-far",
-    default=16,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Least similar rows per query.",
-)
-@click.option(
-    "--threads",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Worker threads (0 = all cores).",
-)
-@click.option(
-    "--demo-rows",
-    default=100_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Rows of the demo database (without --database).",
-)
-@click.option(
-    "--demo-dim",
-    default=768,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Dimension of the demo database (768 = SigLIP base).",
-)
-@click.option(
-    "--demo-queries",
-    default=8,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Queries drawn near known demo rows.",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write all results: .npz (arrays) or .json.",
-)
+@click.option("--database", type=_NPY, help="(N, d) float32 .npy embeddings [default: a seeded demo].")
+@click.option("--queries", type=_NPY, help="(B, d) float32 .npy queries (raw; the search normalizes).")
+@click.option("--k-near", default=16, show_default=True, type=_COUNT, help="Similar rows per query.")
+@click.option("--k-far", default=16, show_default=True, type=_COUNT, help="Dissimilar rows per query.")
+@click.option("--threads", default=0, show_default=True, type=_COUNT, help="Worker threads (0 = all cores).")
+@click.option("--demo-rows", default=100_000, show_default=True, type=_ONE, help="Rows of the demo database.")
+@click.option("--demo-dim", default=768, show_default=True, type=_ONE, help="Its dimension (768 = SigLIP).")
+@click.option("--demo-queries", default=8, show_default=True, type=_ONE, help="Queries near known demo rows.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write results: .npz or .json.")
 def search(
     database: Path | None,
     queries: Path | None,

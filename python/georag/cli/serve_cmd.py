@@ -86,11 +86,16 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
 
     if not config.store:
         raise ConfigError("no store: give one (--store, or store in the config file)")
-    for what, sampling in (("--samples", config.strategy.rag.sampling), ("--prior-samples", config.strategy.vpr.sampling)):
+    for what, sampling in (
+        ("--samples", config.strategy.rag.sampling),
+        ("--prior-samples", config.strategy.vpr.sampling),
+    ):
         if sampling.n > MAX_SAMPLES:
             raise ConfigError(f"{what} {sampling.n}: a served request asks for {MAX_SAMPLES} answers at most")
     store = GeoStore.open(config.store, index=config.search.index)
-    enc = load_encoder(config.encoder.model or store.encoder, config.encoder.backend, device=config.encoder.device)
+    enc = load_encoder(
+        config.encoder.model or store.encoder, config.encoder.backend, device=config.encoder.device
+    )
     check_encoder(store, enc.model_id, enc.dim)  # before the index is built: a wrong encoder fails at once
     store.index()  # built or read now (a missing or damaged one fails here), not in a request's time limit
     calls = config.serve.max_requests * MAX_VARIANTS

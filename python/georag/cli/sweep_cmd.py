@@ -73,7 +73,11 @@ def sweep(
             store = GeoStore.open(base.store, index=base.search.index)
             e = base.encoder
             enc = load_encoder(
-                e.model or store.encoder, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers
+                e.model or store.encoder,
+                e.backend,
+                device=e.device,
+                batch_size=e.batch_size,
+                workers=e.workers,
             )
             rows = run_sweep(
                 expand_images(images, None),

@@ -19,7 +19,7 @@ _DEFAULTS: dict[str, ColumnMap] = {
     # The YFCC header is mostly column numbers, with LON before LAT. Column "3" is the uploader's Flickr
     # NSID ("55289779@N00"), the same id style as the AUTHOR column of MP-16 and IM2GPS, so one
     # photographer is recognisable across these datasets (e.g. to keep a user's photos out of a
-    # benchmark's neighbours).
+    # benchmark's neighbors).
     "yfcc4k": ColumnMap(image_id="IMG_ID", lat="LAT", lon="LON", author="3"),
     "mp16": ColumnMap(image_id="IMG_ID", lat="LAT", lon="LON", author="AUTHOR"),
     "osv5m": ColumnMap(image_id="id", lat="latitude", lon="longitude", image_name="{id}.jpg"),

@@ -28,10 +28,10 @@ from georag.evaluate.scoring import evaluate_predictions
 from georag.evaluate.truth import Truth
 
 if TYPE_CHECKING:
+    from georag.config import Config
     from georag.encoder.encoder import Encoder
     from georag.llm.client import LLMClient
     from georag.locate.exclusion import QueryTruth
-    from georag.config import Config
     from georag.store.store import GeoStore
 
 log = logging.getLogger(__name__)

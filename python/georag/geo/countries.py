@@ -109,7 +109,7 @@ def countries_at(lat: npt.ArrayLike, lon: npt.ArrayLike, *, chunk: int = 200_000
 
     Uses the ``reverse_geocode`` package: the country of the nearest populated place. Its nearest
     place is found by distance in degrees, not on the sphere, so a point near the date line or a pole,
-    or far out at sea, can get a neighbouring country; for grouping a photo database by country
+    or far out at sea, can get a neighboring country; for grouping a photo database by country
     (submaps) that is the accepted trade-off of an offline lookup. Raises InputError for coordinates
     out of range or not finite.
     """

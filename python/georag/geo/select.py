@@ -22,7 +22,7 @@ def medoid(
 
     The geodesic medoid is the consensus of several answers: unlike a mean of coordinates it is always one
     of the answers, and an outlier (another continent) cannot drag it into the sea. ``also_lat/also_lon``
-    add points that pull on the choice without being candidates (e.g. the retrieved neighbours). Ties go to
+    add points that pull on the choice without being candidates (e.g. the retrieved neighbors). Ties go to
     the earlier candidate; raises ValueError when there is no candidate.
     """
     la = np.asarray(lat, dtype=np.float64).ravel()

@@ -277,7 +277,7 @@ def lettered_candidates(text: str) -> list[Candidate]:
     """
     out: list[Candidate] = []
     values = list(_VALUE_RE.finditer(text))
-    # Neighbouring values one by one (not one regex over pairs), so that a stray number before a pair
+    # Neighboring values one by one (not one regex over pairs), so that a stray number before a pair
     # cannot swallow its first value.
     for ma, mb in itertools.pairwise(values):
         if not _PAIR_SEP.fullmatch(text, ma.end(), mb.start()):

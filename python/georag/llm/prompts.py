@@ -1,4 +1,4 @@
-"""Geolocation prompts from template files: the photo, k similar and k dissimilar neighbours' coordinates.
+"""Geolocation prompts from template files: the photo, k similar and k dissimilar neighbors' coordinates.
 
 The templates live in ``georag/llm/templates/*.txt`` (``string.Template`` syntax, ``$name``), not in code:
 ``system.txt`` (the role), ``rag.txt`` with ``rag_similar.txt`` / ``rag_dissimilar.txt`` (Bicakci et al. /
@@ -57,7 +57,7 @@ def build_prompt(
     far_lon: npt.NDArray[np.float64] | None = None,
     image_mime: str = "image/jpeg",
 ) -> Prompt:
-    """The prompt of ``variant`` for one photo and its neighbours' coordinates (most similar first).
+    """The prompt of ``variant`` for one photo and its neighbors' coordinates (most similar first).
 
     The first ``variant.k_near`` similar and ``variant.k_far`` dissimilar coordinates are shown; a block
     with no coordinates is left out (k = 0, or fewer rows in the store).

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.config import ExclusionConfig
-from georag.errors import GeoRagError
+from georag.errors import InputError
 from georag.geo.coords import haversine_km
 from georag.store.store import GeoStore
 from georag.types import Neighbors
@@ -76,7 +76,7 @@ class ExcludingSearch:
         fetched rows were dropped per query. ``index``: the store's index by name (default its own)."""
         b = len(truths)
         if queries.shape[0] != b:
-            raise GeoRagError(f"{queries.shape[0]} queries but {b} truths")
+            raise InputError(f"{queries.shape[0]} queries but {b} truths")
         near_i = np.full((b, k_near), -1, dtype=np.int64)
         near_s = np.full((b, k_near), np.nan, dtype=np.float32)
         far_i = np.full((b, k_far), -1, dtype=np.int64)

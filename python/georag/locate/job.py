@@ -111,7 +111,9 @@ def run(
         counts = {"ok": 0, "error": 0, "fallback": 0}
         t0 = time.perf_counter()
         done = len(todo_paths) - len(todo)
-        with tqdm(total=len(todo_paths), initial=done, unit="img", disable=not progress, desc="locate") as bar:
+        with tqdm(
+            total=len(todo_paths), initial=done, unit="img", disable=not progress, desc="locate"
+        ) as bar:
             for pred in geo.locate(todo):
                 writer.write(pred)
                 counts["error" if pred.error else "fallback" if pred.fallback else "ok"] += 1

@@ -1,4 +1,4 @@
-"""Contrastive search: k nearest AND k farthest neighbours, exact (C++ core) or approximate (faiss).
+"""Contrastive search: k nearest AND k farthest neighbors, exact (C++ core) or approximate (faiss).
 
 Every index satisfies `georag.search.protocol.Index`; `georag.store.GeoStore.index` picks one by name.
 """

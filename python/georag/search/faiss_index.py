@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError, MissingDependencyError
+from georag.errors import InputError, MissingDependencyError, StoreError
 from georag.search.protocol import IndexBase, Queries, Ranges
 from georag.search.rows import RowSource
 from georag.types import Neighbors
@@ -202,18 +202,18 @@ class FaissIndex(IndexBase):
 
         Deserializing an untrusted faiss file is unsafe, so the file is read into memory once and
         only those bytes, after their checksum matched, are parsed (transient memory: the file
-        size plus the index). Raises GeoRagError for a malformed or mismatching checksum and for
-        an index whose metric is not inner product.
+        size plus the index). Raises InputError for a malformed checksum, StoreError for a mismatching
+        one and for an index whose metric is not inner product.
         """
         faiss = _faiss()
         expected = str(expected_sha256).strip().lower()
         if not _SHA256.fullmatch(expected):
-            raise GeoRagError(f"expected_sha256 must be 64 hex digits, got {expected_sha256!r}")
+            raise InputError(f"expected_sha256 must be 64 hex digits, got {expected_sha256!r}")
         with open(path, "rb") as f:
             data = f.read()
         actual = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(actual, expected):
-            raise GeoRagError(
+            raise StoreError(
                 f"refusing to load faiss index {os.fspath(path)!r}: its SHA-256 is {actual},"
                 f" expected {expected}; the file was modified or is not the one meant, and"
                 " deserializing an untrusted faiss file is unsafe"
@@ -221,7 +221,7 @@ class FaissIndex(IndexBase):
         index = faiss.read_index(faiss.PyCallbackIOReader(io.BytesIO(data).read))
         del data
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise GeoRagError(f"{os.fspath(path)!r} is not an inner-product faiss index")
+            raise StoreError(f"{os.fspath(path)!r} is not an inner-product faiss index")
         obj = cls.__new__(cls)
         obj._index = index
         obj._dim = int(index.d)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError
+from georag.errors import InputError
 from georag.store.store import GeoStore
 
 
@@ -45,13 +45,13 @@ def near_duplicates(
 ) -> list[DuplicatePair]:
     """Every (query, gallery row) pair with cosine >= ``threshold``, most similar first per query.
 
-    Searches the top ``k`` and, for a query whose k-th neighbour is still above the bar, searches again with
+    Searches the top ``k`` and, for a query whose k-th neighbor is still above the bar, searches again with
     twice the k until it is not (or the whole store was searched), so no pair is missed.
     """
     if not -1.0 <= threshold <= 1.0:
-        raise GeoRagError(f"the cosine threshold must be in [-1, 1], got {threshold}")
+        raise InputError(f"the cosine threshold must be in [-1, 1], got {threshold}")
     if embeddings.shape[0] != len(ids):
-        raise GeoRagError(f"{embeddings.shape[0]} embeddings but {len(ids)} ids")
+        raise InputError(f"{embeddings.shape[0]} embeddings but {len(ids)} ids")
     meta = store.metadata
     image_ids, sources = meta.column("image_id").to_pylist(), meta.column("source").to_pylist()
     authors = meta.column("author").to_pylist()

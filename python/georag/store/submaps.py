@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import GeoRagError, MissingDependencyError
+from georag.errors import InputError, MissingDependencyError, StoreError
 from georag.geo.coords import check_latlon, from_unit_vectors, haversine_km, to_unit_vectors
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Submaps:
             return self._index[name]
         except (KeyError, TypeError):
             shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
-            raise GeoRagError(
+            raise StoreError(
                 f"no submap named {name!r} in this {self.scheme} partition of {len(self)} submaps "
                 f"(valid names: {shown or 'none'})"
             ) from None
@@ -102,14 +102,14 @@ class Submaps:
     def nearest_clusters(self, lat: float, lon: float, n: int = 1) -> list[str]:
         """The names of the ``n`` k-means clusters whose centres are nearest to (lat, lon) on the globe."""
         if self.centroids is None:
-            raise GeoRagError(
+            raise StoreError(
                 f"nearest_clusters needs cluster centres; this {self.scheme} partition has none"
             )
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= len(self):
-            raise GeoRagError(f"n must be an int in [1, {len(self)}], got {n!r}")
+            raise InputError(f"n must be an int in [1, {len(self)}], got {n!r}")
         la, lo = check_latlon(lat, lon, "query point")
         if la.size != 1:
-            raise GeoRagError(f"nearest_clusters takes one point, got {la.size}")
+            raise InputError(f"nearest_clusters takes one point, got {la.size}")
         dist = haversine_km(la[0], lo[0], self.centroids[:, 0], self.centroids[:, 1])
         order = np.argsort(dist, kind="stable")[: int(n)]
         return [self.names[int(j)] for j in order]
@@ -117,62 +117,62 @@ class Submaps:
 
 def _check_array(name: str, arr: object, kind: str, ndim: int) -> npt.NDArray[Any]:
     if not isinstance(arr, np.ndarray):
-        raise GeoRagError(f"{name} must be a numpy array, got {type(arr).__name__}")
+        raise StoreError(f"{name} must be a numpy array, got {type(arr).__name__}")
     if arr.dtype.kind != kind or arr.ndim != ndim:
-        raise GeoRagError(
+        raise StoreError(
             f"{name} has dtype {arr.dtype} and shape {arr.shape}, expected a {ndim}-D {kind} array"
         )
     return arr
 
 
 def _validate(s: Submaps) -> None:
-    """Raises GeoRagError unless ``s`` is an exact, consistent partition (see Submaps)."""
+    """Raises StoreError unless ``s`` is an exact, consistent partition (see Submaps)."""
     if not isinstance(s.scheme, str) or not s.scheme:
-        raise GeoRagError(f"scheme must be a non-empty string, got {s.scheme!r}")
+        raise StoreError(f"scheme must be a non-empty string, got {s.scheme!r}")
     if not isinstance(s.names, tuple) or not all(isinstance(x, str) and x for x in s.names):
-        raise GeoRagError("names must be a tuple of non-empty strings")
+        raise StoreError("names must be a tuple of non-empty strings")
     k = len(s.names)
     if len(set(s.names)) != k:
-        raise GeoRagError("names are not unique")
+        raise StoreError("names are not unique")
     checks = (("labels", np.int32), ("offsets", np.int64), ("starts", np.int64), ("ends", np.int64))
     for attr, dtype in checks:
         arr = _check_array(attr, getattr(s, attr), "i", 1)
         if arr.dtype != dtype:
-            raise GeoRagError(f"{attr} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+            raise StoreError(f"{attr} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
     n = s.labels.size
     offsets, starts, ends = s.offsets, s.starts, s.ends
     if offsets.size != k + 1:
-        raise GeoRagError(f"offsets has {offsets.size} entries for {k} submaps, expected {k + 1}")
+        raise StoreError(f"offsets has {offsets.size} entries for {k} submaps, expected {k + 1}")
     if offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != starts.size:
-        raise GeoRagError(
+        raise StoreError(
             f"offsets are not a non-decreasing run from 0 to the number of ranges ({starts.size})"
         )
     if ends.size != starts.size:
-        raise GeoRagError(f"starts and ends differ in length: {starts.size} vs {ends.size}")
+        raise StoreError(f"starts and ends differ in length: {starts.size} vs {ends.size}")
     if starts.size and (starts.min() < 0 or ends.max() > n or (ends <= starts).any()):
-        raise GeoRagError(f"a row range is empty, reversed, or outside [0, {n})")
+        raise StoreError(f"a row range is empty, reversed, or outside [0, {n})")
     lengths = ends - starts
     if int(lengths.sum()) != n:
-        raise GeoRagError(f"the row ranges hold {int(lengths.sum())} rows in all, expected {n}")
+        raise StoreError(f"the row ranges hold {int(lengths.sum())} rows in all, expected {n}")
     order = np.argsort(starts, kind="stable")
     # Sorted by start, ranges that are inside [0, n), never overlap, and add up to n rows tile [0, n).
     if (starts[order][1:] < ends[order][:-1]).any():
-        raise GeoRagError("row ranges overlap")
+        raise StoreError("row ranges overlap")
     owner = np.repeat(np.arange(k, dtype=np.int32), np.diff(offsets))
     if (np.diff(starts) <= 0)[np.diff(owner) == 0].any():
-        raise GeoRagError("the row ranges of a submap are not in ascending order")
+        raise StoreError("the row ranges of a submap are not in ascending order")
     expected = np.repeat(owner[order], lengths[order])
     mismatch = np.flatnonzero(expected != s.labels)
     if mismatch.size:
         i = int(mismatch[0])
-        raise GeoRagError(
+        raise StoreError(
             f"labels disagree with the row ranges: row {i} is labelled {int(s.labels[i])} "
             f"but lies in a range of submap {int(expected[i])} ({mismatch.size} rows disagree)"
         )
     if s.centroids is not None:
         c = _check_array("centroids", s.centroids, "f", 2)
         if c.dtype != np.float64 or c.shape != (k, 2):
-            raise GeoRagError(
+            raise StoreError(
                 f"centroids have dtype {c.dtype} and shape {c.shape}, expected float64 ({k}, 2)"
             )
         check_latlon(c[:, 0], c[:, 1], "centroids")
@@ -192,13 +192,13 @@ def submaps_from_labels(
     """
     lab = np.asarray(labels)
     if lab.ndim != 1 or (lab.size and lab.dtype.kind not in "iu"):
-        raise GeoRagError(f"labels must be a 1-D integer array, got dtype {lab.dtype} and shape {lab.shape}")
+        raise InputError(f"labels must be a 1-D integer array, got dtype {lab.dtype} and shape {lab.shape}")
     names_t = tuple(str(x) for x in names)
     k = len(names_t)
     if k > np.iinfo(np.int32).max:
-        raise GeoRagError(f"too many submaps: {k}")
+        raise InputError(f"too many submaps: {k}")
     if lab.size and (lab.min() < 0 or lab.max() >= k):
-        raise GeoRagError(f"labels must lie in [0, {k}) for {k} names, got [{lab.min()}, {lab.max()}]")
+        raise InputError(f"labels must lie in [0, {k}) for {k} names, got [{lab.min()}, {lab.max()}]")
     lab32 = lab.astype(np.int32)
     n = lab32.size
     boundaries = np.flatnonzero(np.diff(lab32)) + 1
@@ -264,20 +264,20 @@ def kmeans_submaps(
     """Up to ``k`` submaps from spherical k-means of the row locations (faiss), with centres as lat/lon.
 
     Clustering runs on 3-D unit vectors, not raw degrees, so the date line and the poles are no
-    seams: points at longitude 179.9 and -179.9 are neighbours. faiss trains on a seeded sample of at
+    seams: points at longitude 179.9 and -179.9 are neighbors. faiss trains on a seeded sample of at
     most ``k * max_points_per_centroid`` points; then every row joins the centre with the largest inner
     product. Clusters left without rows are dropped and the rest renumbered, so every submap is non-empty;
     names are ``c000``, ``c001``, ... zero-padded to the width of ``k - 1`` (at least three digits).
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise GeoRagError(f"k must be an int >= 1, got {k!r}")
+        raise InputError(f"k must be an int >= 1, got {k!r}")
     for label, value in (("niter", niter), ("max_points_per_centroid", max_points_per_centroid)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise GeoRagError(f"{label} must be an int >= 1, got {value!r}")
+            raise InputError(f"{label} must be an int >= 1, got {value!r}")
     la, lo = check_latlon(lat, lon)
     xyz = np.ascontiguousarray(to_unit_vectors(la, lo), dtype=np.float32)
     if not _has_distinct(xyz, int(k)):
-        raise GeoRagError(f"k={k} is more than the number of distinct locations among {la.size} rows")
+        raise InputError(f"k={k} is more than the number of distinct locations among {la.size} rows")
     faiss = _faiss()
     km = faiss.Kmeans(
         3,
@@ -315,7 +315,7 @@ def reorder_permutation(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.int64
     """
     lab = np.asarray(labels)
     if lab.ndim != 1 or (lab.size and lab.dtype.kind not in "iu"):
-        raise GeoRagError(f"labels must be a 1-D integer array, got dtype {lab.dtype} and shape {lab.shape}")
+        raise InputError(f"labels must be a 1-D integer array, got dtype {lab.dtype} and shape {lab.shape}")
     return np.argsort(lab, kind="stable").astype(np.int64, copy=False)
 
 
@@ -354,26 +354,26 @@ def _read_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
         with path.open("rb") as fh:
             npz = np.load(fh, allow_pickle=False)
             if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise GeoRagError(f"corrupt submaps file {path}: not an .npz archive")
+                raise StoreError(f"corrupt submaps file {path}: not an .npz archive")
             with npz:
                 keys = set(npz.files)
                 missing = _REQUIRED_KEYS - keys
                 unknown = keys - _REQUIRED_KEYS - _OPTIONAL_KEYS
                 if missing or unknown:
-                    raise GeoRagError(
+                    raise StoreError(
                         f"corrupt submaps file {path}: missing arrays {sorted(missing)}, "
                         f"unknown arrays {sorted(unknown)}"
                     )
                 return {key: npz[key] for key in keys}
     except FileNotFoundError as exc:
-        raise GeoRagError(f"no submaps file at {path}") from exc
+        raise StoreError(f"no submaps file at {path}") from exc
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         # ValueError also covers object arrays, which allow_pickle=False refuses to load.
-        raise GeoRagError(f"corrupt submaps file {path}: {exc}") from exc
+        raise StoreError(f"corrupt submaps file {path}: {exc}") from exc
 
 
 def load_submaps(path: str | os.PathLike[str], expected_rows: int | None = None) -> Submaps:
-    """Reads a file written by save_submaps and checks it completely; GeoRagError says what is wrong.
+    """Reads a file written by save_submaps and checks it completely; StoreError says what is wrong.
 
     Checks every array's dtype and shape, the offsets, that the ranges lie in ``[0, N)``, are disjoint
     and hold exactly the rows labelled with their submap, and, when given, that N is ``expected_rows``.
@@ -383,14 +383,14 @@ def load_submaps(path: str | os.PathLike[str], expected_rows: int | None = None)
     try:
         version = arrays["format_version"]
         if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
-            raise GeoRagError(f"format_version is {version!r}, expected {FORMAT_VERSION}")
+            raise StoreError(f"format_version is {version!r}, expected {FORMAT_VERSION}")
         for key in ("scheme", "names"):
             if arrays[key].dtype.kind != "U":
-                raise GeoRagError(f"{key} has dtype {arrays[key].dtype}, expected unicode text")
+                raise StoreError(f"{key} has dtype {arrays[key].dtype}, expected unicode text")
         if arrays["scheme"].shape != ():
-            raise GeoRagError(f"scheme has shape {arrays['scheme'].shape}, expected a 0-d array")
+            raise StoreError(f"scheme has shape {arrays['scheme'].shape}, expected a 0-d array")
         if arrays["names"].ndim != 1:
-            raise GeoRagError(f"names has shape {arrays['names'].shape}, expected 1-D")
+            raise StoreError(f"names has shape {arrays['names'].shape}, expected 1-D")
         native = {
             key: arrays[key].astype(arrays[key].dtype.newbyteorder("="), copy=False)
             for key in ("labels", "offsets", "starts", "ends", "centroids")
@@ -405,10 +405,10 @@ def load_submaps(path: str | os.PathLike[str], expected_rows: int | None = None)
             ends=native["ends"],
             centroids=native.get("centroids"),
         )
-    except GeoRagError as exc:
-        raise GeoRagError(f"corrupt submaps file {src}: {exc}") from exc
+    except (StoreError, InputError) as exc:
+        raise StoreError(f"corrupt submaps file {src}: {exc}") from exc
     if expected_rows is not None and submaps.num_rows != expected_rows:
-        raise GeoRagError(
+        raise StoreError(
             f"submaps file {src} covers {submaps.num_rows} rows but the store has {expected_rows}; "
             "it belongs to another store or is corrupt"
         )

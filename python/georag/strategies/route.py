@@ -78,16 +78,10 @@ class Found:
     @classmethod
     def of(cls, neighbors: Neighbors, excluded: int = 0) -> Found:
         """The near rows of a one-query store search (coordinates attached), padding dropped."""
-        if neighbors.near_lat is None or neighbors.near_lon is None:
-            raise ValueError("Found.of needs a store search (coordinates attached)")
-        ids = neighbors.near_ids[0]
-        keep = ids >= 0
+        rows = neighbors.retrieved(0, "")
+        keep = rows.valid_near()
         return cls(
-            ids[keep],
-            neighbors.near_scores[0][keep],
-            neighbors.near_lat[0][keep],
-            neighbors.near_lon[0][keep],
-            excluded,
+            rows.near_ids[keep], rows.near_scores[keep], rows.near_lat[keep], rows.near_lon[keep], excluded
         )
 
     def __repr__(self) -> str:
