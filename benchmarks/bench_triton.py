@@ -249,9 +249,10 @@ def main() -> int:
     args = ap.parse_args()
     if not IMAGES.is_dir():
         raise SystemExit(f"needs the shared IM2GPS3k sample at {IMAGES}")
+    from georag.config import Config
     from georag.llm.triton_client import TritonClient
     from georag.serving.params import parse_params
-    from georag.serving.pipeline import Pipeline, PipelineConfig
+    from georag.serving.pipeline import Pipeline
     from georag.serving.triton_glue import processor_spec
     from georag.triton.inputs import standin_name
     from georag.triton.repository import RepositoryConfig, write_repository
@@ -266,12 +267,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         store, onnx = build(work)
+        # One config for both sides: the server's georag model runs with what the in-process pipelines do.
+        settings = Config().with_values({"serve.allow_test_markers": True})
         config = RepositoryConfig(
-            store=store, encoder_onnx=onnx, python_encoder=True, llm_standin=STANDIN, allow_test_markers=True
+            encoder_onnx=onnx, config=settings, store=store, python_encoder=True, llm_standin=STANDIN
         )
         write_repository(config, work / "repo")
         spec = processor_spec(work / "repo" / "georag" / "1", 32)
-        local = Pipeline(PipelineConfig(), spec, local_steps(store, onnx, StandInLLM()))
+        local = Pipeline(settings, spec, local_steps(store, onnx, StandInLLM()))
         photos_all = [p.read_bytes() for p in paths]
         steps: list[dict[str, Any]] = []
         with run_triton_server(work / "repo", startup_timeout_s=120.0) as server:
@@ -280,7 +283,7 @@ def main() -> int:
             # opens a stream per request, ~6 ms more), so the baseline is the better in-process one.
             url = f"triton://127.0.0.1:{server.http_port}/{standin_name(STANDIN)}?protocol=http"
             remote_llm = TritonClient.from_url(url)
-            remote = Pipeline(PipelineConfig(), spec, local_steps(store, onnx, remote_llm))
+            remote = Pipeline(settings, spec, local_steps(store, onnx, remote_llm))
             for latency, marker in ((0.0, None), (SLOW_S, "[[slow]]")):
                 params = {"test_marker": marker} if marker else {}
                 parsed = parse_params(json.dumps(params), allow_test_markers=True)

@@ -138,3 +138,84 @@ def test_demo_without_shared_data_generates_pictures(tmp_path: Path, monkeypatch
     report = georag.demo.run_demo(tmp_path / "d")
     assert (report.gallery, report.queries, report.failed) == (100, 20, 0)
     assert "generated" in report.data and set(report.accuracy) == {1.0, 25.0, 200.0, 750.0, 2500.0}
+
+
+def test_a_config_file_drives_locate_and_options_override_it(
+    locate_env: dict[str, object], tmp_path: Path
+) -> None:
+    queries = locate_env["queries"][:5]  # type: ignore[index]
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'store = "{locate_env["store"]}"\n'
+        f'[encoder]\nmodel = "{locate_env["tiny"]}"\nbatch_size = 2\n'
+        "[search]\nk_near = 8\nk_far = 4\n"
+        '[strategy]\nname = "knn-medoid"\nknn_k = 8\n'
+    )
+    run = CliRunner().invoke(
+        main, ["locate", *map(str, queries), "--config", str(config), "--out", str(tmp_path / "a.csv")]
+    )
+    assert run.exit_code == 0 and "with knn-medoid" in run.output, run.output
+    records = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert all(r["strategy"] == "knn-medoid" for r in records)
+    assert {
+        (len(r["evidence"]["neighbors"]["near"]), len(r["evidence"]["neighbors"]["far"])) for r in records
+    } == {(8, 4)}
+    settings = json.loads((tmp_path / "a.settings.json").read_text())
+    assert (settings["search.k_near"], settings["strategy.name"], settings["strategy.knn_k"]) == (
+        8,
+        "knn-medoid",
+        8,
+    )
+    # An option given on the command line wins over the file; the rest of the file stands.
+    run = CliRunner().invoke(
+        main,
+        ["locate", *map(str, queries), "--config", str(config), "--strategy", "knn", "--k-far", "2",
+         "--out", str(tmp_path / "b.csv")],
+    )  # fmt: skip
+    assert run.exit_code == 0 and "with knn:" in run.output, run.output
+    records = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert all(r["strategy"] == "knn" for r in records)
+    assert {
+        (len(r["evidence"]["neighbors"]["near"]), len(r["evidence"]["neighbors"]["far"])) for r in records
+    } == {(8, 2)}
+    # Resuming with the file edited is refused like any other change of settings.
+    config.write_text(config.read_text().replace("k_near = 8", "k_near = 6"))
+    run = CliRunner().invoke(
+        main, ["locate", *map(str, queries), "--config", str(config), "--out", str(tmp_path / "a.csv")]
+    )
+    assert run.exit_code != 0 and "search.k_near: was 8, now 6" in run.output, run.output
+
+
+def test_the_library_call_writes_what_the_command_writes(
+    locate_env: dict[str, object], tmp_path: Path
+) -> None:
+    import georag.locate
+    from georag.config import Config, EncoderConfig, StrategyConfig
+
+    queries = locate_env["queries"][:8]  # type: ignore[index]
+    code, output = _locate(
+        locate_env, queries, tmp_path / "cli.csv", "--strategy", "knn-medoid", "--k-far", "4"
+    )
+    assert code == 0, output
+    config = Config(
+        store=str(locate_env["store"]),
+        encoder=EncoderConfig(model=str(locate_env["tiny"])),
+        strategy=StrategyConfig("knn-medoid"),
+    ).with_values({"search.k_far": 4, "strategy.rag.variants": "rag:16:4"})
+    summary = georag.locate.run(queries, config, out=tmp_path / "lib.csv", progress=False)
+    assert isinstance(summary, georag.locate.LocateSummary)
+    assert (summary.located, summary.resumed, summary.ok, summary.error, summary.fallback) == (8, 0, 8, 0, 0)
+    assert summary.csv_path == tmp_path / "lib.csv" and summary.jsonl_path == tmp_path / "lib.jsonl"
+    assert str(summary).startswith("located 8 photos in ") and "with knn-medoid: 8 ok" in str(summary)
+    assert (tmp_path / "lib.csv").read_text() == (tmp_path / "cli.csv").read_text()
+    strip = [{**json.loads(x), "evidence": {**json.loads(x)["evidence"], "timings": None}}
+             for x in (tmp_path / "lib.jsonl").read_text().splitlines()]  # fmt: skip
+    by_cli = [{**json.loads(x), "evidence": {**json.loads(x)["evidence"], "timings": None}}
+              for x in (tmp_path / "cli.jsonl").read_text().splitlines()]  # fmt: skip
+    assert strip == by_cli
+    # The same call again resumes: nothing to do; the settings file is the command's.
+    again = georag.locate.run(queries, config, out=tmp_path / "lib.csv", progress=False)
+    assert (again.located, again.resumed) == (0, 8) and "(resumed: 8 already done)" in str(again)
+    assert json.loads((tmp_path / "lib.settings.json").read_text()) == json.loads(
+        (tmp_path / "cli.settings.json").read_text()
+    )

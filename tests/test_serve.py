@@ -35,9 +35,11 @@ pytest.importorskip("torch")
 
 from fastapi.testclient import TestClient
 
+from georag.cli.options import config_from
 from georag.cli.serve_cmd import build_app, llm_family, with_family
+from georag.config import Config, ServeConfig
 from georag.serving.params import RequestParams
-from georag.serving.pipeline import Pipeline, PipelineConfig
+from georag.serving.pipeline import Pipeline
 from openai_standin import StandIn
 
 LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
@@ -45,10 +47,16 @@ PARIS = [(48.8566, 2.3522), (40.7128, -74.006), (48.8606, 2.3376), (51.5072, -0.
 """Scripted LLM answers: three in Paris, New York and London as outliers."""
 
 
+def serve_config(locate_env: dict[str, Any], **options: Any) -> Config:
+    """The config of `georag serve --store STORE [options]` (options by parameter name: ``llm``,
+    ``samples``, ``served_llm_timeout_s`` for --llm-timeout-s, ``max_requests``, ...)."""
+    return config_from({"store": locate_env["store"], **options}, require=("store",))
+
+
 @contextmanager
-def serving(locate_env: dict[str, Any], **options: Any) -> Iterator[TestClient]:
+def serving(locate_env: dict[str, Any], family: str = "qwen2-vl", **options: Any) -> Iterator[TestClient]:
     """The app of `georag serve --store STORE [options]` (encoder: the store's), started and stopped."""
-    app = build_app(store=locate_env["store"], **options)
+    app = build_app(serve_config(locate_env, **options), family=family)
     with TestClient(app) as client:
         yield client
 
@@ -206,7 +214,7 @@ def test_oversized_bodies_are_413(locate_env: dict[str, Any]) -> None:
 def test_a_stalled_llm_ends_the_request_in_bounded_time(locate_env: dict[str, Any]) -> None:
     with (
         StandIn(mode="stall", stall_s=20) as llm,
-        serving(locate_env, llm=llm.url, llm_timeout_s=0.5) as client,
+        serving(locate_env, llm=llm.url, served_llm_timeout_s=0.5) as client,
     ):
         start = time.monotonic()
         r = client.post("/v1/locate", content=_photo(locate_env))
@@ -231,7 +239,7 @@ def test_a_timed_out_llm_call_is_sent_once_and_frees_its_thread(locate_env: dict
     # the LLM thread (and the LLM) for a request already answered.
     with (
         StandIn(mode="stall", stall_s=20) as llm,
-        serving(locate_env, llm=llm.url, llm_timeout_s=0.5, max_in_flight=1) as client,
+        serving(locate_env, llm=llm.url, served_llm_timeout_s=0.5, max_requests=1) as client,
     ):
         _error(client.post("/v1/locate", content=_photo(locate_env)), 504, "UNAVAILABLE", "did not answer")
         time.sleep(1.5)  # past the timeout and any retry's backoff
@@ -241,11 +249,11 @@ def test_a_timed_out_llm_call_is_sent_once_and_frees_its_thread(locate_env: dict
 
 
 def test_the_variants_of_one_request_are_sent_at_once(locate_env: dict[str, Any]) -> None:
-    # max_in_flight 1: still every variant of the running request goes to the LLM at once (0.4 s each
+    # max_requests 1: still every variant of the running request goes to the LLM at once (0.4 s each
     # one after the other would pass the 1 s timeout).
     with (
         StandIn(script=_scripted, delay_s=0.4) as llm,
-        serving(locate_env, llm=llm.url, llm_timeout_s=1.0, max_in_flight=1) as client,
+        serving(locate_env, llm=llm.url, served_llm_timeout_s=1.0, max_requests=1) as client,
     ):
         for variants in ("zero,rag:5:5", "zero,rag:5:5,rag:10:10,rag:16:16"):
             r = client.post(f"/v1/locate?variants={variants}", content=_photo(locate_env))
@@ -255,7 +263,7 @@ def test_the_variants_of_one_request_are_sent_at_once(locate_env: dict[str, Any]
 
 def test_an_unreachable_llm_is_502_without_its_name(locate_env: dict[str, Any]) -> None:
     url = "openai://gpu-node-7.invalid:9/v1?model=secret-model"
-    with serving(locate_env, llm=url, llm_timeout_s=5.0) as client:
+    with serving(locate_env, llm=url, served_llm_timeout_s=5.0) as client:
         r = client.post("/v1/locate", content=_photo(locate_env))
         info = client.get("/v1/info").text
     _error(r, 502, "INTERNAL", "the LLM step failed")
@@ -279,7 +287,7 @@ def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
 
 def test_a_full_server_refuses_at_once_and_a_queued_request_waits(locate_env: dict[str, Any]) -> None:
     photo = _photo(locate_env)
-    options = {"max_in_flight": 1, "llm_timeout_s": 1.5}
+    options = {"max_requests": 1, "served_llm_timeout_s": 1.5}
     with (
         StandIn(mode="stall", stall_s=20) as llm,
         serving(locate_env, llm=llm.url, max_queue=0, **options) as c,
@@ -322,8 +330,9 @@ class _Holding(Pipeline):
     """A pipeline answering ``{"id": ...}`` after ``hold_s`` whatever its deadline (0.5 s), so that the
     first request holds its slot past the deadline of those waiting for it."""
 
-    def __init__(self, hold_s: float) -> None:
-        super().__init__(PipelineConfig(deadline_s=0.5), cast(Any, None), cast(Any, None))
+    def __init__(self, hold_s: float, **limits: int) -> None:
+        config = Config(serve=ServeConfig(deadline_s=0.5, **limits))
+        super().__init__(config, cast(Any, None), cast(Any, None))
         self.hold_s = hold_s
         self.started = 0
 
@@ -338,8 +347,8 @@ class _Holding(Pipeline):
 def test_a_request_waiting_past_its_deadline_is_503() -> None:
     from georag.serving.http_app import create_app
 
-    pipeline = _Holding(1.5)
-    with TestClient(create_app(pipeline, max_in_flight=1, max_queue=1)) as c:
+    pipeline = _Holding(1.5, max_requests=1, max_queue=1)
+    with TestClient(create_app(pipeline)) as c:
         first, got = _post_in_thread(c, "id=first&strategy=knn", b"photo")
         _wait_for(lambda: pipeline.started == 1)
         start = time.monotonic()
@@ -371,8 +380,8 @@ def _uvicorn(app: Any) -> Iterator[int]:
 def test_slow_uploads_are_408_and_a_full_server_reads_no_body() -> None:
     from georag.serving.http_app import create_app
 
-    pipeline = _Holding(3.0)
-    with _uvicorn(create_app(pipeline, max_in_flight=1, max_queue=0)) as port:
+    pipeline = _Holding(3.0, max_requests=1, max_queue=0)
+    with _uvicorn(create_app(pipeline)) as port:
         # A body trickling in past the 0.5 s deadline.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
         try:
@@ -480,13 +489,11 @@ def test_info_reports_the_chat_format_in_effect(locate_env: dict[str, Any]) -> N
 def _pipeline(locate_env: dict[str, Any]) -> Any:
     from georag.encoder import load_encoder
     from georag.serving.local_steps import LocalSteps
-    from georag.serving.pipeline import Pipeline, PipelineConfig
     from georag.store.store import GeoStore
 
     enc = load_encoder(locate_env["tiny"])
-    return Pipeline(
-        PipelineConfig(), enc.spec, LocalSteps(enc.backend, GeoStore.open(locate_env["store"]), None)
-    )
+    steps = LocalSteps(enc.backend, GeoStore.open(locate_env["store"]), None)
+    return Pipeline(Config(), enc.spec, steps, has_llm=False)
 
 
 def test_cli_refuses_another_encoder_and_adds_the_family(locate_env: dict[str, Any], tmp_path: Path) -> None:
@@ -561,7 +568,8 @@ def test_one_message_says_fastapi_is_missing(
     r = CliRunner().invoke(main, ["serve", "--store", str(locate_env["store"])])
     assert r.exit_code == 1 and words in r.output, r.output
     monkeypatch.setitem(sys.modules, "fastapi", None)
-    for make in (lambda: build_app(store=locate_env["store"]), lambda: create_app(pipeline)):
+    config = Config(store=str(locate_env["store"]))
+    for make in (lambda: build_app(config), lambda: create_app(pipeline)):
         with pytest.raises(MissingDependencyError, match=re.escape(words)):
             make()
 
@@ -641,3 +649,18 @@ def test_the_cli_serves_over_http(locate_env: dict[str, Any], tmp_path: Path) ->
     text = log.read_text()
     assert proc.returncode in (0, -signal.SIGTERM), text[-3000:]  # uvicorn re-raises the signal it got
     assert "georag serve: stopped" in text, "the lifespan shutdown ran (on_close)"
+
+
+def test_vpr_guided_is_served_only_over_a_store_with_the_partition(locate_env: dict[str, Any]) -> None:
+    from georag.errors import ConfigError
+
+    with StandIn() as llm, serving(locate_env, llm=llm.url) as client:
+        assert client.get("/v1/info").json()["strategies"] == ["rag", "knn", "knn-medoid"]
+        r = client.post("/v1/locate?strategy=vpr-guided", content=_photo(locate_env))
+        _error(r, 400, "INVALID_ARG", "strategy vpr-guided is not served here")
+    with pytest.raises(ConfigError, match=r"--strategy vpr-guided cannot be served: .*no submap"):
+        build_app(serve_config(locate_env, llm="openai://127.0.0.1:9/v1?model=m", strategy="vpr-guided"))
+    with pytest.raises(ConfigError, match="--strategy rag needs an LLM"):
+        build_app(serve_config(locate_env, strategy="rag"))
+    with pytest.raises(ConfigError, match="--samples 17: a served request asks for 16 answers at most"):
+        build_app(serve_config(locate_env, samples=17))

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from georag.config import Config, PromptVariant, Sampling, load_config
-from georag.errors import ConfigError
+from georag.config import Config, PromptVariant, Sampling
+from georag.errors import ConfigError, GeoRagError
 from georag.serving.batching import run_batched
 from georag.serving.errors import BadRequest, StepTimeout, public_message
 from georag.serving.params import parse_params
@@ -162,7 +162,7 @@ class ScriptedSteps:
 
 
 def _pipeline(llm: str = "paris", **values: Any) -> Pipeline:
-    """A pipeline over ScriptedSteps; ``values``: dotted config keys with "_" for "." (serve_deadline_s)."""
+    """A pipeline over ScriptedSteps; ``values``: dotted config keys with "__" for "." (serve__deadline_s)."""
     from georag.encoder.preprocess import ProcessorSpec
 
     base = {"search.k_near": 4, "search.k_far": 4, "strategy.rag.variants": "rag:4:4"}
@@ -219,6 +219,187 @@ def test_pipeline_refuses_bad_requests() -> None:
         asyncio.run(_pipeline().run(_png(), parse_params('{"variants": "rag:9:9"}')))
 
 
+# The georag model's config parameter and request parameters (no server).
+
+
+def test_the_pipeline_config_round_trips_through_its_parameter() -> None:
+    from georag.serving.triton_glue import CONFIG_PARAMETER, pipeline_config
+
+    config = Config().with_values(
+        {
+            "search.k_near": 24, "search.k_far": 8, "search.index": "ivf",
+            "strategy.name": "vpr-guided", "strategy.rag.variants": "rag:5:5,zero",
+            "strategy.rag.sampling.seed": 7, "strategy.rag.sampling.temperature": 0.25,
+            "strategy.vpr.min_submap_rows": 3, "strategy.vpr.prior_weight": 0.75,
+            "strategy.vpr.hybrid": True, "serve.deadline_s": 9.5, "serve.allow_test_markers": True,
+        }
+    )  # fmt: skip
+    values = pipeline_values(config)
+    assert "serve.max_requests" not in values and "llm.url" not in values  # georag serve's / not served
+    back = pipeline_config({CONFIG_PARAMETER: json.dumps(values)})
+    assert (back.search, back.strategy, back.serve) == (config.search, config.strategy, config.serve)
+    assert pipeline_config({CONFIG_PARAMETER: "{}"}) == Config()
+    with pytest.raises(ConfigError, match="regenerate the repository"):
+        pipeline_config({})
+    with pytest.raises(ConfigError, match="not JSON"):
+        pipeline_config({CONFIG_PARAMETER: "{oops"})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        pipeline_config({CONFIG_PARAMETER: '{"search.k_nearest": 3}'})
+
+
+def test_a_request_naming_no_strategy_gets_the_configured_one() -> None:
+    from georag.serving.triton_glue import default_strategy, request_params
+
+    served = ("rag", "knn", "knn-medoid")
+    knn = Config().with_values({"strategy.name": "knn"})
+    assert default_strategy(knn, served) == "knn"
+    assert default_strategy(Config().with_values({"strategy.name": "vpr-guided"}), served) == "rag"
+    assert request_params(None, "knn", allow_test_markers=False).strategy == "knn"
+    assert request_params(b"  ", "knn", allow_test_markers=False).strategy == "knn"
+    params = request_params(b'{"id": "a.jpg", "samples": 2}', "knn-medoid", allow_test_markers=False)
+    assert (params.id, params.strategy, params.samples) == ("a.jpg", "knn-medoid", 2)
+    assert request_params(b'{"strategy": "rag"}', "knn", allow_test_markers=False).strategy == "rag"
+    with pytest.raises(BadRequest, match="JSON object"):
+        request_params(b"[1]", "knn", allow_test_markers=False)
+    with pytest.raises(BadRequest, match="at most 4096"):
+        request_params(b"{" + b" " * 5000 + b"}", "knn", allow_test_markers=False)
+
+
+# The retrieval model's batching (no server): GeoStore searches grouped by k, row ranges searched alone.
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _brute_force(store: Any, query: np.ndarray, rows: np.ndarray, k_near: int, k_far: int) -> dict[str, Any]:
+    """The top k_near and bottom k_far of ``rows`` (ascending, unique) by cosine, in numpy: ties to the
+    lower row id, as every index orders them."""
+    s = _unit(store.embeddings(rows)) @ _unit(query)
+    near = rows[np.argsort(-s, kind="stable")[:k_near]]
+    far = rows[np.argsort(s, kind="stable")[:k_far]]
+    score = dict(zip(rows.tolist(), s.tolist(), strict=True))
+    return {
+        "near_ids": near, "near_scores": [score[i] for i in near.tolist()],
+        "far_ids": far, "far_scores": [score[i] for i in far.tolist()],
+    }  # fmt: skip
+
+
+def _rows(ranges: list[list[int]]) -> np.ndarray:
+    return np.unique(np.concatenate([np.arange(a, b) for a, b in ranges])).astype(np.int64)
+
+
+def _check_answer(store: Any, got: dict[str, np.ndarray], want: dict[str, Any]) -> None:
+    for side in ("near", "far"):
+        ids = np.asarray(got[f"{side}_ids"]).reshape(-1)
+        assert ids.tolist() == list(want[f"{side}_ids"]), side
+        scores = np.asarray(got[f"{side}_scores"]).reshape(-1)
+        np.testing.assert_allclose(scores, want[f"{side}_scores"], atol=2e-5)
+        np.testing.assert_array_equal(np.asarray(got[f"{side}_lat"]).reshape(-1), store.lat[ids])
+        np.testing.assert_array_equal(np.asarray(got[f"{side}_lon"]).reshape(-1), store.lon[ids])
+
+
+def _as_dict(outputs: Any) -> dict[str, np.ndarray]:
+    from georag.serving.retrieval import NEIGHBOR_OUTPUTS
+
+    return dict(zip(NEIGHBOR_OUTPUTS, outputs, strict=True))
+
+
+def test_retrieval_batches_group_by_k_and_search_row_ranges_alone(locate_env: dict[str, Any]) -> None:
+    from georag.serving.triton_glue import RetrievalRequest, answer_retrieval
+    from georag.store.store import GeoStore
+
+    store = GeoStore.open(locate_env["store"])
+    n, d = store.ntotal, store.dim
+    q = np.random.default_rng(5).normal(size=(6, d)).astype(np.float32)
+    ranges = [[10, 40], [100, 130], [35, 45]]  # overlapping and out of order: their union
+    ranged = np.array([ranges, [[0, 20], [n - 10, n], [0, 1]]], dtype=np.int64)  # (2 queries, 3, 2)
+    k = np.array([[8]], dtype=np.int64)
+    batch = [
+        RetrievalRequest(q[0:1]),  # the defaults
+        RetrievalRequest(q[1:3], np.array([[8], [8]]), np.array([[3], [3]])),  # two queries at other k
+        RetrievalRequest(q[3:4], k, np.array([[0]]), ranged[:1]),  # within row ranges, no far side
+        RetrievalRequest(q[3:4], k, np.array([[3]]), np.array([[[0, n + 5]]])),  # beyond the store
+        RetrievalRequest(q[4:6], np.array([[5], [5]]), np.array([[2], [2]]), ranged),  # ranges per query
+        RetrievalRequest(q[3:4], k, None, np.array([[[7, 7]]])),  # an empty range
+        RetrievalRequest(np.full((1, d), np.nan, np.float32)),  # NaN
+        RetrievalRequest(q[0:1], np.array([[MAX_K + 1]])),  # too many rows
+        RetrievalRequest(q[0:1], np.array([[4], [4]])),  # one k per query
+        RetrievalRequest(q[5:6], None, np.array([[3]])),  # k_far alone
+    ]
+    calls: list[tuple[int, int, int, bool]] = []
+    search = store.search
+
+    def counting(queries: np.ndarray, k_near: int, k_far: int, **kw: Any) -> Neighbors:
+        calls.append((len(queries), k_near, k_far, kw.get("row_ranges") is not None))
+        return search(queries, k_near, k_far, **kw)
+
+    store.search = counting  # type: ignore[method-assign]
+    results = answer_retrieval(store, batch, 16, 16)
+    assert [type(r).__name__ for r in results] == [
+        "tuple", "tuple", "tuple", "BadRequest", "tuple", "BadRequest", "BadRequest", "BadRequest",
+        "BadRequest", "tuple",
+    ]  # fmt: skip
+    # One search per k among the requests without ranges (the NaN one fails alone), one per ranged query.
+    assert sorted(calls) == sorted(
+        [(1, 16, 16, False), (2, 8, 3, False), (1, 16, 3, False), (1, 8, 0, True), (1, 5, 2, True),
+         (1, 5, 2, True)]
+    )  # fmt: skip
+    store.search = search  # type: ignore[method-assign]
+    all_rows = np.arange(n, dtype=np.int64)
+    _check_answer(store, _as_dict(results[0]), _brute_force(store, q[0], all_rows, 16, 16))
+    for j in (1, 2):
+        got = {key: value[j - 1] for key, value in _as_dict(results[1]).items()}
+        _check_answer(store, got, _brute_force(store, q[j], all_rows, 8, 3))
+    within = _as_dict(results[2])
+    assert within["near_ids"].shape == (1, 8) and within["far_ids"].shape == (1, 0)
+    _check_answer(store, within, _brute_force(store, q[3], _rows(ranges), 8, 0))
+    for j in (0, 1):
+        got = {key: value[j] for key, value in _as_dict(results[4]).items()}
+        _check_answer(store, got, _brute_force(store, q[4 + j], _rows(ranged[j].tolist()), 5, 2))
+    _check_answer(store, _as_dict(results[9]), _brute_force(store, q[5], all_rows, 16, 3))
+    messages = [str(results[i]) for i in (3, 5, 6, 7, 8)]
+    assert all("row_ranges must be non-empty [start, end) pairs within" in m for m in messages[:2])
+    assert "NaN" in messages[2] and f"k_near must be an integer in [1, {MAX_K}]" in messages[3]
+    assert "one integer per query" in messages[4]
+
+
+def test_a_failing_search_fails_its_own_group_only(locate_env: dict[str, Any]) -> None:
+    from georag.serving.errors import StepFailed
+    from georag.serving.triton_glue import RetrievalRequest, answer_retrieval
+    from georag.store.store import GeoStore
+
+    store = GeoStore.open(locate_env["store"])
+    q = _unit(np.random.default_rng(1).normal(size=(2, store.dim))).astype(np.float32)
+    search = store.search
+
+    def broken_at_k8(queries: np.ndarray, k_near: int, k_far: int, **kw: Any) -> Neighbors:
+        if k_near == 8:
+            raise RuntimeError("/secret/path exploded")
+        return search(queries, k_near, k_far, **kw)
+
+    store.search = broken_at_k8  # type: ignore[method-assign]
+    logged: list[str] = []
+    batch = [RetrievalRequest(q[0:1]), RetrievalRequest(q[1:2], np.array([[8]]))]
+    good, bad = answer_retrieval(store, batch, 16, 16, on_failure=logged.append)
+    assert isinstance(good, tuple) and isinstance(bad, StepFailed)
+    assert str(bad) == "the store search failed (see the server log)" and "/secret/path" in logged[0]
+
+
+def test_the_submaps_of_the_georag_model_are_the_stores(served_store: Path) -> None:
+    from georag.serving.triton_glue import StoreSubmaps, submap_source
+    from georag.store.store import GeoStore
+
+    light, store = StoreSubmaps(served_store), GeoStore.open(served_store)
+    assert light.ntotal == store.ntotal and light.submap_names() == ["country"]
+    ours, theirs = light.submaps("country"), store.submaps("country")
+    assert ours.names == theirs.names and np.array_equal(ours.labels, theirs.labels)
+    assert submap_source("") is None
+    with pytest.raises(GeoRagError, match="no submaps 'kmeans8'"):
+        light.submaps("kmeans8")
+
+
 # Generating repositories (no server).
 
 
@@ -227,6 +408,17 @@ def _parse_config(path: Path) -> Any:
     from tritonclient.grpc import model_config_pb2
 
     return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+
+
+def _parameters(path: Path) -> dict[str, str]:
+    return {k: v.string_value for k, v in _parse_config(path).parameters.items()}
+
+
+def _served_config(path: Path) -> Config:
+    """The Config a generated georag model runs with (as its model.py reads it)."""
+    from georag.serving.triton_glue import pipeline_config
+
+    return pipeline_config(_parameters(path))
 
 
 @pytest.fixture(scope="module")
@@ -241,16 +433,34 @@ def exported(locate_env: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
     return out
 
 
-def _test_config(locate_env: dict[str, Any], exported: Path, **changes: Any) -> RepositoryConfig:
+@pytest.fixture(scope="module")
+def served_store(locate_env: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared store with a country submap partition (the session's store stays as it is)."""
+    from georag.store.partition import make_submaps
+
+    root = tmp_path_factory.mktemp("served-store") / "store"
+    shutil.copytree(locate_env["store"], root)
+    make_submaps(root, "country")
+    return root
+
+
+def _served_values() -> dict[str, Any]:
+    return {
+        "serve.allow_test_markers": True,
+        "serve.max_image_mb": MAX_IMAGE_MB,
+        "serve.llm_timeout_s": LLM_TIMEOUT_S,
+        "serve.deadline_s": 20.0,
+        "strategy.vpr.min_submap_rows": MIN_SUBMAP_ROWS,
+    }
+
+
+def _test_config(store: Path, exported: Path, **changes: Any) -> RepositoryConfig:
     settings = {
-        "store": locate_env["store"],
+        "store": store,
         "encoder_onnx": exported,
+        "config": Config().with_values(_served_values()),
         "python_encoder": True,
         "llm_standin": STANDIN,
-        "allow_test_markers": True,
-        "max_image_mb": MAX_IMAGE_MB,
-        "llm_timeout_s": LLM_TIMEOUT_S,
-        "deadline_s": 20.0,
     }
     return RepositoryConfig(**{**settings, **changes})
 
@@ -266,9 +476,11 @@ def _fake_engine(folder: Path, exported: Path, locate_env: dict[str, Any], **met
 
 def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc")
+    from tritonclient.grpc import model_config_pb2 as pb
+
     from georag.triton.repository import write_repository
 
-    models = write_repository(_test_config(locate_env, exported), tmp_path / "repo")
+    models = write_repository(_test_config(locate_env["store"], exported), tmp_path / "repo")
     assert models == ["georag", "mllm_standin", "retrieval", "siglip_python"]
     configs = {m: _parse_config(tmp_path / "repo" / m / "config.pbtxt") for m in models}
     assert all(configs[m].name == m for m in models)
@@ -277,20 +489,41 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
     encoder, retrieval, pipeline = configs["siglip_python"], configs["retrieval"], configs["georag"]
     assert [(i.name, list(i.dims)) for i in encoder.input] == [("pixel_values", [3, 32, 32])]
     assert [(o.name, list(o.dims)) for o in encoder.output] == [("embeddings", [32])]
-    assert [(i.name, list(i.dims)) for i in retrieval.input] == [("embeddings", [32])]
+    int64 = pb.DataType.TYPE_INT64
+    assert [(i.name, list(i.dims), i.optional) for i in retrieval.input] == [
+        ("embeddings", [32], False),
+        ("k_near", [1], True),
+        ("k_far", [1], True),
+        ("row_ranges", [-1, 2], True),
+    ]
+    assert all(i.data_type == int64 for i in retrieval.input[1:])
     assert [o.name for o in retrieval.output][:4] == ["near_ids", "near_scores", "near_lat", "near_lon"]
-    assert all(list(o.dims) == [16] for o in retrieval.output)
+    assert all(list(o.dims) == [-1] for o in retrieval.output)  # k varies per request
     assert [g.count for g in retrieval.instance_group] == [1]
     assert "ONE instance" in (tmp_path / "repo" / "retrieval" / "config.pbtxt").read_text()
     params = {k: v.string_value for k, v in pipeline.parameters.items()}
-    assert (params["encoder_model"], params["llm_model"], params["allow_test_markers"]) == (
+    assert sorted(params) == [
+        "encoder_model", "family", "georag_config", "image_size", "llm_model", "max_in_flight",
+        "retrieval_model", "store",
+    ]  # fmt: skip
+    assert (params["encoder_model"], params["llm_model"], params["family"]) == (
         "siglip_python",
         "mllm_standin",
-        "true",
+        "qwen2-vl",
     )
-    assert int(params["max_image_bytes"]) == int(MAX_IMAGE_MB * (1 << 20))
+    assert (params["image_size"], params["max_in_flight"]) == ("32", "64")
+    assert params["store"] == str(Path(locate_env["store"]).resolve())
+    served = _served_config(tmp_path / "repo" / "georag" / "config.pbtxt")
+    expected = Config().with_values(_served_values())
+    assert (served.search, served.strategy, served.serve) == (
+        expected.search,
+        expected.strategy,
+        expected.serve,
+    )
+    assert served.serve.allow_test_markers and served.serve.max_image_bytes == int(MAX_IMAGE_MB * (1 << 20))
     stored = {k: v.string_value for k, v in retrieval.parameters.items()}
     assert stored["store"] == str(Path(locate_env["store"]).resolve())
+    assert (stored["k_near"], stored["k_far"], stored["index"]) == ("16", "16", "exact")
 
 
 def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
@@ -301,8 +534,8 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
 
     engine = _fake_engine(tmp_path / "trt", exported, locate_env)
     config = RepositoryConfig(
-        store=locate_env["store"],
         encoder_onnx=exported,
+        config=Config(store=str(locate_env["store"])),
         encoder_trt=engine,
         llm_model="Qwen/Qwen2.5-VL-7B-Instruct",
         family="qwen2.5-vl",
@@ -335,13 +568,19 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
     assert (args["max_model_len"], args["gpu_memory_utilization"]) == (16384, 0.9)
     assert args["limit_mm_per_prompt"] == {"image": 1}
     assert args["mm_processor_kwargs"]["max_pixels"] == 512 * 28 * 28
-    params = {k: v.string_value for k, v in _parse_config(out / "georag" / "config.pbtxt").parameters.items()}
+    params = _parameters(out / "georag" / "config.pbtxt")
     assert (params["encoder_model"], params["llm_model"], params["family"]) == (
         "siglip_trt",
         "mllm",
         "qwen2.5-vl",
     )
-    assert int(params["max_image_bytes"]) == 20 << 20
+    served = _served_config(out / "georag" / "config.pbtxt")
+    assert served.serve.max_image_bytes == 20 << 20 and not served.serve.allow_test_markers
+    assert (served.search, served.strategy, served.serve) == (
+        Config().search,
+        Config().strategy,
+        Config().serve,
+    )
 
 
 def test_cpu_repository_uses_the_onnxruntime_backend(
@@ -378,9 +617,14 @@ def test_example_repository_is_what_the_templates_render(tmp_path: Path) -> None
     assert _files(tmp_path / "example") == _files(REPO / "triton_models"), stale
     for config in (REPO / "triton_models").glob("*/config.pbtxt"):
         assert _parse_config(config).name == config.parent.name
+    assert _served_config(REPO / "triton_models" / "georag" / "config.pbtxt").strategy == Config().strategy
+    text = (REPO / "triton_models" / "georag" / "config.pbtxt").read_text()
+    assert "rag|knn|knn-medoid|vpr-guided" in text and "vpr-guided  asks" in text
 
 
-def test_generation_refusals(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
+def test_generation_refusals(
+    locate_env: dict[str, Any], exported: Path, served_store: Path, tmp_path: Path
+) -> None:
     from georag.triton.repository import write_repository
 
     with pytest.raises(RepositoryError, match="engine was built for"):
@@ -395,7 +639,7 @@ def test_generation_refusals(locate_env: dict[str, Any], exported: Path, tmp_pat
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    config = _test_config(locate_env, exported)
+    config = _test_config(locate_env["store"], exported)
     with pytest.raises(RepositoryError, match="not empty"):
         write_repository(config, busy)
     with pytest.raises(RepositoryError, match="no georag repository"):
@@ -403,10 +647,39 @@ def test_generation_refusals(locate_env: dict[str, Any], exported: Path, tmp_pat
     assert (busy / "notes.txt").read_text() == "mine"
     write_repository(config, tmp_path / "b")
     write_repository(config, tmp_path / "b", overwrite=True)
-    with pytest.raises(RepositoryError, match="variant rag:32:32 shows more references"):
-        RepositoryConfig(store=tmp_path, encoder_onnx=exported, variants="rag:32:32")
+    with pytest.raises(ConfigError, match="prompt variant rag:32:32 shows more references"):
+        Config().with_values({"strategy.rag.variants": "rag:32:32"})
     with pytest.raises(RepositoryError, match="cannot read the store"):
         write_repository(RepositoryConfig(store=tmp_path, encoder_onnx=exported), tmp_path / "c")
+    with pytest.raises(RepositoryError, match="no store given"):
+        RepositoryConfig(encoder_onnx=exported)
+    with pytest.raises(RepositoryError, match="two stores given"):
+        RepositoryConfig(encoder_onnx=exported, store=tmp_path, config=Config(store="elsewhere"))
+    with pytest.raises(RepositoryError, match="unknown model family"):
+        RepositoryConfig(encoder_onnx=exported, store=tmp_path, family="gpt-9")
+    with pytest.raises(RepositoryError, match=f"at most {MAX_K} rows"):
+        RepositoryConfig(
+            encoder_onnx=exported,
+            store=tmp_path,
+            config=Config().with_values({"strategy.vpr.rerank_k": 2000}),
+        )
+    with pytest.raises(ConfigError, match="requests carry no truth"):
+        RepositoryConfig(
+            encoder_onnx=exported, store=tmp_path, config=Config().with_values({"exclusion.radius_km": 25})
+        )
+    with pytest.raises(RepositoryError, match="Triton reads 0 as no limit"):
+        RepositoryConfig(
+            encoder_onnx=exported, store=tmp_path, config=Config().with_values({"serve.max_queue": 0})
+        )
+    with pytest.raises(RepositoryError, match="pipeline_instances must be an integer >= 1"):
+        RepositoryConfig(encoder_onnx=exported, store=tmp_path, pipeline_instances=0)
+    ivf = Config().with_values({"search.index": "ivf"})
+    with pytest.raises(RepositoryError, match="the store has no index 'ivf'"):
+        write_repository(_test_config(locate_env["store"], exported, config=ivf), tmp_path / "d")
+    vpr = Config().with_values({"strategy.name": "vpr-guided"})
+    with pytest.raises(RepositoryError, match="default strategy is vpr-guided but the store has no submap"):
+        write_repository(_test_config(locate_env["store"], exported, config=vpr), tmp_path / "e")
+    write_repository(_test_config(served_store, exported, config=vpr), tmp_path / "f")  # it has one
 
 
 def test_generation_refuses_another_encoders_export(locate_env: dict[str, Any], tmp_path: Path) -> None:
@@ -421,6 +694,7 @@ def test_generation_refuses_another_encoders_export(locate_env: dict[str, Any], 
 
 
 def test_cli_writes_the_repository(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tritonclient.grpc")
     from click.testing import CliRunner
 
     from georag.cli import main
@@ -433,8 +707,52 @@ def test_cli_writes_the_repository(locate_env: dict[str, Any], exported: Path, t
     assert "georag, mllm_standin, retrieval, siglip_python" in result.output
     text = (out / "georag" / "config.pbtxt").read_text()
     assert 'key: "family" value: { string_value: "internvl2.5" }' in text
+    served = _served_config(out / "georag" / "config.pbtxt")
+    assert served.strategy.rag.sampling.n == 3 and served.strategy.name == "rag"
     again = CliRunner().invoke(main, args)
     assert again.exit_code != 0 and "not empty" in again.output
+
+    # A config file, with the options winning over it; the store may come from the file.
+    toml = tmp_path / "georag.toml"
+    toml.write_text(
+        f"store = {json.dumps(str(locate_env['store']))}\n"
+        "[search]\nk_near = 12\nk_far = 6\n"
+        '[strategy]\nname = "knn-medoid"\nknn_k = 5\n'
+        "[strategy.rag.sampling]\nn = 4\ntemperature = 0.3\n"
+        "[serve]\ndeadline_s = 33.0\n"
+    )
+    options = ["--k-far", "4", "--temperature", "0.9", "--llm-timeout-s", "7", "--max-image-mb", "2.5"]
+    options += ["--deadline-s", "44", "--index", "exact", "--allow-test-markers", "--rerank-k", "8"]
+    options += ["--max-requests", "9", "--max-queue", "5"]
+    result = CliRunner().invoke(
+        main,
+        ["triton", "repo", "--out", str(tmp_path / "r2"), "--config", str(toml), "--encoder-onnx",
+         str(exported), "--python-encoder", "--llm-standin", str(STANDIN), *options],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    served = _served_config(tmp_path / "r2" / "georag" / "config.pbtxt")
+    assert (served.search.k_near, served.search.k_far, served.search.index) == (12, 4, "exact")
+    assert (served.strategy.name, served.strategy.knn_k, served.strategy.vpr.rerank_k) == ("knn-medoid", 5, 8)
+    assert str(served.strategy.rag.variants[0]) == "rag:12:4"  # follows the retrieval depth
+    assert (served.strategy.rag.sampling.n, served.strategy.rag.sampling.temperature) == (4, 0.9)
+    assert (served.serve.llm_timeout_s, served.serve.max_image_mb, served.serve.deadline_s) == (
+        7.0,
+        2.5,
+        44.0,
+    )
+    assert served.serve.allow_test_markers
+    pipeline = _parse_config(tmp_path / "r2" / "georag" / "config.pbtxt")
+    assert pipeline.parameters["max_in_flight"].string_value == "9"  # per instance
+    assert pipeline.dynamic_batching.default_queue_policy.max_queue_size == 5
+    retrieval = _parameters(tmp_path / "r2" / "retrieval" / "config.pbtxt")
+    assert (retrieval["k_near"], retrieval["k_far"]) == ("12", "4")
+    # A bad value names its option or key.
+    bad = CliRunner().invoke(main, [*args[:3], str(tmp_path / "r3"), *args[4:], "--variants", "rag:99:99"])
+    assert bad.exit_code != 0 and "shows more references than are retrieved" in bad.output
+    missing = CliRunner().invoke(
+        main, ["triton", "repo", "--out", str(tmp_path / "r4"), "--encoder-onnx", str(exported)]
+    )
+    assert missing.exit_code != 0 and "--store" in missing.output
 
 
 # The repository served by a real tritonserver.
@@ -442,7 +760,7 @@ def test_cli_writes_the_repository(locate_env: dict[str, Any], exported: Path, t
 
 @pytest.fixture(scope="module")
 def served(
-    locate_env: dict[str, Any], exported: Path, tmp_path_factory: pytest.TempPathFactory
+    served_store: Path, exported: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     reason = triton_unavailable_reason(SERVER_MODULES)
     if reason is not None:
@@ -451,7 +769,7 @@ def served(
     from georag.triton.repository import write_repository
 
     repo = tmp_path_factory.mktemp("served") / "repo"
-    write_repository(_test_config(locate_env, exported), repo)
+    write_repository(_test_config(served_store, exported), repo)
     with run_triton_server(repo, startup_timeout_s=120.0) as server:
         yield server
     with pytest.raises(urllib.error.URLError):  # stopped: nothing answers on its port any more
@@ -494,18 +812,19 @@ def caller(request: pytest.FixtureRequest, served: TritonServer) -> Iterator[Cal
 
 
 def _in_process(
-    locate_env: dict[str, Any], exported: Path, server: TritonServer, paths: list[Path], strategy: str
+    served_store: Path, exported: Path, server: TritonServer, paths: list[Path], strategy: str
 ) -> list[Any]:
-    """The Geolocator's predictions for ``paths``: the same ONNX encoder, store and stand-in LLM."""
+    """The Geolocator's predictions for ``paths``: the same ONNX encoder, store, stand-in LLM and config."""
     from georag.encoder import load_encoder
     from georag.llm.triton_client import TritonClient
-    from georag.locate.geolocator import Geolocator, LocateConfig
+    from georag.locate.geolocator import Geolocator
     from georag.store.store import GeoStore
 
     encoder = load_encoder(exported, backend="onnxruntime")
-    store = GeoStore.open(locate_env["store"])
+    store = GeoStore.open(served_store)
+    config = Config().with_values({**_served_values(), "strategy.name": strategy})
     with TritonClient.from_url(server.url("mllm_standin", "http")) as llm:
-        return list(Geolocator(store, encoder, llm, LocateConfig(strategy=strategy)).locate(paths))
+        return list(Geolocator(store, encoder, llm, config).locate(paths))
 
 
 def test_all_models_ready(served: TritonServer) -> None:
@@ -523,10 +842,10 @@ def test_all_models_ready(served: TritonServer) -> None:
 
 
 def test_photos_are_located_as_in_process(
-    caller: Caller, served: TritonServer, locate_env: dict[str, Any], exported: Path
+    caller: Caller, served: TritonServer, locate_env: dict[str, Any], served_store: Path, exported: Path
 ) -> None:
     paths = locate_env["queries"][:3]
-    expected = _in_process(locate_env, exported, served, paths, "rag")
+    expected = _in_process(served_store, exported, served, paths, "rag")
     for path, want in zip(paths, expected, strict=True):
         got = caller(path.read_bytes(), {"id": path.name})
         assert got["id"] == path.name
@@ -553,11 +872,11 @@ def test_photos_are_located_as_in_process(
 
 
 def test_knn_and_the_fallback_match_in_process(
-    caller: Caller, served: TritonServer, locate_env: dict[str, Any], exported: Path
+    caller: Caller, served: TritonServer, locate_env: dict[str, Any], served_store: Path, exported: Path
 ) -> None:
     paths = locate_env["queries"][3:5]
-    knn = _in_process(locate_env, exported, served, paths, "knn")
-    medoid = _in_process(locate_env, exported, served, paths, "knn-medoid")
+    knn = _in_process(served_store, exported, served, paths, "knn")
+    medoid = _in_process(served_store, exported, served, paths, "knn-medoid")
     for path, top1, med in zip(paths, knn, medoid, strict=True):
         image = path.read_bytes()
         got = caller(image, {"strategy": "knn"})
@@ -573,6 +892,142 @@ def test_knn_and_the_fallback_match_in_process(
             0.0,
         )
         assert got["fallback"] == "none of the 5 LLM answers stated coordinates"
+
+
+def test_vpr_guided_is_served_as_in_process(
+    caller: Caller, served: TritonServer, locate_env: dict[str, Any], served_store: Path, exported: Path
+) -> None:
+    """The stand-in's prior is the US (New York): the submap search stays inside the US rows, and every
+    candidate, the re-ranking and the answer equal the in-process Geolocator's."""
+    from georag.store.store import GeoStore
+
+    submaps = GeoStore.open(served_store).submaps("country")
+    assert submaps.size("US") >= MIN_SUBMAP_ROWS
+    us_rows = set(np.concatenate([np.arange(a, b) for a, b in submaps.ranges("US")]).tolist())
+    paths = locate_env["queries"][5:8]
+    expected = _in_process(served_store, exported, served, paths, "vpr-guided")
+    for path, want in zip(paths, expected, strict=True):
+        got = caller(path.read_bytes(), {"id": path.name, "strategy": "vpr-guided"})
+        assert (got["strategy"], got["fallback"]) == (want.strategy, want.fallback) == ("vpr-guided", None)
+        assert (got["lat"], got["lon"]) == (want.lat, want.lon)
+        assert got["confidence"] == pytest.approx(want.confidence) == 1.0  # the five samples agree
+        prior, submap = got["evidence"]["prior"], got["evidence"]["submap"]
+        assert (prior["country"], prior["votes"]) == ("US", {"US": 5})
+        assert (submap["chosen"], submap["rows_searched"]) == (["US"], submaps.size("US"))
+        candidates = got["evidence"]["candidates"]
+        assert candidates == want.evidence["candidates"] and len(candidates) == 16
+        assert all(c["row"] in us_rows for c in candidates)
+        best = candidates[0]  # the re-ranked order: the first is the answer
+        assert (best["lat"], best["lon"]) == (got["lat"], got["lon"])
+        assert (
+            submaps.names[submaps.labels[best["row"]]] == "US"
+        )  # the chosen row lies in the prior's country
+        assert {"prior_s", "submap_search_s", "rerank_s"} <= set(got["evidence"]["timings"])
+    # No usable prior: the documented fallback to the global search, with its reason.
+    got = caller(paths[0].read_bytes(), {"strategy": "vpr-guided", "test_marker": "[[garbage]]"})
+    assert got["strategy"] == "vpr-guided>global"
+    assert got["fallback"].startswith("no usable prior: none of the 5 prior answers")
+    assert [c["visual_rank"] for c in got["evidence"]["candidates"]] == list(range(16))
+
+
+class RetrievalCaller:
+    """Sends queries straight to the `retrieval` model over gRPC."""
+
+    def __init__(self, server: TritonServer) -> None:
+        import tritonclient.grpc as grpc
+
+        self.grpc = grpc
+        self.client = grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+
+    def inputs(
+        self, q: np.ndarray, k: tuple[int, int] | None = None, ranges: list[list[int]] | None = None
+    ) -> list[Any]:
+        grpc = self.grpc
+        found = [grpc.InferInput("embeddings", [1, q.size], "FP32")]
+        found[0].set_data_from_numpy(np.ascontiguousarray(q.reshape(1, -1), dtype=np.float32))
+        if k is not None:
+            for name, value in zip(("k_near", "k_far"), k, strict=True):
+                found.append(grpc.InferInput(name, [1, 1], "INT64"))
+                found[-1].set_data_from_numpy(np.array([[value]], dtype=np.int64))
+        if ranges is not None:
+            arr = np.array([ranges], dtype=np.int64)
+            found.append(grpc.InferInput("row_ranges", list(arr.shape), "INT64"))
+            found[-1].set_data_from_numpy(arr)
+        return found
+
+    def __call__(self, inputs: list[Any]) -> dict[str, np.ndarray]:
+        from georag.serving.retrieval import NEIGHBOR_OUTPUTS
+
+        answer = self.client.infer("retrieval", inputs)
+        return {name: answer.as_numpy(name) for name in NEIGHBOR_OUTPUTS}
+
+
+def test_retrieval_within_row_ranges_is_the_brute_force(served: TritonServer, served_store: Path) -> None:
+    from georag.store.store import GeoStore
+
+    store = GeoStore.open(served_store)
+    call = RetrievalCaller(served)
+    q = np.random.default_rng(11).normal(size=(4, store.dim)).astype(np.float32)
+    ranges = [[30, 70], [200, store.ntotal], [60, 90]]
+    got = call(call.inputs(q[0], (8, 3), ranges))
+    assert got["near_ids"].shape == (1, 8) and got["far_ids"].shape == (1, 3)
+    _check_answer(store, got, _brute_force(store, q[0], _rows(ranges), 8, 3))
+    # The vpr-guided search: no far side at all.
+    got = call(call.inputs(q[1], (16, 0), ranges))
+    assert got["far_ids"].shape == (1, 0)
+    _check_answer(store, got, _brute_force(store, q[1], _rows(ranges), 16, 0))
+    # No k inputs: the configured depth over the whole store.
+    got = call(call.inputs(q[2]))
+    _check_answer(store, got, _brute_force(store, q[2], np.arange(store.ntotal), 16, 16))
+    call.client.close()
+
+
+def test_bad_row_ranges_fail_alone(served: TritonServer, served_store: Path) -> None:
+    """Bad requests sent at once with good ones: each bad one gets INVALID_ARG, every good one its rows."""
+    from tritonclient.utils import InferenceServerException
+
+    from georag.store.store import GeoStore
+
+    store = GeoStore.open(served_store)
+    n = store.ntotal
+    q = np.random.default_rng(12).normal(size=(12, store.dim)).astype(np.float32)
+    callers = [RetrievalCaller(served) for _ in range(12)]
+    cases: list[tuple[tuple[int, int] | None, list[list[int]] | None, str | None]] = [
+        (None, None, None),
+        ((8, 3), [[0, 50]], None),
+        ((8, 3), [[0, n + 1]], "row_ranges must be non-empty [start, end) pairs within"),
+        ((4, 2), None, None),
+        ((8, 3), [[20, 20]], "row_ranges must be non-empty"),
+        (None, None, None),
+        ((8, 3), [[-5, 10]], "row_ranges must be non-empty"),
+        ((MAX_K + 1, 2), None, f"k_near must be an integer in [1, {MAX_K}]"),
+        ((4, 2), None, None),
+        ((8, 3), [[100, 150], [10, 20]], None),
+        (None, None, None),
+        ((0, 3), None, "k_near must be an integer in [1"),
+    ]
+
+    def one(i: int) -> Any:
+        k, ranges, _ = cases[i]
+        try:
+            return callers[i](callers[i].inputs(q[i], k, ranges))
+        except InferenceServerException as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = list(pool.map(one, range(len(cases))))
+    for i, ((k, ranges, error), got) in enumerate(zip(cases, results, strict=True)):
+        if error is not None:
+            assert isinstance(got, InferenceServerException), i
+            assert str(got.status()) == "StatusCode.INVALID_ARGUMENT" and error in str(got.message()), i
+            _clean(str(got.message()))
+            continue
+        assert isinstance(got, dict), (i, got)
+        rows = np.arange(n, dtype=np.int64) if ranges is None else _rows(ranges)
+        kn, kf = k or (16, 16)
+        _check_answer(store, got, _brute_force(store, q[i], rows, kn, kf))
+    for c in callers:
+        c.client.close()
 
 
 def test_an_echoed_prompt_is_cut_off(caller: Caller, locate_env: dict[str, Any]) -> None:

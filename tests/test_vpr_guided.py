@@ -462,3 +462,52 @@ def test_georag_eval_sweep_runs_the_route(vpr_env: dict[str, Any], tmp_path: Pat
     # The sweep keeps the route's defaults: 100 rows at least per submap, more than this store's US holds.
     assert len(rows) == 6 and all(x["strategy"] == "vpr-guided>global" and x["lat"] for x in rows)
     assert all("fewer than min_submap_rows 100" in x["fallback"] for x in rows)
+
+
+def test_georag_serve_answers_vpr_guided_as_the_geolocator_does(vpr_env: dict[str, Any]) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from georag.cli.options import config_from
+    from georag.cli.serve_cmd import build_app
+    from georag.llm.backends import open_llm_from
+    from georag.locate.geolocator import Geolocator
+
+    with StandIn(script=lambda body: _prior_json("US", *NYC)) as server:
+        # As `georag serve --store STORE --llm URL --min-submap-rows 20 --rerank-k 8` builds it.
+        options = {"store": vpr_env["store"], "llm": server.url, "min_submap_rows": 20, "rerank_k": 8}
+        config = config_from(options, require=("store",))
+        served = []
+        with TestClient(build_app(config)) as client:
+            info = client.get("/v1/info").json()
+            for photo in vpr_env["queries"][:3]:
+                r = client.post(f"/v1/locate?id={photo.name}&strategy=vpr-guided", content=photo.read_bytes())
+                assert r.status_code == 200, r.text
+                served.append(r.json())
+        llm = open_llm_from(config.llm)
+        try:
+            local = config.with_values({"strategy.name": "vpr-guided"})
+            geo = Geolocator(vpr_env["geostore"], vpr_env["encoder"], llm, local)
+            preds = list(geo.locate(vpr_env["queries"][:3]))
+        finally:
+            assert llm is not None
+            llm.close()
+    assert (
+        info["strategies"] == ["rag", "knn", "knn-medoid", "vpr-guided"] and info["default_strategy"] == "rag"
+    )
+    for out, pred in zip(served, preds, strict=True):
+        assert (out["id"], out["strategy"], out["fallback"]) == (pred.id, "vpr-guided", None)
+        assert (out["lat"], out["lon"], out["confidence"]) == (pred.lat, pred.lon, pred.confidence)
+        theirs, ours = out["evidence"], pred.evidence
+        for part in ("prior", "submap"):  # timings aside
+            assert _untimed(theirs[part]) == _untimed(json.loads(json.dumps(ours[part]))), part
+        assert [c["row"] for c in theirs["candidates"]] == [c["row"] for c in ours["candidates"]]
+        assert len(theirs["candidates"]) == 8
+        np.testing.assert_allclose(
+            [c["score"] for c in theirs["candidates"]], [c["score"] for c in ours["candidates"]], atol=1e-5
+        )
+
+
+def _untimed(evidence: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in evidence.items() if not k.endswith(("_s", "_seconds"))}

@@ -109,12 +109,6 @@ def _run_build(
     images: tuple[Path, ...],
     embeddings: Path | None,
     source: str | None,
-    id_col: str | None,
-    lat_col: str | None,
-    lon_col: str | None,
-    author_col: str | None,
-    country_col: str | None,
-    image_name: str | None,
     keep_zero: bool,
     **kw: Any,
 ) -> None:
@@ -124,7 +118,7 @@ def _run_build(
         raise click.UsageError("give --images (a folder or tar shards) or --from-embeddings, one of the two")
     with errors("interrupted: every committed shard is kept; re-run the same command to resume"):
         e = config_from(kw, require=("encoder.model",), auto_strategy=False).encoder
-        columns = _column_map(dataset, id_col, lat_col, lon_col, author_col, country_col, image_name)
+        columns = _column_map(dataset, {field: kw.pop(name) for name, field in _COLUMNS.items()})
         req = BuildRequest(
             store=store,
             dataset=dataset,
@@ -160,27 +154,19 @@ def _run_build(
         click.echo(f"failures and rejections are listed in {store}/shards/*.failures.jsonl, {store}/sources/")
 
 
-def _column_map(
-    dataset: str,
-    id_col: str | None,
-    lat_col: str | None,
-    lon_col: str | None,
-    author_col: str | None,
-    country_col: str | None,
-    image_name: str | None,
-) -> Any:
+_COLUMNS = {
+    "id_col": "image_id", "lat_col": "lat", "lon_col": "lon", "author_col": "author",
+    "country_col": "country", "image_name": "image_name",
+}  # fmt: skip
+"""The column options of `build` / `add` -> the `georag.datasets.ColumnMap` fields they set."""
+
+
+def _column_map(dataset: str, given: dict[str, str | None]) -> Any:
+    """The column map of ``dataset`` with the ``given`` fields (None: the format's) replaced."""
     from dataclasses import replace
 
     from georag.datasets import ColumnMap, default_columns
 
-    given = {
-        "image_id": id_col,
-        "lat": lat_col,
-        "lon": lon_col,
-        "author": author_col,
-        "country": country_col,
-        "image_name": image_name,
-    }
     overrides = {k: v for k, v in given.items() if v is not None}
     if dataset == "generic":
         missing = [

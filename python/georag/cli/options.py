@@ -57,6 +57,14 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
+class SharedOption(click.Option):
+    """An option made here: ``keys`` are the config keys it sets (empty for a plain one)."""
+
+    def __init__(self, *args: Any, keys: tuple[str, ...] = (), **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.keys = keys
+
+
 @dataclass(frozen=True)
 class Shared:
     """One shared option: its flags, the config keys it sets (none: a plain option) and its help."""
@@ -92,6 +100,8 @@ class Shared:
             default=default,
             required=required,
             help=text,
+            cls=SharedOption,
+            keys=self.keys,
             **({"is_flag": True} if is_flag else {}),
         )
 
@@ -105,7 +115,7 @@ SHARED: dict[str, Shared] = {
     s.flags.split("/")[0].lstrip("-") if s.param is None else s.param.replace("_", "-"): s
     for s in (
         _s("--config", (), _FILE, "Settings from this TOML file (keys as in georag.config); options win."),
-        _s("--store", "store", _DIR, "The GeoStore folder (georag index build)."),
+        _s("--store", "store", _DIR, "The GeoStore folder (georag index build); here or in --config."),
         # the encoder
         _s("--encoder", "encoder.model", str, "The store's encoder: hub id or folder (or an export).",
            default_text="the encoder the store was built with"),

@@ -30,6 +30,8 @@ def triton() -> None:
     *SEARCH,
     *RAG,
     *VPR,
+    "max-requests",
+    "max-queue",
     "max-image-mb",
     "served-llm-timeout-s",
     "deadline-s",
@@ -71,13 +73,6 @@ def triton() -> None:
     type=click.IntRange(min=1),
     help="Instances (processes) of the georag model.",
 )
-@click.option(
-    "--max-in-flight",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Requests one georag instance runs at once.",
-)
 @click.option("--max-model-len", default=8192, show_default=True, type=click.IntRange(min=256))
 @click.option(
     "--gpu-memory-utilization", default=0.85, show_default=True, type=FiniteFloat(0.0, 1.0, min_open=True)
@@ -94,7 +89,6 @@ def triton_repo(
     family: str,
     llm_standin: Path | None,
     pipeline_instances: int,
-    max_in_flight: int,
     max_model_len: int,
     gpu_memory_utilization: float,
     max_pixels: int,
@@ -108,6 +102,9 @@ def triton_repo(
     the options, then --config FILE.toml, then the defaults, and are written into the georag model's
     config. Requests naming no strategy get --strategy (default rag); vpr-guided is served when the
     store has the --submap-by partition (`georag index submaps STORE --by country`).
+
+    --max-requests is what ONE georag instance runs at once (--pipeline-instances of them run); --max-queue
+    bounds its Triton queue.
 
     Without --encoder-trt the encoder runs on CPU (siglip_onnx, or siglip_python with --python-encoder).
     The TensorRT and vLLM models need a GPU server; their configurations are written, not run, here.
@@ -127,7 +124,6 @@ def triton_repo(
             family=family,
             llm_standin=llm_standin,
             pipeline_instances=pipeline_instances,
-            pipeline_max_in_flight=max_in_flight,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             max_pixels=max_pixels,

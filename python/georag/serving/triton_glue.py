@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -236,10 +236,11 @@ def answer_retrieval(
         return StepFailed("the store search failed (see the server log)")
 
     for (kn, kf), members in groups.items():
+        found: list[Outputs | BadRequest] | list[StepFailed]
         try:
             found = run_batched(
                 [requests[i].embeddings for i in members],
-                lambda q, kn=kn, kf=kf: search_outputs(store, q, kn, kf),  # type: ignore[misc]
+                partial(search_outputs, store, k_near=kn, k_far=kf),
                 row_shape=(store.dim,),
                 nonzero=True,
             )
@@ -267,7 +268,7 @@ def _search_ranged(
         try:
             (one,) = run_batched(
                 [np.asarray(embeddings)[row : row + 1]],
-                lambda q, within=within: search_outputs(store, q, k_near, k_far, within),  # type: ignore[misc]
+                partial(search_outputs, store, k_near=k_near, k_far=k_far, row_ranges=within),
                 row_shape=(store.dim,),
                 nonzero=True,
             )

@@ -210,6 +210,10 @@ class GeoStore:
             self._ann[name] = index
         return self._ann[name]
 
+    def submap_names(self) -> list[str]:
+        """The names of the store's submap partitions (`georag index submaps`), sorted."""
+        return sorted(self.manifest.submaps)
+
     def submaps(self, name: str) -> Submaps:
         """The submap partition ``name`` (e.g. "country", "kmeans100"), checked against its checksum."""
         if name not in self._submaps:

@@ -34,9 +34,9 @@ MAX_IMAGE_MB = 1024.0
 PIPELINE_SECTIONS = ("search", "strategy", "serve")
 """The sections of `Config` the `georag` model runs with (the others are not used by a served pipeline:
 the LLM is the repository's own model, the encoder its encoder model, and it has no truth to exclude by)."""
-NOT_IN_TRITON = ("serve.max_requests", "serve.max_queue")
-"""Keys of those sections that bound `georag serve` only (Triton: ``pipeline_max_in_flight`` and
-``max_queue_size``)."""
+NOT_IN_CONFIG_PARAMETER = ("serve.max_requests", "serve.max_queue")
+"""Keys of those sections written as settings of the georag model itself (its ``max_in_flight`` parameter
+and its Triton queue), not into its ``georag_config`` parameter."""
 
 
 class RepositoryError(GeoRagError):
@@ -47,9 +47,10 @@ class RepositoryError(GeoRagError):
 class RepositoryConfig:
     """What `write_repository` builds; only ``encoder_onnx`` and a store are required.
 
-    The store is ``store``, or else ``config.store``. ``config.serve.max_requests`` / ``max_queue`` bound
-    `georag serve`; in Triton, ``pipeline_max_in_flight`` (per georag instance) and ``max_queue_size``
-    (Triton's queue of each batched model) do.
+    The store is ``store``, or else ``config.store``. ``config.serve.max_requests`` is what ONE georag
+    instance runs at once (its ``max_in_flight`` parameter; ``pipeline_instances`` of them run), and
+    ``config.serve.max_queue`` the length of its Triton queue; ``max_queue_size`` bounds the queues of the
+    encoder and retrieval models.
     """
 
     encoder_onnx: Path
@@ -90,10 +91,9 @@ class RepositoryConfig:
     """Instances of the georag model (processes; each runs its batch's requests concurrently); default 2."""
     pipeline_max_batch: int = 16
     """Most requests the batcher hands a georag instance in one call; default 16."""
-    pipeline_max_in_flight: int = 64
-    """Requests one georag instance works on at once (the others wait within their deadline); default 64."""
     max_queue_size: int = 256
-    """Longest queue of each batched model before requests are refused; default 256."""
+    """Longest queue of the encoder and retrieval models before requests are refused; default 256 (the
+    georag model's is ``config.serve.max_queue``)."""
     max_model_len: int = 8192
     """vLLM context length (prompt with image tokens, plus the answer); default 8192."""
     gpu_memory_utilization: float = 0.85
@@ -123,6 +123,10 @@ class RepositoryConfig:
                 f"the retrieval model answers at most {MAX_K} rows a side; search.k_near, search.k_far, "
                 f"strategy.knn_k and strategy.vpr.rerank_k ask for up to {wanted}"
             )
+        if self.config.serve.max_queue < 1:
+            raise RepositoryError(
+                "serve.max_queue must be >= 1 in a Triton repository (Triton reads 0 as no limit)"
+            )
         if self.config.exclusion.active:
             raise ConfigError(
                 f"a served pipeline cannot exclude {self.config.exclusion}: requests carry no truth; "
@@ -136,7 +140,6 @@ class RepositoryConfig:
             "pipeline_max_batch": self.pipeline_max_batch,
             "encoder_instances": self.encoder_instances,
             "pipeline_instances": self.pipeline_instances,
-            "pipeline_max_in_flight": self.pipeline_max_in_flight,
             "max_queue_size": self.max_queue_size,
             "max_model_len": self.max_model_len,
             "max_pixels": self.max_pixels,
@@ -162,7 +165,7 @@ def pipeline_values(config: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section in PIPELINE_SECTIONS:
         _flatten(getattr(config, section), section, out)
-    return {key: value for key, value in out.items() if key not in NOT_IN_TRITON}
+    return {key: value for key, value in out.items() if key not in NOT_IN_CONFIG_PARAMETER}
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
