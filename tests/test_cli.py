@@ -241,6 +241,11 @@ def test_a_bad_option_value_is_refused_before_anything_runs(tmp_path: Path) -> N
     assert code == 1 and "raise --k-near/--k-far" in out, out
     code, out = run("locate", "x.jpg", "--out", str(tmp_path / "p.csv"))
     assert code == 2 and "missing --store (or store in the --config file)" in out, out
+    (tmp_path / "meta.csv").write_text("id,lat,lon\n")
+    source = ["--dataset", "generic", "--metadata", str(tmp_path / "meta.csv"), "--images", str(tmp_path)]
+    code, out = run("index", "build", *source, "--id-col", "id", "--lat-col", "lat", "--lon-col", "lon",
+                    "--out", str(tmp_path / "new"))  # fmt: skip
+    assert code == 2 and "missing --encoder (or [encoder] model in the --config file) for a new store" in out
 
 
 def test_options_win_over_the_file_and_variants_follow_the_retrieval_depth(tmp_path: Path) -> None:
@@ -312,3 +317,26 @@ def test_the_readme_config_file_loads(tmp_path: Path) -> None:
     config = load_config(tmp_path / "run.toml")
     assert config == config_from({"config": tmp_path / "run.toml"})
     assert (config.store, config.strategy.name, config.llm.concurrency) == ("store/", "rag", 16)
+
+
+def test_every_command_with_config_reads_the_file(tmp_path: Path) -> None:
+    for name in ("store", "images", "onnx"):
+        (tmp_path / name).mkdir()
+    for name in ("meta.csv", "truth.csv", "a.jpg"):
+        (tmp_path / name).write_text("x\n")
+    (tmp_path / "run.toml").write_text("bogus = 1\n")
+    t = {name: str(tmp_path / name) for name in ("store", "images", "onnx", "meta.csv", "truth.csv", "a.jpg")}
+    source = ["--dataset", "generic", "--metadata", t["meta.csv"], "--images", t["images"]]
+    commands = {
+        "locate": ["locate", t["a.jpg"], "--out", str(tmp_path / "p.csv")],
+        "serve": ["serve"],
+        "demo": ["demo", "--out", str(tmp_path / "demo")],
+        "eval sweep": ["eval", "sweep", t["a.jpg"], "--truth", t["truth.csv"], "--out", str(tmp_path / "s")],
+        "index build": ["index", "build", *source, "--out", str(tmp_path / "new")],
+        "index add": ["index", "add", t["store"], *source],
+        "index near-duplicates": ["index", "near-duplicates", t["store"], t["a.jpg"]],
+        "triton repo": ["triton", "repo", "--out", str(tmp_path / "repo"), "--encoder-onnx", t["onnx"]],
+    }
+    for what, args in commands.items():
+        code, out = run(*args, "--config", str(tmp_path / "run.toml"))
+        assert code == 1 and "unknown config key 'bogus'" in out and "run.toml" in out, (what, out)

@@ -79,7 +79,8 @@ def test_refusals_and_a_dead_server_fall_back_to_retrieval_and_say_so(
     with StandIn() as server:
         dead = server.url  # the port is closed once the server is gone
     r = CliRunner().invoke(
-        main, _args(locate_env, queries, tmp_path / "dead.csv", dead, "--llm-retries", "0", "--llm-timeout-s", "2")
+        main,
+        _args(locate_env, queries, tmp_path / "dead.csv", dead, "--llm-retries", "0", "--llm-timeout-s", "2"),
     )
     assert r.exit_code == 0, r.output
     for rows, reason in (

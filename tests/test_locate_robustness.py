@@ -76,8 +76,8 @@ class _Exploding:
 
 
 def test_an_unexpected_worker_error_costs_one_photo(locate_env: dict[str, object]) -> None:
-    from georag.encoder import load_encoder
     from georag.config import Config, LLMConfig
+    from georag.encoder import load_encoder
     from georag.locate.geolocator import Geolocator
     from georag.store.store import GeoStore
 

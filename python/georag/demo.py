@@ -81,7 +81,7 @@ def run_demo(
     real ``google/siglip-so400m-patch14-384`` needs a network), or "" for a tiny random one built here;
     ``llm.url`` an LLM server. Default: the defaults with the knn route (no LLM)."""
     from georag.datasets import ColumnMap, read_dataset
-    from georag.encoder import load_encoder
+    from georag.encoder import load_encoder_from
     from georag.encoder.tiny import make_tiny_siglip
     from georag.evaluate import accuracy
     from georag.llm.backends import open_llm_from
@@ -123,9 +123,9 @@ def run_demo(
         w = csv.writer(f)
         w.writerow(["id", "lat", "lon"])
         w.writerows([names[i], repr(float(lat[i])), repr(float(lon[i]))] for i in gallery_rows)
-    e = config.encoder
-    model = e.model or str(make_tiny_siglip(out / "tiny-siglip"))
-    enc = load_encoder(model, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers)
+    random_weights = not config.encoder.model
+    model = config.encoder.model or str(make_tiny_siglip(out / "tiny-siglip"))
+    enc = load_encoder_from(config.encoder, model)
     build_source(
         BuildRequest(
             store=out / "store",
@@ -166,7 +166,7 @@ def run_demo(
         queries=len(query_rows),
         strategy=config.strategy.name,
         encoder=enc.model_id,
-        random_weights=not e.model,
+        random_weights=random_weights,
         accuracy=accuracy(pl, po, lat[query_rows], lon[query_rows]),
         failed=failed,
         seconds=time.perf_counter() - t0,

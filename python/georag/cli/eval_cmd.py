@@ -41,13 +41,7 @@ def eval_command() -> None:
 @click.option("--id-col", default="id", show_default=True, help="Predictions' id column (JSONL key).")
 @click.option("--lat-col", default="lat", show_default=True, help="Predictions' latitude column.")
 @click.option("--lon-col", default="lon", show_default=True, help="Predictions' longitude column.")
-@click.option(
-    "--distance",
-    type=click.Choice(["haversine", "geodesic"]),
-    default="haversine",
-    show_default=True,
-    help="haversine: sphere of R = 6371.0 km (the papers); geodesic: WGS-84 ellipsoid.",
-)
+@use("distance", defaults={"distance": "haversine"})
 @click.option("--thresholds", default="1,25,200,750,2500", show_default=True, help="Thresholds in km.")
 @click.option(
     "--denominator",
@@ -56,9 +50,7 @@ def eval_command() -> None:
     show_default=True,
     help="truth: every truth row (missing or failed = wrong); predicted: only rows with a prediction.",
 )
-@click.option(
-    "--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Resamples (0: no CIs)."
-)
+@use("bootstrap", defaults={"bootstrap": 1000})
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
 @click.option(
     "--compare",

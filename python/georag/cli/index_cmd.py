@@ -59,9 +59,10 @@ def _source_options(fn: F) -> F:
             help="Keep rows at exactly (0, 0) (by default they are rejected as 'unknown location').",
         ),
     ]
+    fn = use("config", *ENCODER, default_text={"encoder": "the store's, when it exists"})(fn)
     for option in reversed(options):
         fn = option(fn)
-    return use("config", *ENCODER, default_text={"encoder": "none: required"})(fn)
+    return fn
 
 
 @index.command("build")
@@ -112,12 +113,16 @@ def _run_build(
     keep_zero: bool,
     **kw: Any,
 ) -> None:
+    from dataclasses import replace
+
     from georag.store.build import BuildRequest, build_source
 
     if bool(images) == bool(embeddings):
         raise click.UsageError("give --images (a folder or tar shards) or --from-embeddings, one of the two")
     with errors("interrupted: every committed shard is kept; re-run the same command to resume"):
-        e = config_from(kw, require=("encoder.model",), auto_strategy=False).encoder
+        e = config_from(kw, auto_strategy=False).encoder
+        if not e.model:  # index add, or a build resumed: the store's own
+            e = replace(e, model=_store_encoder(store))
         columns = _column_map(dataset, {field: kw.pop(name) for name, field in _COLUMNS.items()})
         req = BuildRequest(
             store=store,
@@ -134,11 +139,9 @@ def _run_build(
         )
 
         def load() -> Any:
-            from georag.encoder import load_encoder
+            from georag.encoder import load_encoder_from
 
-            return load_encoder(
-                e.model, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers
-            )
+            return load_encoder_from(e)
 
         report = build_source(req, add=add, encoder_factory=load, progress=True)
     if report.already_complete:
@@ -152,6 +155,15 @@ def _run_build(
     )
     if report.failed or rejected:
         click.echo(f"failures and rejections are listed in {store}/shards/*.failures.jsonl, {store}/sources/")
+
+
+def _store_encoder(store: Path) -> str:
+    """The encoder ``store`` was built with; UsageError for a store not yet begun."""
+    from georag.store.manifest import MANIFEST, Manifest
+
+    if not (store / MANIFEST).is_file():
+        raise click.UsageError("missing --encoder (or [encoder] model in the --config file) for a new store")
+    return Manifest.load(store).encoder
 
 
 _COLUMNS = {
@@ -301,16 +313,14 @@ def near_duplicates_cmd(
     from dataclasses import asdict
 
     from georag.cli.locate_cmd import expand_images
-    from georag.encoder import load_encoder
+    from georag.encoder import load_encoder_from
     from georag.store.duplicates import near_duplicates
     from georag.store.store import GeoStore, check_encoder
 
     with errors():
-        gallery = GeoStore.open(store)
         e = config_from(kw, auto_strategy=False).encoder
-        enc = load_encoder(
-            e.model or gallery.encoder, e.backend, device=e.device, batch_size=e.batch_size, workers=e.workers
-        )
+        gallery = GeoStore.open(store)
+        enc = load_encoder_from(e, gallery.encoder)
         check_encoder(gallery, enc.model_id, enc.dim)
         paths = expand_images(images, None)
         result = enc.encode(paths, ids=[p.name for p in paths], progress=True)

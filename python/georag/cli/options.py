@@ -178,6 +178,10 @@ SHARED: dict[str, Shared] = {
         _s("--truth", (), _FILE, "Benchmark metadata: the photos' true location and author."),
         _s("--truth-format", (), str, "Reader of --truth: im2gps, im2gps3k, yfcc4k, mp16, osv5m or generic "
            "(columns id,lat,lon)."),
+        # scoring
+        _s("--distance", (), click.Choice(["haversine", "geodesic"]),
+           "haversine: sphere of R = 6371.0 km (the papers); geodesic: WGS-84 ellipsoid."),
+        _s("--bootstrap", (), click.IntRange(min=0), "Bootstrap resamples of the 95% intervals (0: none)."),
         # serving limits
         _s("--max-requests", "serve.max_requests", click.IntRange(min=1), "Requests run at once."),
         _s("--max-queue", "serve.max_queue", click.IntRange(min=0), "Requests that may wait beyond "

@@ -76,7 +76,7 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
     from georag.serving.http_app import require_fastapi
 
     require_fastapi()  # before loading models
-    from georag.encoder import load_encoder
+    from georag.encoder import load_encoder_from
     from georag.llm.backends import open_llm
     from georag.serving.http_app import create_app
     from georag.serving.local_steps import LocalSteps
@@ -93,9 +93,7 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
         if sampling.n > MAX_SAMPLES:
             raise ConfigError(f"{what} {sampling.n}: a served request asks for {MAX_SAMPLES} answers at most")
     store = GeoStore.open(config.store, index=config.search.index)
-    enc = load_encoder(
-        config.encoder.model or store.encoder, config.encoder.backend, device=config.encoder.device
-    )
+    enc = load_encoder_from(config.encoder, store.encoder)
     check_encoder(store, enc.model_id, enc.dim)  # before the index is built: a wrong encoder fails at once
     store.index()  # built or read now (a missing or damaged one fails here), not in a request's time limit
     calls = config.serve.max_requests * MAX_VARIANTS

@@ -28,10 +28,7 @@ def _ints(text: str) -> list[int]:
 @click.option("--k-near", "k_near_grid", default="0,5,10,16", show_default=True, help="Similar rows (grid).")
 @click.option("--k-far", "k_far_grid", default="0,5,10,16", show_default=True, help="Dissimilar rows (grid).")
 @use("index", *SAMPLING, *VPR, *EXCLUSION)
-@click.option(
-    "--distance", type=click.Choice(["haversine", "geodesic"]), default="haversine", show_default=True
-)
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0), help="CI resamples.")
+@use("distance", "bootstrap", defaults={"distance": "haversine", "bootstrap": 200})
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Runs and tables."
 )
@@ -52,7 +49,7 @@ def sweep(
     settings come from the options, then --config FILE.toml, then the defaults."""
     from georag.cli.locate_cmd import expand_images
     from georag.config import STRATEGY_NAMES
-    from georag.encoder import load_encoder
+    from georag.encoder import load_encoder_from
     from georag.experiments.sweep import grid, run_sweep, sweep_json, sweep_table
     from georag.llm.backends import open_llm_from
     from georag.locate.truth import load_truth
@@ -71,14 +68,7 @@ def sweep(
         try:
             client = open_llm_from(base.llm)
             store = GeoStore.open(base.store, index=base.search.index)
-            e = base.encoder
-            enc = load_encoder(
-                e.model or store.encoder,
-                e.backend,
-                device=e.device,
-                batch_size=e.batch_size,
-                workers=e.workers,
-            )
+            enc = load_encoder_from(base.encoder, store.encoder)
             rows = run_sweep(
                 expand_images(images, None),
                 load_truth(truth, truth_format),

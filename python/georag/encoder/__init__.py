@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from georag.encoder.encoder import BACKENDS, Encoder, load_encoder
+from georag.encoder.encoder import BACKENDS, Encoder, load_encoder, load_encoder_from
 from georag.encoder.export import export_onnx
 from georag.encoder.parity import ParityReport, parity_check, parity_pixels
 from georag.encoder.preprocess import ProcessorSpec
@@ -18,6 +18,7 @@ __all__ = [
     "build_tensorrt_engine",
     "export_onnx",
     "load_encoder",
+    "load_encoder_from",
     "parity_check",
     "parity_pixels",
 ]

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from georag.encoder.batches import ItemFailure, iter_batches
 from georag.encoder.preprocess import ProcessorSpec
 from georag.encoder.result import EncodeResult
 from georag.errors import EncoderError, PreprocessorConfigError
+
+if TYPE_CHECKING:
+    from georag.config import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,17 @@ def load_encoder(
         workers=workers,
         progress=progress,
         micro_batch=micro_batch,
+    )
+
+
+def load_encoder_from(config: EncoderConfig, default: str | None = None) -> Encoder:
+    """The encoder ``config`` describes (model, backend, device, batch size, decode threads); ``default``
+    where ``config.model`` is "" (e.g. the store's own encoder)."""
+    name = config.model or default
+    if not name:
+        raise EncoderError("no encoder model given (--encoder, or [encoder] model in the config file)")
+    return load_encoder(
+        name, config.backend, device=config.device, batch_size=config.batch_size, workers=config.workers
     )
 
 

@@ -15,9 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from georag.config import Config
 from georag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from georag.locate.geolocator import Geolocator
+    from georag.locate.output import PredictionWriter
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,10 @@ def run(
     GeoRagError (ConfigError for impossible settings), OSError; KeyboardInterrupt stops the run with the
     finished photos kept.
     """
-    from tqdm.auto import tqdm
-
-    from georag.encoder import load_encoder
+    from georag.encoder import load_encoder_from
     from georag.llm.backends import open_llm_from
     from georag.locate.geolocator import Geolocator, unique_paths
-    from georag.locate.output import PredictionWriter, run_settings
+    from georag.locate.output import PredictionWriter, output_paths, run_settings
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
 
@@ -90,47 +93,49 @@ def run(
         raise ConfigError("no store: give one (--store, or store in the config file)")
     if config.strategy.vpr.hybrid and config.strategy.name != "vpr-guided":
         raise ConfigError("--hybrid is an option of --strategy vpr-guided")
-    todo_paths = unique_paths([Path(p) for p in paths])  # before the lock: two files of one name are refused
+    csv_path, jsonl_path = output_paths(out)
+    photos = unique_paths([Path(p) for p in paths])  # before the lock: two files of one name are refused
     client = open_llm_from(config.llm)
-    writer = None
     try:
         store = GeoStore.open(config.store, index=config.search.index)
         model = config.encoder.model or store.encoder
         truths = load_truth(truth, truth_format) if truth is not None else None
-        settings = run_settings(
-            config, llm=client.name if client is not None else "none", store=store.path, encoder=model
-        )
-        writer = PredictionWriter.open(out, settings, overwrite=overwrite)
-        finished = {p.id for p in writer.done}
-        todo = [p for p in todo_paths if p.name not in finished]
-        enc = config.encoder
-        encoder = load_encoder(
-            model, enc.backend, device=enc.device, batch_size=enc.batch_size, workers=enc.workers
-        )
-        geo = Geolocator(store, encoder, client, config, truth=truths)
-        counts = {"ok": 0, "error": 0, "fallback": 0}
-        t0 = time.perf_counter()
-        done = len(todo_paths) - len(todo)
-        with tqdm(
-            total=len(todo_paths), initial=done, unit="img", disable=not progress, desc="locate"
-        ) as bar:
-            for pred in geo.locate(todo):
-                writer.write(pred)
-                counts["error" if pred.error else "fallback" if pred.fallback else "ok"] += 1
-                bar.update(1)
-                bar.set_postfix(errors=counts["error"], fallbacks=counts["fallback"])
-        seconds = time.perf_counter() - t0
+        llm = client.name if client is not None else "none"
+        settings = run_settings(config, llm=llm, store=store.path, encoder=model)
+        with PredictionWriter.open(out, settings, overwrite=overwrite) as writer:
+            finished = {p.id for p in writer.done}
+            todo = [p for p in photos if p.name not in finished]
+            encoder = load_encoder_from(config.encoder, model)
+            geo = Geolocator(store, encoder, client, config, truth=truths)
+            t0 = time.perf_counter()
+            counts = _write(geo, todo, writer, total=len(photos), progress=progress)
+            seconds = time.perf_counter() - t0
     finally:
-        if writer is not None:
-            writer.close()
         if client is not None:
             client.close()
     return LocateSummary(
         located=len(todo),
-        resumed=done,
+        resumed=len(photos) - len(todo),
         seconds=seconds,
         strategy=config.strategy.name,
-        csv_path=writer.csv_path,
-        jsonl_path=writer.jsonl_path,
+        csv_path=csv_path,
+        jsonl_path=jsonl_path,
         **counts,
     )
+
+
+def _write(
+    geo: Geolocator, todo: list[Path], writer: PredictionWriter, *, total: int, progress: bool
+) -> dict[str, int]:
+    """Locates ``todo`` into ``writer`` (a progress bar over ``total`` photos); the counts of outcomes."""
+    from tqdm.auto import tqdm
+
+    counts = {"ok": 0, "error": 0, "fallback": 0}
+    done = total - len(todo)
+    with tqdm(total=total, initial=done, unit="img", disable=not progress, desc="locate") as bar:
+        for pred in geo.locate(todo):
+            writer.write(pred)
+            counts["error" if pred.error else "fallback" if pred.fallback else "ok"] += 1
+            bar.update(1)
+            bar.set_postfix(errors=counts["error"], fallbacks=counts["fallback"])
+    return counts
