@@ -115,3 +115,15 @@ def test_defaults_read_back_for_help_texts() -> None:
     assert describe("llm.url") == "none" and describe("strategy.vpr.hybrid") == "off"
     assert describe("exclusion.radius_km") == "none"
     assert parse_variants("zero, rag:5:5") == (PromptVariant("zero", 0, 0), PromptVariant("rag", 5, 5))
+
+
+def test_variants_named_nowhere_follow_the_retrieval_depth(tmp_path: Path) -> None:
+    path = tmp_path / "shallow.toml"
+    path.write_text("[search]\nk_near = 8\n", encoding="utf-8")
+    assert load_config(path).strategy.rag.variants == (PromptVariant("rag", 8, 16),)
+    assert load_config(values={"search.k_far": 4}).strategy.rag.variants == (PromptVariant("rag", 16, 4),)
+    # named in the file, they stay (and a later shallower search is refused, naming the conflict)
+    path.write_text("[search]\nk_near = 8\n[strategy.rag]\nvariants = 'rag:8:8,zero'\n", encoding="utf-8")
+    assert len(load_config(path, {"search.k_far": 10}).strategy.rag.variants) == 2
+    with pytest.raises(ConfigError, match="shows more references than are retrieved"):
+        load_config(path, {"search.k_near": 4})

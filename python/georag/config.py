@@ -341,21 +341,62 @@ class Config:
 
 
 def load_config(path: str | Path | None = None, values: Mapping[str, Any] | None = None) -> Config:
-    """The defaults, then the TOML file ``path`` (if any), then the dotted ``values`` (if any)."""
-    config = Config()
+    """The defaults, then the TOML file ``path`` (if any), then the dotted ``values`` (if any).
+
+    Prompt variants that neither the file nor the values give follow the retrieval depth of the result
+    (``rag:K_NEAR:K_FAR``), so ``k_near = 8`` alone is no conflict with the default ``rag:16:16``.
+    ConfigError, naming the file and the key, for a bad file or value.
+    """
+    config, in_file = Config(), {}
     if path is not None:
         p = Path(path)
+        in_file = read_config_file(p)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read the config file {p}: {exc.strerror or exc}") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
-        try:
-            config = _merge(config, data, "")
+            config = _apply(config, in_file, follow=True)
         except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
-    return config.with_values(values) if values else config
+    return _apply(config, dict(values or {}), follow=not _names_variants(in_file))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML config file's settings as dotted keys, unchecked (`load_config` checks them)."""
+    p = Path(path)
+    try:
+        return _flat(tomllib.loads(p.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {p}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
+
+
+_VARIANTS = "strategy.rag.variants"
+
+
+def _names_variants(values: Mapping[str, Any]) -> bool:
+    return any(k in values for k in (_VARIANTS, "strategy", "strategy.rag"))
+
+
+def _apply(config: Config, values: Mapping[str, Any], *, follow: bool) -> Config:
+    """``config`` with ``values``; with ``follow``, prompt variants they do not name become
+    ``rag:K_NEAR:K_FAR`` of the result (set last, so a lower k_near is no conflict with the default)."""
+    if not values:
+        return config
+    if not follow or _names_variants(values):
+        return config.with_values(values)
+    out = config.with_values({**values, _VARIANTS: "zero"})
+    return out.with_values({_VARIANTS: f"rag:{out.search.k_near}:{out.search.k_far}"})
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A TOML document as dotted keys (``{"search": {"k_near": 8}}`` -> ``{"search.k_near": 8}``); a
+    key that should be a table but is not stays as it is, so that `Config.with_values` names it."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def default(key: str) -> Any:

@@ -26,14 +26,14 @@ from typing import Any, TypeVar
 
 import click
 
-from georag.config import STRATEGY_NAMES, Config, describe
-from georag.errors import ConfigError, GeoRagError
+from georag.config import STRATEGY_NAMES, Config, describe, load_config, read_config_file
+from georag.errors import GeoRagError
 from georag.llm.chat_templates import known_families
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    pass
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -245,15 +245,8 @@ def config_from(kw: dict[str, Any], *, require: tuple[str, ...] = (), auto_strat
         value = kw.pop(name, None)
         if value is not None:
             given.update(dict.fromkeys(keys, str(value) if isinstance(value, Path) else value))
-    in_file: dict[str, Any] = {}
-    config = Config()
-    if path is not None:
-        in_file = _flat(_read_toml(Path(path)))
-        try:
-            config = _apply(config, in_file, follow=True)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    config = _apply(config, given, follow=VARIANTS not in in_file)
+    config = load_config(path, given)
+    in_file = {} if path is None else read_config_file(path)
     if auto_strategy and STRATEGY not in given and STRATEGY not in in_file and not _has_llm(config):
         config = config.with_values({STRATEGY: "knn"})
     for key in require:
@@ -265,35 +258,6 @@ def config_from(kw: dict[str, Any], *, require: tuple[str, ...] = (), auto_strat
 
 def _has_llm(config: Config) -> bool:
     return config.llm.url.strip().lower() != "none"
-
-
-def _apply(config: Config, values: dict[str, Any], *, follow: bool) -> Config:
-    """``config`` with ``values``; with ``follow``, prompt variants they do not give are rag:K_NEAR:K_FAR
-    of the result (set last, so that a lower k_near is no conflict with the variants it replaces)."""
-    if not follow or VARIANTS in values or any(k in values for k in ("strategy", "strategy.rag")):
-        return config.with_values(values)  # (a non-table "strategy" is refused by name here)
-    out = config.with_values({**values, VARIANTS: "zero"})
-    return out.with_values({VARIANTS: f"rag:{out.search.k_near}:{out.search.k_far}"})
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A TOML document as dotted keys (``{"search": {"k_near": 8}}`` -> ``{"search.k_near": 8}``)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @contextmanager
