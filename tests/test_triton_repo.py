@@ -388,10 +388,11 @@ def test_a_failing_search_fails_its_own_group_only(locate_env: dict[str, Any]) -
 
 
 def test_the_submaps_of_the_georag_model_are_the_stores(served_store: Path) -> None:
-    from georag.serving.triton_glue import StoreSubmaps, submap_source
+    from georag.serving.triton_glue import submap_source
     from georag.store.store import GeoStore
 
-    light, store = StoreSubmaps(served_store), GeoStore.open(served_store)
+    light, store = submap_source(str(served_store)), GeoStore.open(served_store)
+    assert light is not None
     assert light.ntotal == store.ntotal and light.submap_names() == ["country"]
     ours, theirs = light.submaps("country"), store.submaps("country")
     assert ours.names == theirs.names and np.array_equal(ours.labels, theirs.labels)

@@ -13,10 +13,8 @@ that part of the store. The prompt (``templates/prior.txt``, with ``system.txt``
   `georag.geo.countries.normalize_country` (ISO codes, names, common English names). Free prose without a
   label ("probably somewhere in France") is not mined for names: "not in Italy" would read as Italy.
 
-Several samples then vote (`georag.strategies.prior.vote_prior`): the country is the most common one; a tie goes to the country
-whose samples' coordinates are the most central (least mean sum of great-circle distances to all parsed
-coordinates), then to the one named first. The coordinates are the geodesic medoid of every sample that
-stated coordinates; the agreement is the share of the requested samples within 100 km of it.
+Several samples then vote (`georag.strategies.prior.vote_prior`): the most common country, the medoid
+of the coordinates, and their agreement.
 """
 
 from __future__ import annotations

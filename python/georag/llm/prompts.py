@@ -26,10 +26,6 @@ TEMPLATES = ("rag", "zero")
 _VARIANT = re.compile(r"(rag):(\d{1,3}):(\d{1,3})|(zero)")
 
 
-
-
-
-
 @cache
 def _template(name: str) -> Template:
     folder = resources.files("georag.llm").joinpath("templates")

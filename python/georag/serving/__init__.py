@@ -1,1 +1,1 @@
-"""Serving the pipeline: the async driver, its steps (in-process or Triton BLS), request limits, HTTP front."""
+"""Serving the pipeline: the async driver, its steps (in-process or Triton BLS), limits, HTTP front."""

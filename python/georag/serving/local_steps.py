@@ -77,9 +77,7 @@ class LocalSteps:
         """(d,) raw embedding -> its k_near nearest and k_far farthest store rows, within ``row_ranges``
         when given (BadRequest for a NaN, infinite or all-zero embedding, as the Triton retrieval model
         answers). The store's own index searches (`GeoStore.open(..., index=...)`)."""
-        return await _run(
-            self._search, lambda: search_one(self.store, embedding, k_near, k_far, row_ranges)
-        )
+        return await _run(self._search, lambda: search_one(self.store, embedding, k_near, k_far, row_ranges))
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         """One request to the LLM client (its own time limit applies). A failure is StepFailed with a

@@ -15,6 +15,9 @@ from georag.serving.errors import BadRequest
 from georag.store.store import GeoStore
 from georag.types import Neighbors
 
+MAX_K = 1024
+"""Most rows one retrieval request may ask for on each side (its ``k_near`` / ``k_far`` inputs)."""
+
 NEIGHBOR_OUTPUTS = (
     "near_ids", "near_scores", "near_lat", "near_lon", "far_ids", "far_scores", "far_lat", "far_lon",
 )  # fmt: skip

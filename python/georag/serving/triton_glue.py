@@ -3,7 +3,7 @@ retrieval model's batching.
 
 Imported only inside a Triton Python-backend stub, where ``triton_python_backend_utils`` exists; it is
 looked up on first use so this module (and its typing) imports anywhere, and the parts that need no
-Triton (`pipeline_config`, `answer_retrieval`, `StoreSubmaps`, `request_params`) are tested without one.
+Triton (`pipeline_config`, `answer_retrieval`, `submap_source`, `request_params`) are tested without one.
 """
 
 from __future__ import annotations
@@ -26,19 +26,23 @@ import numpy.typing as npt
 
 from georag.config import Config, Sampling, load_config
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
-from georag.errors import ConfigError, StoreError
+from georag.errors import ConfigError
 from georag.llm.triton_client import VllmRequest
 from georag.serving.batching import Outputs, run_batched
 from georag.serving.errors import BadRequest, ServingError, StepFailed, public_message
 from georag.serving.params import MAX_PARAMETERS_BYTES, RequestParams, parse_params
-from georag.serving.retrieval import NEIGHBOR_OUTPUTS, as_neighbors, check_row_ranges, search_outputs
-from georag.triton.model_config import MAX_K
+from georag.serving.retrieval import (
+    MAX_K,
+    NEIGHBOR_OUTPUTS,
+    as_neighbors,
+    check_row_ranges,
+    search_outputs,
+)
+from georag.store.partitions import StorePartitions
 from georag.types import Completion, Neighbors, Prompt
 
 if TYPE_CHECKING:
-    from georag.store.manifest import Manifest
     from georag.store.store import GeoStore
-    from georag.store.submaps import Submaps
 
 log = logging.getLogger(__name__)
 
@@ -114,54 +118,11 @@ def request_params(raw: bytes | str | None, default: str, *, allow_test_markers:
     return parse_params(raw, allow_test_markers=allow_test_markers)
 
 
-class StoreSubmaps:
-    """A store's submap partitions, without its embeddings or metadata: what the vpr-guided route needs of
-    the store inside the `georag` model (each of its instances is a process of its own, and the
-    `retrieval` model holds the store). Each partition is checked against its manifest entry (rows,
-    SHA-256) when first used, as `GeoStore.submaps` does."""
-
-    def __init__(self, path: str | Path) -> None:
-        from georag.store.manifest import Manifest
-
-        self.path = Path(path)
-        self.manifest: Manifest = Manifest.load(self.path)
-        self._loaded: dict[str, Submaps] = {}
-
-    @property
-    def ntotal(self) -> int:
-        """Rows of the store."""
-        return self.manifest.num_rows
-
-    def submap_names(self) -> list[str]:
-        """The partitions the store has."""
-        return sorted(self.manifest.submaps)
-
-    def submaps(self, name: str) -> Submaps:
-        """The partition ``name``, checked (StoreError when missing, stale or changed)."""
-        if name not in self._loaded:
-            from georag.store.files import sha256_file
-            from georag.store.submaps import load_submaps
-
-            info = self.manifest.submaps.get(name)
-            if info is None:
-                have = self.submap_names() or "none"
-                raise StoreError(f"{self.path} has no submaps {name!r}; it has {have}")
-            if info.rows != self.ntotal:
-                raise StoreError(
-                    f"submaps {name!r} cover {info.rows} rows but the store has {self.ntotal}: recompute "
-                    f"them with `georag index submaps {self.path} --by {info.scheme}`"
-                )
-            file = self.path / info.file
-            entry = self.manifest.files.get(info.file)
-            if entry is None or not file.is_file() or sha256_file(file) != entry.sha256:
-                raise StoreError(f"{file} is missing or was changed; run `georag index verify {self.path}`")
-            self._loaded[name] = load_submaps(file, expected_rows=self.ntotal)
-        return self._loaded[name]
-
-
-def submap_source(store: str) -> StoreSubmaps | None:
-    """The `georag` model's ``store`` parameter as the vpr-guided route's submap source (None if empty)."""
-    return StoreSubmaps(store) if store else None
+def submap_source(store: str) -> StorePartitions | None:
+    """The `georag` model's ``store`` parameter as the vpr-guided route's submap source (None if empty):
+    the store's partitions only, not its embeddings or metadata (each `georag` instance is a process of
+    its own, and the `retrieval` model holds the store)."""
+    return StorePartitions.open(store) if store else None
 
 
 def input_array(request: Any, name: str) -> npt.NDArray[Any] | None:

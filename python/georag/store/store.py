@@ -14,9 +14,10 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from georag.errors import GeoRagError, MissingDependencyError, StoreError
-from georag.store.files import quick_fingerprint, sha256_file
+from georag.store.files import Verify, check_file
 from georag.store.manifest import Manifest
 from georag.store.metadata import empty_table, read_checked
+from georag.store.partitions import StorePartitions
 from georag.types import Neighbors
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Verify = Literal["quick", "full", "none"]
 
 BUILTIN_INDEXES = ("exact", "cuda")
 """Index names every store answers: "exact" (the C++ core on the CPU) and "cuda" (the exact search on a GPU).
@@ -61,7 +61,7 @@ class GeoStore:
         self._flat: FlatIndex | None = None
         self._cuda: CudaFlatIndex | None = None
         self._ann: dict[str, FaissIndex] = {}
-        self._submaps: dict[str, Submaps] = {}
+        self._partitions = StorePartitions(path, manifest)
         self.index_name = self._check_index_name(index_name)
         """The index :meth:`search` and :meth:`index` use unless told another."""
 
@@ -112,7 +112,7 @@ class GeoStore:
         # blocks the exact search.
         for rel in manifest.files:
             if rel.startswith(("shards/", "sources/")):
-                _check_file(root, manifest, rel, "none" if rel.endswith(".parquet") else verify)
+                check_file(root, manifest, rel, "none" if rel.endswith(".parquet") else verify)
         tables = [read_checked(root / s.metadata, manifest.files[s.metadata].sha256) for s in manifest.shards]
         metadata = pa.concat_tables(tables) if tables else empty_table()
         shards = [_open_shard(root, manifest, i) for i in range(len(manifest.shards))]
@@ -201,7 +201,7 @@ class GeoStore:
                     "rebuild it with "
                     f"`georag index build-ann {self.path} --factory '{info.factory}' --name {name}`"
                 )
-            _check_file(self.path, self.manifest, info.file, "none")
+            check_file(self.path, self.manifest, info.file, "none")
             try:
                 index = FaissIndex.load(self.path / info.file, self.manifest.files[info.file].sha256)
             except GeoRagError as exc:
@@ -212,28 +212,11 @@ class GeoStore:
 
     def submap_names(self) -> list[str]:
         """The names of the store's submap partitions (`georag index submaps`), sorted."""
-        return sorted(self.manifest.submaps)
+        return self._partitions.names()
 
     def submaps(self, name: str) -> Submaps:
         """The submap partition ``name`` (e.g. "country", "kmeans100"), checked against its checksum."""
-        if name not in self._submaps:
-            from georag.store.submaps import load_submaps
-
-            info = self.manifest.submaps.get(name)
-            if info is None:
-                raise StoreError(
-                    f"{self.path} has no submaps {name!r}; it has {sorted(self.manifest.submaps) or 'none'} "
-                    f"(make some with `georag index submaps {self.path} --by country`)"
-                )
-            if info.rows != self.ntotal:
-                raise StoreError(
-                    f"submaps {name!r} cover {info.rows} rows but the store has {self.ntotal}: "
-                    "recompute them with "
-                    f"`georag index submaps {self.path} --by {info.scheme}`"
-                )
-            _check_file(self.path, self.manifest, info.file, "full")
-            self._submaps[name] = load_submaps(self.path / info.file, expected_rows=self.ntotal)
-        return self._submaps[name]
+        return self._partitions.get(name)
 
     def index(self, name: str | None = None) -> Index:
         """The index ``name``, built or read on first use and then kept; None: ``index_name``.
@@ -337,30 +320,6 @@ def check_encoder(store: GeoStore, model_id: str, dim: int) -> None:
         raise GeoRagError(
             f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
             f"{model_id!r} (d={dim}); use the store's encoder"
-        )
-
-
-def _check_file(root: Path, manifest: Manifest, rel: str, verify: Verify) -> None:
-    entry = manifest.files[rel]
-    path = root / rel
-    if not path.is_file():
-        raise StoreError(f"{path} is missing: the store is incomplete; run `georag index verify {root}`")
-    size = path.stat().st_size
-    if size != entry.bytes:
-        raise StoreError(
-            f"{path} has {size} bytes but the manifest says {entry.bytes}: "
-            "the file was changed or truncated; "
-            f"run `georag index verify {root}`"
-        )
-    if verify == "none":
-        return
-    actual = quick_fingerprint(path) if verify == "quick" else sha256_file(path)
-    expected = entry.quick if verify == "quick" else entry.sha256
-    if actual != expected:
-        kind = "fingerprint" if verify == "quick" else "SHA-256"
-        raise StoreError(
-            f"{path} was changed after the store was written (its {kind} "
-            f"differs from the manifest's); run `georag index verify {root}` and rebuild the affected source"
         )
 
 

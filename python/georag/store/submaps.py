@@ -102,9 +102,7 @@ class Submaps:
     def nearest_clusters(self, lat: float, lon: float, n: int = 1) -> list[str]:
         """The names of the ``n`` k-means clusters whose centres are nearest to (lat, lon) on the globe."""
         if self.centroids is None:
-            raise StoreError(
-                f"nearest_clusters needs cluster centres; this {self.scheme} partition has none"
-            )
+            raise StoreError(f"nearest_clusters needs cluster centres; this {self.scheme} partition has none")
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= len(self):
             raise InputError(f"n must be an int in [1, {len(self)}], got {n!r}")
         la, lo = check_latlon(lat, lon, "query point")
@@ -172,9 +170,7 @@ def _validate(s: Submaps) -> None:
     if s.centroids is not None:
         c = _check_array("centroids", s.centroids, "f", 2)
         if c.dtype != np.float64 or c.shape != (k, 2):
-            raise StoreError(
-                f"centroids have dtype {c.dtype} and shape {c.shape}, expected float64 ({k}, 2)"
-            )
+            raise StoreError(f"centroids have dtype {c.dtype} and shape {c.shape}, expected float64 ({k}, 2)")
         check_latlon(c[:, 0], c[:, 1], "centroids")
 
 

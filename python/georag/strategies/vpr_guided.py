@@ -122,7 +122,7 @@ class SubmapSource(Protocol):
 
 
 class VprGuided:
-    """The vpr-guided strategy over one store's partition; resolved once (the partition is checked up front)."""
+    """The vpr-guided strategy over one store's partition, checked once, up front."""
 
     name = VPR
     needs_llm = True

@@ -18,6 +18,7 @@ from typing import Any
 from georag.config import Config
 from georag.errors import ConfigError, GeoRagError
 from georag.llm.chat_templates import chat_format
+from georag.serving.retrieval import MAX_K
 
 ENCODER_MODELS = ("siglip_trt", "siglip_onnx", "siglip_python")
 """The encoder models a repository may hold (one at a time)."""
@@ -27,8 +28,6 @@ RETRIEVAL_MODEL = "retrieval"
 PIPELINE_MODEL = "georag"
 QWEN_PIXEL = 28 * 28
 """Pixels per Qwen2-VL visual token (14 px patches merged 2 x 2)."""
-MAX_K = 1024
-"""Most rows one retrieval request may ask for on each side (its ``k_near`` / ``k_far`` inputs)."""
 MAX_IMAGE_MB = 1024.0
 """Largest ``serve.max_image_mb`` a repository accepts (Triton's own request size limits lie beyond)."""
 PIPELINE_SECTIONS = ("search", "strategy", "serve")

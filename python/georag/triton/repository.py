@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from georag.encoder.backends.onnx_backend import find_onnx
 from georag.encoder.preprocess import CONFIG_NAME
+from georag.serving.retrieval import MAX_K
 from georag.triton.inputs import EncoderFacts, read_engine, read_facts, standin_name
 from georag.triton.model_config import (
     LLM_MODEL,
-    MAX_K,
     PIPELINE_MODEL,
     RETRIEVAL_MODEL,
     RepositoryConfig,
