@@ -9,18 +9,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
-
-from georag.errors import StoreError
-
-if TYPE_CHECKING:
-    from georag.store.manifest import Manifest
-
-Verify = Literal["quick", "full", "none"]
-"""How much of a store file is checked: "quick" (size and a fingerprint), "full" (SHA-256), "none" (size)."""
 
 _BLOCK = 1 << 20
 # The quick fingerprint hashes this many evenly spread blocks of each file plus its size: an open reads a
@@ -126,29 +118,3 @@ def write_json(path: str | os.PathLike[str], payload: Any, *, indent: int | None
 def write_jsonl(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> tuple[str, int]:
     """Writes one JSON object per line atomically; returns (sha256, bytes)."""
     return write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def check_file(root: Path, manifest: Manifest, rel: str, verify: Verify) -> None:
-    """StoreError unless the store file ``rel`` is there, of its manifest size and (``verify`` "quick" or
-    "full") of its recorded fingerprint or SHA-256."""
-    entry = manifest.files[rel]
-    path = root / rel
-    if not path.is_file():
-        raise StoreError(f"{path} is missing: the store is incomplete; run `georag index verify {root}`")
-    size = path.stat().st_size
-    if size != entry.bytes:
-        raise StoreError(
-            f"{path} has {size} bytes but the manifest says {entry.bytes}: "
-            "the file was changed or truncated; "
-            f"run `georag index verify {root}`"
-        )
-    if verify == "none":
-        return
-    actual = quick_fingerprint(path) if verify == "quick" else sha256_file(path)
-    expected = entry.quick if verify == "quick" else entry.sha256
-    if actual != expected:
-        kind = "fingerprint" if verify == "quick" else "SHA-256"
-        raise StoreError(
-            f"{path} was changed after the store was written (its {kind} "
-            f"differs from the manifest's); run `georag index verify {root}` and rebuild the affected source"
-        )

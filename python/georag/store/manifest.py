@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from types import NoneType, UnionType
-from typing import Any
+from typing import Any, Literal
 
 from georag.errors import StoreError
-from georag.store.files import write_json
+from georag.store.files import quick_fingerprint, sha256_file, write_json
 
 FORMAT = "georag-store"
 FORMAT_VERSION = 1
@@ -26,6 +26,9 @@ DTYPES = ("float16", "float32")
 FOLDERS = ("shards", "sources", "ann", "submaps")
 """The only folders a store writes into; every path the manifest names lies in one of them."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+Verify = Literal["quick", "full", "none"]
+"""How much of a store file is checked: "quick" (size and a fingerprint), "full" (SHA-256), "none" (size)."""
 
 
 def check_name(name: str, what: str) -> str:
@@ -207,6 +210,31 @@ class Manifest:
     def shard_files(self) -> list[str]:
         """The embeddings files in row order: equal lists mean the same rows in the same order."""
         return [s.embeddings for s in self.shards]
+
+    def check_file(self, root: Path, rel: str, verify: Verify) -> None:
+        """StoreError unless the store file ``rel`` is there, of its manifest size and (``verify`` "quick" or
+        "full") of its recorded fingerprint or SHA-256."""
+        entry = self.files[rel]
+        path = root / rel
+        if not path.is_file():
+            raise StoreError(f"{path} is missing: the store is incomplete; run `georag index verify {root}`")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise StoreError(
+                f"{path} has {size} bytes but the manifest says {entry.bytes}: "
+                "the file was changed or truncated; "
+                f"run `georag index verify {root}`"
+            )
+        if verify == "none":
+            return
+        actual = quick_fingerprint(path) if verify == "quick" else sha256_file(path)
+        expected = entry.quick if verify == "quick" else entry.sha256
+        if actual != expected:
+            kind = "fingerprint" if verify == "quick" else "SHA-256"
+            raise StoreError(
+                f"{path} was changed after the store was written (its {kind} differs from the manifest's); "
+                f"run `georag index verify {root}` and rebuild the affected source"
+            )
 
     @classmethod
     def load(cls, store: Path) -> Manifest:

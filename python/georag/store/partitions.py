@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from georag.errors import StoreError
-from georag.store.files import check_file
 from georag.store.manifest import Manifest
 from georag.store.submaps import Submaps, load_submaps
 
@@ -51,7 +50,7 @@ class StorePartitions:
                     f"submaps {name!r} cover {info.rows} rows but the store has {self.ntotal}: "
                     f"recompute them with `georag index submaps {self.path} --by {info.scheme}`"
                 )
-            check_file(self.path, self.manifest, info.file, "full")
+            self.manifest.check_file(self.path, info.file, "full")
             self._loaded[name] = load_submaps(self.path / info.file, expected_rows=self.ntotal)
         return self._loaded[name]
 

@@ -14,8 +14,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from georag.errors import GeoRagError, MissingDependencyError, StoreError
-from georag.store.files import Verify, check_file
-from georag.store.manifest import Manifest
+from georag.store.manifest import Manifest, Verify
 from georag.store.metadata import empty_table, read_checked
 from georag.store.partitions import StorePartitions
 from georag.types import Neighbors
@@ -112,7 +111,7 @@ class GeoStore:
         # blocks the exact search.
         for rel in manifest.files:
             if rel.startswith(("shards/", "sources/")):
-                check_file(root, manifest, rel, "none" if rel.endswith(".parquet") else verify)
+                manifest.check_file(root, rel, "none" if rel.endswith(".parquet") else verify)
         tables = [read_checked(root / s.metadata, manifest.files[s.metadata].sha256) for s in manifest.shards]
         metadata = pa.concat_tables(tables) if tables else empty_table()
         shards = [_open_shard(root, manifest, i) for i in range(len(manifest.shards))]
@@ -201,7 +200,7 @@ class GeoStore:
                     "rebuild it with "
                     f"`georag index build-ann {self.path} --factory '{info.factory}' --name {name}`"
                 )
-            check_file(self.path, self.manifest, info.file, "none")
+            self.manifest.check_file(self.path, info.file, "none")
             try:
                 index = FaissIndex.load(self.path / info.file, self.manifest.files[info.file].sha256)
             except GeoRagError as exc:
