@@ -10,8 +10,8 @@ import pytest
 from georag.config import PromptVariant, parse_variants
 from georag.errors import GeoRagError
 from georag.geo.coords import haversine_km
-from georag.llm.prompts import build_prompt
 from georag.geo.select import agreement, medoid
+from georag.llm.prompts import build_prompt
 
 NEAR_LAT = np.array([48.85661, 48.8601, 51.5074, np.nan])
 NEAR_LON = np.array([2.35222, 2.3499, -0.1278, np.nan])

@@ -154,12 +154,15 @@ def test_vpr_guided_searches_the_prior_country_and_reranks_by_distance_to_the_pr
     # the prior is the medoid of the three samples; the score is (1 - w) cos - w d / 20037.5
     samples = [(48.85, 2.35), (48.9, 2.4), (40.0, -74.0)]
     prior = samples[_medoid(samples)]
-    scores = [0.5 * float(c) - 0.5 * _haversine((a, b), prior) / 20037.5 for c, a, b in zip(cos, lat, lon)]
+    scores = [
+        0.5 * float(c) - 0.5 * _haversine((a, b), prior) / 20037.5
+        for c, a, b in zip(cos, lat, lon, strict=True)
+    ]
     best = int(np.argmax(scores))
     assert pred.strategy == "vpr-guided" and pred.fallback is None
     assert (pred.lat, pred.lon) == (lat[best], lon[best])
     assert pred.evidence["prior"]["country"] == "FR" and pred.evidence["submap"]["chosen"] == ["FR"]
-    assert [c["row"] for c in pred.evidence["candidates"]][0] == [7, 3, 11, 20][best]
+    assert pred.evidence["candidates"][0]["row"] == [7, 3, 11, 20][best]
 
 
 def test_vpr_guided_falls_back_to_the_global_search_without_a_trusted_submap() -> None:
@@ -226,7 +229,7 @@ def test_the_registry_knows_every_strategy_and_refuses_what_cannot_run() -> None
         assert make_strategy(StrategyConfig(name)).name == name
     with pytest.raises(ConfigError, match="needs the store"):
         make_strategy(StrategyConfig("vpr-guided"))
-    with pytest.raises(ConfigError, match="no submap partition 'kmeans9'.*country"):
+    with pytest.raises(ConfigError, match=r"no submap partition 'kmeans9'.*country"):
         make_strategy(StrategyConfig("vpr-guided", vpr=VprConfig(submap_by="kmeans9")), _country_store())
     with pytest.raises(ConfigError, match="strategy must be one of"):
         StrategyConfig("nearest")
