@@ -23,7 +23,7 @@ def cuda_core() -> ModuleType:
 
     Raises MissingDependencyError when the extension was built without CUDA or no device is usable.
     """
-    from georag import _core
+    import georag._core as _core
 
     if not getattr(_core, "has_cuda", False):
         note = getattr(_core, "cuda_build_note", "georag._core was built without CUDA")

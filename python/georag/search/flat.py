@@ -8,7 +8,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from georag import _core
+import georag._core as _core
 from georag.search.core_backed import CoreBacked
 
 _Index = TypeVar("_Index", bound="FlatIndex")
