@@ -31,6 +31,7 @@ from georag.encoder.backends.base import Backend
 from georag.errors import LLMError
 from georag.llm.client import LLMClient
 from georag.serving.errors import StepFailed
+from georag.serving.pipeline import Embedding, Ranges
 from georag.serving.retrieval import search_one
 from georag.store.store import GeoStore
 from georag.types import Completion, Neighbors, Prompt
@@ -68,16 +69,12 @@ class LocalSteps:
         return np.asarray(out[0], dtype=np.float32)
 
     async def retrieve(
-        self,
-        embedding: npt.NDArray[np.float32],
-        k_near: int,
-        k_far: int,
-        row_ranges: npt.NDArray[np.int64] | None = None,
+        self, embedding: Embedding, k_near: int, k_far: int, ranges: Ranges = None
     ) -> Neighbors:
-        """(d,) raw embedding -> its k_near nearest and k_far farthest store rows, within ``row_ranges``
+        """(d,) raw embedding -> its k_near nearest and k_far farthest store rows, within ``ranges``
         when given (BadRequest for a NaN, infinite or all-zero embedding, as the Triton retrieval model
         answers). The store's own index searches (`GeoStore.open(..., index=...)`)."""
-        return await _run(self._search, lambda: search_one(self.store, embedding, k_near, k_far, row_ranges))
+        return await _run(self._search, lambda: search_one(self.store, embedding, k_near, k_far, ranges))
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         """One request to the LLM client (its own time limit applies). A failure is StepFailed with a

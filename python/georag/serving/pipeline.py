@@ -35,6 +35,10 @@ from georag.strategies.vpr_guided import SubmapSource
 from georag.types import Completion, Neighbors, Photo, Prompt
 
 T = TypeVar("T")
+Embedding = npt.NDArray[np.float32]
+"""One photo's raw (d,) SigLIP embedding."""
+Ranges = npt.NDArray[np.int64] | None
+"""(R, 2) [start, end) row ranges of a restricted search, or None: the whole store."""
 
 
 class Steps(Protocol):
@@ -45,14 +49,10 @@ class Steps(Protocol):
         ...
 
     async def retrieve(
-        self,
-        embedding: npt.NDArray[np.float32],
-        k_near: int,
-        k_far: int,
-        row_ranges: npt.NDArray[np.int64] | None = None,
+        self, embedding: Embedding, k_near: int, k_far: int, ranges: Ranges = None
     ) -> Neighbors:
         """(d,) raw embedding -> its neighbors in the store (one query, coordinates attached), within
-        ``row_ranges`` when given."""
+        ``ranges`` when given."""
         ...
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:

@@ -31,6 +31,7 @@ from georag.llm.triton_client import VllmRequest
 from georag.serving.batching import Outputs, run_batched
 from georag.serving.errors import BadRequest, ServingError, StepFailed, public_message
 from georag.serving.params import MAX_PARAMETERS_BYTES, RequestParams, parse_params
+from georag.serving.pipeline import Embedding, Ranges
 from georag.serving.retrieval import (
     MAX_K,
     NEIGHBOR_OUTPUTS,
@@ -294,11 +295,7 @@ class BlsSteps:
         return np.asarray(embedding[0], dtype=np.float32)
 
     async def retrieve(
-        self,
-        embedding: npt.NDArray[np.float32],
-        k_near: int,
-        k_far: int,
-        row_ranges: npt.NDArray[np.int64] | None = None,
+        self, embedding: Embedding, k_near: int, k_far: int, ranges: Ranges = None
     ) -> Neighbors:
         """One query to the retrieval model with its k inputs (and row ranges: a restricted search)."""
         utils = pb()
@@ -307,9 +304,9 @@ class BlsSteps:
             utils.Tensor("k_near", np.array([[k_near]], dtype=np.int64)),
             utils.Tensor("k_far", np.array([[k_far]], dtype=np.int64)),
         ]
-        if row_ranges is not None:
-            ranges = np.ascontiguousarray(np.asarray(row_ranges, dtype=np.int64).reshape(1, -1, 2))
-            inputs.append(utils.Tensor("row_ranges", ranges))
+        if ranges is not None:
+            batch = np.ascontiguousarray(np.asarray(ranges, dtype=np.int64).reshape(1, -1, 2))
+            inputs.append(utils.Tensor("row_ranges", batch))
         request = utils.InferenceRequest(
             model_name=self.retrieval,
             requested_output_names=list(NEIGHBOR_OUTPUTS),
