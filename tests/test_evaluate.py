@@ -17,6 +17,7 @@ from georag.evaluate import (
     THRESHOLDS_KM,
     EvaluationError,
     Predictions,
+    ScoreOptions,
     Truth,
     accuracy,
     compare,
@@ -83,7 +84,7 @@ def test_geoestimation_summary_rows_are_reproduced(name: str) -> None:
     need(path)
     rows, summary = published(path)
     report = evaluate_predictions(
-        read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps"), bootstrap=0
+        read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps"), ScoreOptions(bootstrap=0)
     )
     assert report.n == len(rows) == report.counts.scored and report.counts.missing == 0
     names = [k for k in summary if k.endswith("km)") and "acc" in k]
@@ -100,7 +101,7 @@ def test_geoestimation_summary_rows_are_reproduced(name: str) -> None:
 def test_isns_im2gps3k_is_the_paper_row(geoest_files: list[Path]) -> None:
     path = GEOEST / "results" / "im2gps3k" / "ISNs_M-fstar-S3.csv"
     report = evaluate_predictions(
-        read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps"), bootstrap=0
+        read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps"), ScoreOptions(bootstrap=0)
     )
     paper = ["10.5", "28.0", "36.6", "49.7", "66.0"]
     assert [f"{100 * report.accuracy[t]:.1f}" for t in THRESHOLDS_KM] == paper
@@ -109,8 +110,8 @@ def test_isns_im2gps3k_is_the_paper_row(geoest_files: list[Path]) -> None:
 def test_geodesic_moves_one_image_across_2500_km(geoest_files: list[Path]) -> None:
     path = GEOEST / "results" / "im2gps3k" / "ISNs_M-fstar-S3.csv"
     preds, truth = read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps")
-    hav = evaluate_predictions(preds, truth, bootstrap=0)
-    geo = evaluate_predictions(preds, truth, distance="geodesic", bootstrap=0)
+    hav = evaluate_predictions(preds, truth, ScoreOptions(bootstrap=0))
+    geo = evaluate_predictions(preds, truth, ScoreOptions(distance="geodesic", bootstrap=0))
     assert f"{100 * hav.accuracy[2500.0]:.3f}" == "65.966"
     assert f"{100 * geo.accuracy[2500.0]:.3f}" == "65.999"
     assert (geo.accuracy[2500.0] - hav.accuracy[2500.0]) * hav.n == pytest.approx(1.0)
@@ -128,7 +129,7 @@ def test_per_image_distances_match_great_circle_distance(index: int, geoest_file
     path = geoest_files[index]
     rows, _ = published(path)
     report = evaluate_predictions(
-        read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps"), bootstrap=0
+        read_predictions(path, *RESULT_COLS), read_truth(meta_for(path), "im2gps"), ScoreOptions(bootstrap=0)
     )
     theirs = {r["img_id"]: float(r["great_circle_distance"]) for r in rows}
     ours = dict(zip(report.rows.ids, report.rows.dist_km.tolist(), strict=True))
@@ -366,7 +367,7 @@ def test_compare_paired_difference_covers_the_true_one() -> None:
     truth = Truth.from_arrays(ids, tl, to)
     a = Predictions.from_arrays(ids, np.where(hit_a, tl, far), to)
     b = Predictions.from_arrays(ids, np.where(hit_b, tl, far), to)
-    result = compare(a, b, truth, bootstrap=1000, seed=0)
+    result = compare(a, b, truth, ScoreOptions(bootstrap=1000, seed=0))
     assert result.difference_ci is not None
     for t in THRESHOLDS_KM:
         lo, hi = result.difference_ci[t]
@@ -382,9 +383,9 @@ def test_compare_on_common_rows_with_predicted_denominator() -> None:
     truth = Truth.from_arrays(TRUTH_IDS, TRUTH_LAT, TRUTH_LON)
     a = Predictions.from_arrays(TRUTH_IDS[:8], TRUTH_LAT[:8], TRUTH_LON[:8])
     b = Predictions.from_arrays(TRUTH_IDS[2:], TRUTH_LAT[2:], TRUTH_LON[2:])
-    both = compare(a, b, truth, denominator="predicted", bootstrap=0)
+    both = compare(a, b, truth, ScoreOptions(denominator="predicted", bootstrap=0))
     assert both.n == 6 and both.a.accuracy[1.0] == both.b.accuracy[1.0] == 1.0
-    every = compare(a, b, truth, bootstrap=0)
+    every = compare(a, b, truth, ScoreOptions(bootstrap=0))
     assert every.n == 10 and every.difference[1.0] == 0.0 and every.difference_ci is None
 
 

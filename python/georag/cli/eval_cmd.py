@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -104,7 +104,14 @@ def score(
         --id-col img_id --lat-col predicted_lat --lon-col predicted_long
     georag eval a.csv --compare b.csv --truth meta.csv --json ab.json
     """
-    from georag.evaluate import compare, evaluate_predictions, parse_thresholds, read_predictions, read_truth
+    from georag.evaluate import (
+        ScoreOptions,
+        compare,
+        evaluate_predictions,
+        parse_thresholds,
+        read_predictions,
+        read_truth,
+    )
     from georag.evaluate.tables import comparison_table, report_table
 
     with errors():
@@ -112,13 +119,7 @@ def score(
         truth_rows = read_truth(
             truth, truth_format, id_col=truth_id_col, lat_col=truth_lat_col, lon_col=truth_lon_col
         )
-        options: dict[str, Any] = {
-            "distance": distance,
-            "thresholds": chosen,
-            "denominator": denominator,
-            "bootstrap": bootstrap,
-            "seed": seed,
-        }
+        options = ScoreOptions(distance, chosen, denominator, bootstrap, seed)
         files = [predictions] if other is None else [predictions, other]
         preds = [read_predictions(f, id_col, lat_col, lon_col) for f in files]
         for p in preds:
@@ -126,12 +127,12 @@ def score(
                 click.echo(f"note: {p.path}: {note}", err=True)
         head = f"against {truth.name} ({truth_format}), {distance} distance"
         if other is None:
-            report = evaluate_predictions(preds[0], truth_rows, **options)
+            report = evaluate_predictions(preds[0], truth_rows, options)
             payload = {**report.to_json(), "predictions": str(predictions), "truth": str(truth)}
             text = report_table(report, title=f"{predictions.name} {head}", markdown=markdown, digits=digits)
             reports: dict[str, tuple[str, EvalReport]] = {"": (predictions.name, report)}
         else:
-            comparison = compare(preds[0], preds[1], truth_rows, **options)
+            comparison = compare(preds[0], preds[1], truth_rows, options)
             payload = {
                 **comparison.to_json(),
                 "predictions": [str(predictions), str(other)],

@@ -20,7 +20,7 @@ from georag.evaluate.metrics import (
 )
 from georag.evaluate.predictions import Predictions, read_predictions
 from georag.evaluate.report import Counts, EvalReport, Rows
-from georag.evaluate.scoring import DENOMINATORS, evaluate, evaluate_predictions
+from georag.evaluate.scoring import DENOMINATORS, ScoreOptions, evaluate, evaluate_predictions
 from georag.evaluate.truth import Truth, read_truth
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "EvaluationError",
     "Predictions",
     "Rows",
+    "ScoreOptions",
     "Truth",
     "accuracy",
     "compare",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +9,10 @@ import numpy as np
 
 from georag.errors import EvaluationError
 from georag.evaluate.bootstrap import CI_LEVEL, paired_difference, percentile_interval
-from georag.evaluate.metrics import THRESHOLDS_KM, check_thresholds, threshold_key
+from georag.evaluate.metrics import threshold_key
 from georag.evaluate.predictions import Predictions
 from georag.evaluate.report import EvalReport, Interval
-from georag.evaluate.scoring import check_options, score_rows, summarize
+from georag.evaluate.scoring import ScoreOptions, score_rows, summarize
 from georag.evaluate.truth import Truth
 
 
@@ -59,34 +58,17 @@ class Comparison:
         return f"Comparison(n={self.n}, A - B = {{{diff}}})"
 
 
-def compare(
-    a: Predictions,
-    b: Predictions,
-    truth: Truth,
-    *,
-    distance: str = "haversine",
-    thresholds: Iterable[float] = THRESHOLDS_KM,
-    denominator: str = "truth",
-    bootstrap: int = 1000,
-    seed: int = 0,
-) -> Comparison:
+def compare(a: Predictions, b: Predictions, truth: Truth, options: ScoreOptions | None = None) -> Comparison:
     """Score A and B on the same truth rows: every truth row (``denominator="truth"``) or the rows both
     scored (``"predicted"``). The difference's interval resamples the same rows for both (paired), which
     is narrower than two independent intervals suggest when the systems agree on which photos are hard."""
-    check_options(distance, denominator, bootstrap)
-    thresholds_km = check_thresholds(thresholds)
-    sa, sb = score_rows(a, truth, distance), score_rows(b, truth, distance)
-    rows = np.ones(len(truth), dtype=bool) if denominator == "truth" else sa.scored & sb.scored
+    options = options or ScoreOptions()
+    sa, sb = score_rows(a, truth, options.distance), score_rows(b, truth, options.distance)
+    rows = np.ones(len(truth), dtype=bool) if options.denominator == "truth" else sa.scored & sb.scored
     if not rows.any():
         raise EvaluationError("the two files have no scored truth row in common; try --denominator truth")
-    options: dict[str, Any] = {
-        "distance": distance,
-        "denominator": denominator,
-        "thresholds_km": thresholds_km,
-        "bootstrap": bootstrap,
-        "seed": seed,
-    }
-    ra, rb = summarize(sa, rows, **options), summarize(sb, rows, **options)
+    ra, rb = summarize(sa, rows, options), summarize(sb, rows, options)
+    thresholds_km, bootstrap, seed = options.thresholds, options.bootstrap, options.seed
     difference = {t: ra.accuracy[t] - rb.accuracy[t] for t in thresholds_km}
     ci: dict[float, Interval] | None = None
     if bootstrap > 0:

@@ -45,14 +45,34 @@ class Scored:
         return np.isfinite(self.dist_km)
 
 
-def check_options(distance: str, denominator: str, bootstrap: int) -> None:
-    """EvaluationError for an unknown distance or denominator, or a negative resample count."""
-    if distance not in DISTANCES:
-        raise EvaluationError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
-    if denominator not in DENOMINATORS:
-        raise EvaluationError(f"unknown denominator {denominator!r}; choose one of {', '.join(DENOMINATORS)}")
-    if bootstrap < 0:
-        raise EvaluationError(f"bootstrap resamples must be >= 0 (0 = no intervals), got {bootstrap}")
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How predictions are scored (`evaluate_predictions`, `compare`, `georag eval`); checked on creation."""
+
+    distance: str = "haversine"
+    """"haversine" (R = 6371.0 km, as the benchmark papers; default) or "geodesic" (WGS-84)."""
+    thresholds: tuple[float, ...] = THRESHOLDS_KM
+    """Accuracy thresholds in km (sorted and made unique here); default 1 / 25 / 200 / 750 / 2500."""
+    denominator: str = "truth"
+    """"truth" (every truth row; a missing or failed prediction is wrong everywhere; default) or
+    "predicted" (only rows with a scored prediction)."""
+    bootstrap: int = 1000
+    """Percentile-bootstrap resamples of the 95% intervals; default 1000 (0: no intervals)."""
+    seed: int = 0
+    """Seed of the resampling; default 0."""
+
+    def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise EvaluationError(f"unknown distance {self.distance!r}; choose one of {', '.join(DISTANCES)}")
+        if self.denominator not in DENOMINATORS:
+            raise EvaluationError(
+                f"unknown denominator {self.denominator!r}; choose one of {', '.join(DENOMINATORS)}"
+            )
+        if self.bootstrap < 0:
+            raise EvaluationError(
+                f"bootstrap resamples must be >= 0 (0 = no intervals), got {self.bootstrap}"
+            )
+        object.__setattr__(self, "thresholds", check_thresholds(self.thresholds))
 
 
 def score_rows(predictions: Predictions, truth: Truth, distance: str) -> Scored:
@@ -76,18 +96,10 @@ def score_rows(predictions: Predictions, truth: Truth, distance: str) -> Scored:
     return Scored(predictions, truth, join.pred_of_truth, dist, extra, join.by_extension)
 
 
-def summarize(
-    scored: Scored,
-    rows: npt.NDArray[np.bool_],
-    *,
-    distance: str,
-    denominator: str,
-    thresholds_km: tuple[float, ...],
-    bootstrap: int,
-    seed: int,
-) -> EvalReport:
+def summarize(scored: Scored, rows: npt.NDArray[np.bool_], options: ScoreOptions) -> EvalReport:
     """The report over the truth rows selected by ``rows`` (the denominator); counts cover both files."""
     preds, truth = scored.predictions, scored.truth
+    thresholds_km, bootstrap, seed = options.thresholds, options.bootstrap, options.seed
     n = int(rows.sum())
     if n == 0:
         raise EvaluationError(
@@ -130,8 +142,8 @@ def summarize(
         median_km=float(np.median(finite)) if finite.size else float("nan"),
         geoscore=float(geoscore(d).mean()),
         counts=counts,
-        distance=distance,
-        denominator=denominator,
+        distance=options.distance,
+        denominator=options.denominator,
         accuracy_ci=acc_ci,
         median_ci=med_ci,
         resamples=bootstrap,
@@ -167,29 +179,13 @@ def _rows(scored: Scored, rows: npt.NDArray[np.bool_]) -> Rows:
 
 
 def evaluate_predictions(
-    predictions: Predictions,
-    truth: Truth,
-    *,
-    distance: str = "haversine",
-    thresholds: Iterable[float] = THRESHOLDS_KM,
-    denominator: str = "truth",
-    bootstrap: int = 1000,
-    seed: int = 0,
+    predictions: Predictions, truth: Truth, options: ScoreOptions | None = None
 ) -> EvalReport:
-    """Score ``predictions`` against ``truth`` (see `evaluate` for the options)."""
-    check_options(distance, denominator, bootstrap)
-    thresholds_km = check_thresholds(thresholds)
-    scored = score_rows(predictions, truth, distance)
-    rows = np.ones(len(truth), dtype=bool) if denominator == "truth" else scored.scored
-    return summarize(
-        scored,
-        rows,
-        distance=distance,
-        denominator=denominator,
-        thresholds_km=thresholds_km,
-        bootstrap=bootstrap,
-        seed=seed,
-    )
+    """Score ``predictions`` against ``truth`` (see `ScoreOptions`; default options when None)."""
+    options = options or ScoreOptions()
+    scored = score_rows(predictions, truth, options.distance)
+    rows = np.ones(len(truth), dtype=bool) if options.denominator == "truth" else scored.scored
+    return summarize(scored, rows, options)
 
 
 def evaluate(
@@ -214,12 +210,9 @@ def evaluate(
     ``bootstrap`` percentile-bootstrap resamples (seeded by ``seed``; 0 for none) give the 95% intervals.
     Raises EvaluationError for unknown options, repeated ids, or when no id matches.
     """
+    options = ScoreOptions(distance, tuple(thresholds), denominator, bootstrap, seed)
     return evaluate_predictions(
         Predictions.from_arrays(pred_ids, pred_lat, pred_lon),
         Truth.from_arrays(truth_ids, truth_lat, truth_lon),
-        distance=distance,
-        thresholds=thresholds,
-        denominator=denominator,
-        bootstrap=bootstrap,
-        seed=seed,
+        options,
     )

@@ -24,7 +24,7 @@ from georag.errors import GeoRagError
 from georag.evaluate.metrics import threshold_key
 from georag.evaluate.predictions import Predictions
 from georag.evaluate.report import EvalReport
-from georag.evaluate.scoring import evaluate_predictions
+from georag.evaluate.scoring import ScoreOptions, evaluate_predictions
 from georag.evaluate.truth import Truth
 
 if TYPE_CHECKING:
@@ -169,7 +169,9 @@ def run_sweep(
             failure=[p.error or "" for p in preds],
             fallback=[p.fallback is not None or ">" in p.strategy for p in preds],
         )
-        report = evaluate_predictions(scored, truth_rows, distance=distance, bootstrap=bootstrap)
+        report = evaluate_predictions(
+            scored, truth_rows, ScoreOptions(distance=distance, bootstrap=bootstrap)
+        )
         rows.append(SweepRow(point, report, report.counts.failures, report.counts.fallbacks))
     return rows
 
