@@ -33,7 +33,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_rag_picks_the_medoid_of_the_answers_and_shows_the_neighbours(
+def test_rag_picks_the_medoid_of_the_answers_and_shows_the_neighbors(
     locate_env: dict[str, object], tmp_path: Path
 ) -> None:
     queries = locate_env["queries"][:6]  # type: ignore[index]

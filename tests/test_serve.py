@@ -2,7 +2,7 @@
 
 The app is built as the CLI builds it, for the tiny SigLIP and the store of shared IM2GPS3k photos of
 `locate_env`, and called through FastAPI's TestClient; one test starts the real command on a free port
-and talks HTTP to it. References are independent: the top-1 neighbour by a float64 numpy brute force
+and talks HTTP to it. References are independent: the top-1 neighbor by a float64 numpy brute force
 over the store's embeddings, the medoid of the stand-in LLM's answers by a haversine brute force here.
 Errors must be clean (status, code, a message without paths) and bounded in time; limits must hold.
 """
@@ -99,7 +99,7 @@ def _scripted(body: dict[str, Any]) -> list[str]:
     return [json.dumps({"latitude": a, "longitude": b}) for a, b in PARIS]
 
 
-def test_knn_answers_the_top_neighbour_of_a_real_photo(locate_env: dict[str, Any]) -> None:
+def test_knn_answers_the_top_neighbor_of_a_real_photo(locate_env: dict[str, Any]) -> None:
     with serving(locate_env) as client:
         checked = 0
         for i in range(4):

@@ -189,7 +189,7 @@ def test_pipeline_picks_the_medoid() -> None:
     assert pipeline.strategies == ("rag", "knn", "knn-medoid")  # no store: no vpr-guided
 
 
-def test_pipeline_falls_back_to_the_top_neighbour_when_no_answer_parses() -> None:
+def test_pipeline_falls_back_to_the_top_neighbor_when_no_answer_parses() -> None:
     out = asyncio.run(_pipeline("garbage").run(_png(), parse_params(None)))
     assert (out["lat"], out["lon"], out["strategy"], out["confidence"]) == (40.0, -3.0, "rag>knn", 0.0)
     assert "stated coordinates" in out["fallback"]

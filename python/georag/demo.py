@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from georag.config import Config
-from georag.errors import GeoRagError
+from georag.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def run_demo(
     t0 = time.perf_counter()
     _fresh(out)
     if (images is None) != (metadata is None):
-        raise GeoRagError("give both --images and --metadata, or neither")
+        raise ConfigError("give both --images and --metadata, or neither")
     if images is None or metadata is None:
         shared = find_shared_data()
         if shared is not None:
@@ -114,7 +114,9 @@ def run_demo(
     lon = records.table.column("lon").to_numpy()
     have = [i for i, n in enumerate(names) if (images / n).is_file()]
     if len(have) < 2 * every:
-        raise GeoRagError(f"{images} holds only {len(have)} of the photos {metadata} lists; need {2 * every}")
+        raise DatasetError(
+            f"{images} holds only {len(have)} of the photos {metadata} lists; need {2 * every}"
+        )
     query_rows = have[::every]
     queries = set(query_rows)
     gallery_rows = [i for i in have if i not in queries]
@@ -177,7 +179,7 @@ def run_demo(
 def _fresh(out: Path) -> None:
     if out.exists():
         if not (out / MARKER).exists():
-            raise GeoRagError(f"{out} exists and is not a georag demo folder; choose another --out")
+            raise ConfigError(f"{out} exists and is not a georag demo folder; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("made by `georag demo`; deleted by the next demo run into this folder\n")

@@ -55,5 +55,10 @@ class LLMError(GeoRagError):
     """A multimodal LLM request failed (server down, timed out, refused, or answered something unusable)."""
 
 
+class OutputError(GeoRagError):
+    """A run's output files cannot be written as asked: locked by another run, written with other settings,
+    not georag's, or named wrongly; the message says what to do (another --out, --overwrite)."""
+
+
 class EvaluationError(GeoRagError, ValueError):
     """Predictions or truth cannot be read, joined or scored as asked; the message says what to change."""

@@ -45,7 +45,7 @@ def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
     """Predict where each photo was taken; re-running the same command resumes an interrupted run.
 
     Writes OUT.csv (id, lat, lon, confidence, strategy, error, fallback) and OUT.jsonl (the evidence:
-    neighbours, prompt variants, raw answers, candidates, fallback reason, timings per stage).
+    neighbors, prompt variants, raw answers, candidates, fallback reason, timings per stage).
     Settings come from the options, then --config FILE.toml, then the defaults.
 
     --strategy vpr-guided: the LLM first names the country and a coordinate guess (--prior-samples vote),

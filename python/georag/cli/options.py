@@ -142,7 +142,7 @@ SHARED: dict[str, Shared] = {
         # the route
         _s("--strategy", STRATEGY, click.Choice(STRATEGY_NAMES), "The route.",
            default_text="rag with an LLM, else knn"),
-        _s("--knn-k", "strategy.knn_k", click.IntRange(min=1), "Neighbours knn-medoid takes the medoid of."),
+        _s("--knn-k", "strategy.knn_k", click.IntRange(min=1), "Neighbors knn-medoid takes the medoid of."),
         _s("--variants", VARIANTS, str, "Prompt variants, e.g. rag:16:16,rag:5:5,zero.",
            default_text="rag:K_NEAR:K_FAR"),
         _s("--samples", f"{_RAG}.n", click.IntRange(min=1), "Answers per prompt (n)."),
@@ -153,7 +153,7 @@ SHARED: dict[str, Shared] = {
            "Answer length cap."),
         _s("--seed", (f"{_RAG}.seed", f"{_VPR}.seed"), int, "Sampling seed, where the server honours one."),
         _s("--with-neighbors/--no-with-neighbors", "strategy.rag.with_neighbors", bool,
-           "Weigh the similar neighbours into the medoid of the answers."),
+           "Weigh the similar neighbors into the medoid of the answers."),
         # vpr-guided
         _s("--prior-samples", f"{_VPR}.n", click.IntRange(min=1),
            "vpr-guided: samples of the prior request (they vote on the country and coordinates)."),

@@ -36,7 +36,7 @@ def search(
     demo_queries: int,
     out: Path | None,
 ) -> None:
-    """Exact k nearest AND k farthest neighbours by cosine similarity, in one pass (C++ core).
+    """Exact k nearest AND k farthest neighbors by cosine similarity, in one pass (C++ core).
 
     Without --database it runs on a seeded demo database whose queries are perturbed copies of known
     rows, and reports whether each query found its source row first.

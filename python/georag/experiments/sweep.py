@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from georag.encoder.result import EncodeResult
-from georag.errors import GeoRagError
+from georag.errors import ConfigError, EvaluationError
 from georag.evaluate.metrics import threshold_key
 from georag.evaluate.predictions import Predictions
 from georag.evaluate.report import EvalReport
@@ -57,7 +57,7 @@ def grid(strategies: Sequence[str], k_near: Sequence[int], k_far: Sequence[int])
     for s, kn, kf in itertools.product(strategies, k_near, k_far):
         if s.startswith("knn"):
             kf = 0
-            kn = 1 if s == "knn" else max(kn, 1)  # knn: the top-1 neighbour, whatever k
+            kn = 1 if s == "knn" else max(kn, 1)  # knn: the top-1 neighbor, whatever k
         point = SweepPoint(s, kn, kf)
         if point not in points:
             points.append(point)
@@ -122,7 +122,7 @@ def run_sweep(
 
     missing = [p.name for p in photos if p.name not in truth]
     if missing:
-        raise GeoRagError(
+        raise EvaluationError(
             f"{len(missing)} photos have no truth row (first: {missing[0]}); a sweep scores every photo"
         )
     truth_rows = Truth.from_arrays(
@@ -133,7 +133,7 @@ def run_sweep(
     rows: list[SweepRow] = []
     for point in points:
         if point.strategy not in ("knn", "knn-medoid") and llm is None:
-            raise GeoRagError(f"strategy {point.strategy} needs an LLM (--llm)")
+            raise ConfigError(f"strategy {point.strategy} needs an LLM (--llm)")
         variant = (
             PromptVariant("zero", 0, 0)
             if point.k_near == point.k_far == 0

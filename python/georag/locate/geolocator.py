@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from georag.config import Config
-from georag.errors import ConfigError, GeoRagError, ImageLoadError, LLMError
+from georag.errors import ConfigError, ImageLoadError, InputError, LLMError
 from georag.llm.image import llm_photo
 from georag.locate.exclusion import ExcludingSearch, QueryTruth
 from georag.store.store import check_encoder
@@ -286,7 +286,7 @@ def unique_paths(paths: list[Path]) -> list[Path]:
     for p in paths:
         if p.name in seen:
             if seen[p.name] != p:
-                raise GeoRagError(
+                raise InputError(
                     f"two photos share the file name {p.name!r} ({seen[p.name]} and {p}): "
                     "ids are file names; "
                     "locate them in separate runs"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from georag.config import Config
-from georag.errors import GeoRagError
+from georag.errors import OutputError
 from georag.types import Prediction
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ CSV_FIELDS = ("id", "lat", "lon", "confidence", "strategy", "error", "fallback")
 def output_paths(out: Path) -> tuple[Path, Path]:
     """(CSV, JSONL) for ``--out preds.csv`` (or ``preds.jsonl``): the same stem, both suffixes."""
     if out.suffix not in (".csv", ".jsonl"):
-        raise GeoRagError(f"--out {out}: name a .csv (a .jsonl with the evidence is written beside it)")
+        raise OutputError(f"--out {out}: name a .csv (a .jsonl with the evidence is written beside it)")
     return out.with_suffix(".csv"), out.with_suffix(".jsonl")
 
 
@@ -48,7 +48,7 @@ def read_done(jsonl: Path) -> tuple[list[Prediction], int]:
             try:
                 done.append(Prediction.from_record(json.loads(raw)))
             except (ValueError, KeyError, TypeError) as exc:
-                raise GeoRagError(
+                raise OutputError(
                     f"{jsonl}:{n} is not a georag prediction record ({exc}); move it away"
                 ) from exc
             size += len(raw)
@@ -104,7 +104,7 @@ class PredictionWriter:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise GeoRagError(
+            raise OutputError(
                 f"{out} is being written by another georag run; wait for it or use another --out"
             ) from None
         try:
@@ -192,7 +192,7 @@ def _check_settings(path: Path, settings: dict[str, Any], *, resuming: bool) -> 
             if before.get(k) != now.get(k)
         ]
         if diff:
-            raise GeoRagError(
+            raise OutputError(
                 f"{path.with_suffix('').with_suffix('.csv')} holds predictions made with other settings; "
                 "use --overwrite to start over, or another --out. Differences: " + "; ".join(diff)
             )

@@ -314,9 +314,9 @@ class GeoStore:
 
 
 def check_encoder(store: GeoStore, model_id: str, dim: int) -> None:
-    """Raises GeoRagError unless the encoder ``model_id`` making ``dim``-d embeddings is the store's own."""
+    """Raises StoreError unless the encoder ``model_id`` making ``dim``-d embeddings is the store's own."""
     if model_id != store.encoder or dim != store.dim:
-        raise GeoRagError(
+        raise StoreError(
             f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
             f"{model_id!r} (d={dim}); use the store's encoder"
         )
