@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from georag.errors import LLMError
+from georag.errors import ConfigError
 from georag.llm.chat_templates import CHAT_FORMATS, known_families, render_chat
 from georag.types import Prompt
 
@@ -60,7 +60,7 @@ def test_braces_and_newlines_pass_through() -> None:
 
 
 def test_unknown_family_lists_the_known_ones() -> None:
-    with pytest.raises(LLMError, match="unknown model family 'llava'") as info:
+    with pytest.raises(ConfigError, match="unknown model family 'llava'") as info:
         render_chat(PROMPT, "llava")
     for family in ("qwen2-vl", "qwen2.5-vl", "internvl2", "internvl2.5"):
         assert family in str(info.value)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from georag.cli import main
 from georag.config import Sampling
-from georag.errors import GeoRagError, LLMError
+from georag.errors import ConfigError, GeoRagError, LLMError
 from georag.llm.openai_client import OpenAIClient
 from georag.llm.retry import RetryPolicy
 from georag.locate.output import PredictionWriter
@@ -108,7 +108,7 @@ def test_a_malformed_api_key_is_refused_without_quoting_it(monkeypatch: pytest.M
     OpenAIClient.from_url("openai://127.0.0.1:1/v1?model=x")  # trailing whitespace is stripped
     for bad in ("sk-SECRET\x01123456", "sk-SECRET\u00e9123456", "sk-SECRET 123456"):
         monkeypatch.setenv("OPENAI_API_KEY", bad)
-        with pytest.raises(LLMError) as err:
+        with pytest.raises(ConfigError) as err:
             OpenAIClient.from_url("openai://127.0.0.1:1/v1?model=x")
         assert "SECRET" not in str(err.value) and "control or non-ASCII" in str(err.value)
 

@@ -357,13 +357,13 @@ def test_from_url_https_and_name() -> None:
     ],
 )
 def test_from_url_rejects(url: str) -> None:
-    with pytest.raises(LLMError):
+    with pytest.raises(ConfigError):
         OpenAIClient.from_url(url)
 
 
 def test_from_url_rejects_credentials_without_showing_them() -> None:
     for url in (f"openai://user:{KEY}@127.0.0.1:8000/v1?model=m", f"openai://h:1/v1?model=m&api_key={KEY}"):
-        with pytest.raises(LLMError) as info:
+        with pytest.raises(ConfigError) as info:
             OpenAIClient.from_url(url)
         assert KEY not in str(info.value)
 

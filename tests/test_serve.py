@@ -662,5 +662,5 @@ def test_vpr_guided_is_served_only_over_a_store_with_the_partition(locate_env: d
         build_app(serve_config(locate_env, llm="openai://127.0.0.1:9/v1?model=m", strategy="vpr-guided"))
     with pytest.raises(ConfigError, match="--strategy rag needs an LLM"):
         build_app(serve_config(locate_env, strategy="rag"))
-    with pytest.raises(ConfigError, match="--samples 17: a served request asks for 16 answers at most"):
+    with pytest.raises(ConfigError, match=r"\(--samples\) is 17: a served request asks for 16 answers"):
         build_app(serve_config(locate_env, samples=17))

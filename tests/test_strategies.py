@@ -233,3 +233,27 @@ def test_the_registry_knows_every_strategy_and_refuses_what_cannot_run() -> None
         make_strategy(StrategyConfig("vpr-guided", vpr=VprConfig(submap_by="kmeans9")), _country_store())
     with pytest.raises(ConfigError, match="strategy must be one of"):
         StrategyConfig("nearest")
+
+
+def test_the_async_runner_does_the_routes_work_off_the_event_loop() -> None:
+    """Parsing and choosing run in a worker thread, so a served event loop goes on taking requests."""
+    import threading
+
+    seen: list[str] = []
+
+    def route() -> Any:
+        seen.append(threading.current_thread().name)
+        yield Ask((), Sampling())
+        seen.append(threading.current_thread().name)
+        return knn_predict(_item())
+
+    async def ask(request: Ask) -> tuple[Completion, ...]:
+        return ()
+
+    async def main() -> Any:
+        loop_thread = threading.current_thread().name
+        pred = await run_route_async(route(), ask, _never, {})
+        return loop_thread, pred
+
+    loop_thread, pred = asyncio.run(main())
+    assert pred.strategy == "knn" and len(seen) == 2 and loop_thread not in seen

@@ -106,12 +106,12 @@ def test_credentials_never_show_in_name_or_repr() -> None:
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
-    with pytest.raises(LLMError, match=message):
+    with pytest.raises(ConfigError, match=message):
         parse_triton_url(url)
 
 
 def test_errors_about_a_url_do_not_quote_its_password() -> None:
-    with pytest.raises(LLMError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_triton_url("triton://bob:hunter2@host:8001/m?family=nope")
     assert "hunter2" not in str(info.value)
 

@@ -664,7 +664,7 @@ def test_generation_refusals(
             store=tmp_path,
             config=Config().with_values({"strategy.vpr.rerank_k": 2000}),
         )
-    with pytest.raises(ConfigError, match="requests carry no truth"):
+    with pytest.raises(ConfigError, match="a served request does not carry"):
         RepositoryConfig(
             encoder_onnx=exported, store=tmp_path, config=Config().with_values({"exclusion.radius_km": 25})
         )

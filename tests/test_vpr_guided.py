@@ -511,3 +511,64 @@ def test_georag_serve_answers_vpr_guided_as_the_geolocator_does(vpr_env: dict[st
 
 def _untimed(evidence: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in evidence.items() if not k.endswith(("_s", "_seconds"))}
+
+
+def test_the_submap_search_is_exact_whatever_the_global_index(
+    vpr_env: dict[str, Any], tmp_path: Path
+) -> None:
+    """With a faiss index as the global search, the prior's submap is still searched exactly: the same
+    candidates as a numpy brute force over the submap's rows; the global search uses the named index."""
+    from georag.config import Config
+    from georag.llm.backends import open_llm
+    from georag.locate.geolocator import Geolocator
+    from georag.store.ann import build_ann
+    from georag.store.store import GeoStore
+
+    shutil.copytree(vpr_env["store"], tmp_path / "store")
+    build_ann(GeoStore.open(tmp_path / "store"), "IVF4,Flat", name="ivf")
+    store = GeoStore.open(tmp_path / "store", index="ivf")
+    calls: list[Any] = []
+    search = store.search
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        calls.append(kw.get("index"))
+        return search(*args, **kw)
+
+    store.search = spy  # type: ignore[method-assign]
+    config = Config().with_values(
+        {"search.index": "ivf", "strategy.name": "vpr-guided", "strategy.vpr.min_submap_rows": 20}
+    )
+    script = lambda body: _prior_json("US", 40.7, -74.0) if _is_prior(body) else "{}"  # noqa: E731
+    with StandIn(script=script) as server:
+        llm = open_llm(server.url, retries=0)
+        assert llm is not None
+        try:
+            preds = list(Geolocator(store, vpr_env["encoder"], llm, config).locate(vpr_env["queries"][:2]))
+        finally:
+            llm.close()
+    assert "ivf" in calls and "exact" in calls and set(calls) <= {"ivf", "exact"}
+    us = store.submaps("country").ranges("US")
+    for pred in preds:
+        assert pred.strategy == "vpr-guided", pred.fallback
+        rows = [c["row"] for c in sorted(pred.evidence["candidates"], key=lambda c: c["visual_rank"])]
+        ref, _ = _brute_force(vpr_env, pred.id, _rows_of(us), len(rows))
+        assert rows == ref.tolist()
+
+
+def test_locate_one_leaves_the_client_usable(vpr_env: dict[str, Any]) -> None:
+    """One photo at a time, twice: the first run ends cleanly, so the client is not cancelled."""
+    from georag.config import Config
+    from georag.llm.backends import open_llm
+    from georag.locate.geolocator import Geolocator
+
+    answer = json.dumps({"latitude": 48.85, "longitude": 2.35})
+    with StandIn(script=lambda body: answer) as server:
+        llm = open_llm(server.url, retries=0)
+        assert llm is not None
+        try:
+            geo = Geolocator(vpr_env["geostore"], vpr_env["encoder"], llm, Config())
+            first, second = (geo.locate_one(p) for p in vpr_env["queries"][:2])
+        finally:
+            llm.close()
+    assert (first.strategy, second.strategy) == ("rag", "rag")
+    assert (second.lat, second.lon) == (48.85, 2.35) and second.fallback is None

@@ -17,7 +17,6 @@ named anywhere the route is rag with an LLM and knn without one.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,11 +28,6 @@ import click
 from georag.config import STRATEGY_NAMES, Config, describe, load_config, read_config_file
 from georag.errors import GeoRagError
 from georag.llm.chat_templates import known_families
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -80,18 +80,13 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
     from georag.llm.backends import open_llm
     from georag.serving.http_app import create_app
     from georag.serving.local_steps import LocalSteps
-    from georag.serving.params import MAX_SAMPLES, MAX_VARIANTS
+    from georag.serving.params import MAX_VARIANTS, check_served
     from georag.serving.pipeline import Pipeline
     from georag.store.store import GeoStore, check_encoder
 
     if not config.store:
         raise ConfigError("no store: give one (--store, or store in the config file)")
-    for what, sampling in (
-        ("--samples", config.strategy.rag.sampling),
-        ("--prior-samples", config.strategy.vpr.sampling),
-    ):
-        if sampling.n > MAX_SAMPLES:
-            raise ConfigError(f"{what} {sampling.n}: a served request asks for {MAX_SAMPLES} answers at most")
+    check_served(config)  # before loading models
     store = GeoStore.open(config.store, index=config.search.index)
     enc = load_encoder_from(config.encoder, store.encoder)
     check_encoder(store, enc.model_id, enc.dim)  # before the index is built: a wrong encoder fails at once
@@ -125,7 +120,7 @@ def _check_served(pipeline: Any, store: Any, *, has_llm: bool) -> None:
     name = pipeline.config.strategy.name
     if name in pipeline.strategies:
         return
-    if name in ("rag", "vpr-guided") and not has_llm:
+    if pipeline.config.strategy.needs_llm and not has_llm:
         why = "needs an LLM (--llm)"
     else:
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from georag.errors import LLMError
+from georag.errors import ConfigError
 from georag.types import Prompt
 
 
@@ -77,10 +77,10 @@ def known_families() -> tuple[str, ...]:
 
 
 def chat_format(family: str) -> ChatFormat:
-    """The chat format of ``family`` (case-insensitive), or `LLMError` naming the known families."""
+    """The chat format of ``family`` (case-insensitive), or `ConfigError` naming the known families."""
     found = CHAT_FORMATS.get(family.strip().lower())
     if found is None:
-        raise LLMError(f"unknown model family {family!r}; known: {', '.join(known_families())}")
+        raise ConfigError(f"unknown model family {family!r}; known: {', '.join(known_families())}")
     return found
 
 

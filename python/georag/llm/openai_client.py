@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from georag.config import Sampling
-from georag.errors import LLMError
+from georag.errors import ConfigError
 from georag.llm.client import redact
 from georag.llm.transport import HttpTarget, Limits, Transport, TransportClient, error_message, truncate
 from georag.types import Completion, Prompt
@@ -65,20 +65,20 @@ class OpenAIClient(TransportClient):
         """Builds a client of ``model`` at ``base_url`` (``http(s)://HOST:PORT/v1``).
 
         ``api_key`` defaults to ``$OPENAI_API_KEY``; an empty key means none. ``limits``: ``timeout_s``,
-        ``policy``, ``concurrency`` (see `georag.llm.transport.Limits`). Prefer `from_url`. LLMError for a bad
-        URL or key, ConfigError for a bad limit.
+        ``policy``, ``concurrency`` (see `georag.llm.transport.Limits`). Prefer `from_url`. ConfigError
+        for a bad URL, key or limit.
         """
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LLMError(f"base URL must be http(s)://HOST[:PORT]/PATH, got {redact(base_url)!r}")
+            raise ConfigError(f"base URL must be http(s)://HOST[:PORT]/PATH, got {redact(base_url)!r}")
         if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-            raise LLMError(f"base URL takes no credentials, query or fragment: {redact(base_url)!r}")
+            raise ConfigError(f"base URL takes no credentials, query or fragment: {redact(base_url)!r}")
         if not model:
-            raise LLMError("a model name is required")
+            raise ConfigError("a model name is required")
         try:
             port = parts.port
         except ValueError as exc:
-            raise LLMError(f"bad port in {redact(base_url)!r}") from exc
+            raise ConfigError(f"bad port in {redact(base_url)!r}") from exc
         https = parts.scheme == "https"
         self._target = HttpTarget(parts.hostname, port if port is not None else (443 if https else 80), https)
         self._path = parts.path.rstrip("/") + "/chat/completions"
@@ -88,7 +88,7 @@ class OpenAIClient(TransportClient):
         key = key.strip() if key else None
         if key and not all(33 <= ord(c) < 127 for c in key):
             # Never quote it: a key with a stray \r or a non-ASCII character is still a secret.
-            raise LLMError(
+            raise ConfigError(
                 f"the API key (argument or {API_KEY_ENV}) holds spaces, control or non-ASCII characters; "
                 "check how it was set (a key file with Windows line endings?)"
             )
@@ -115,16 +115,16 @@ class OpenAIClient(TransportClient):
         shown = redact(url)
         scheme = _SCHEMES.get(parts.scheme.lower())
         if scheme is None:
-            raise LLMError(f"an OpenAI-compatible URL starts with openai:// or openais://, got {shown!r}")
+            raise ConfigError(f"an OpenAI-compatible URL starts with openai:// or openais://, got {shown!r}")
         if parts.username is not None or parts.password is not None:
-            raise LLMError(f"put the API key in api_key or ${API_KEY_ENV}, not in the URL: {shown!r}")
+            raise ConfigError(f"put the API key in api_key or ${API_KEY_ENV}, not in the URL: {shown!r}")
         query = parse_qs(parts.query, keep_blank_values=True)
         unknown = sorted(set(query) - {"model"})
         if unknown:
-            raise LLMError(f"unknown query parameter(s) {unknown} in {shown!r}; only model= is read")
+            raise ConfigError(f"unknown query parameter(s) {unknown} in {shown!r}; only model= is read")
         models = query.get("model", [])
         if len(models) != 1 or not models[0]:
-            raise LLMError(f"the URL needs exactly one ?model=NAME: {shown!r}")
+            raise ConfigError(f"the URL needs exactly one ?model=NAME: {shown!r}")
         base = f"{scheme}://{parts.netloc}{parts.path}"
         return cls(base, models[0], api_key=api_key, **limits)
 

@@ -11,7 +11,6 @@ and dissimilar references, written ``rag:16:16`` (the default), ``rag:5:0``, or 
 from __future__ import annotations
 
 import math
-import re
 from functools import cache
 from importlib import resources
 from string import Template
@@ -21,9 +20,6 @@ import numpy.typing as npt
 
 from georag.config import PromptVariant
 from georag.types import Prompt
-
-TEMPLATES = ("rag", "zero")
-_VARIANT = re.compile(r"(rag):(\d{1,3}):(\d{1,3})|(zero)")
 
 
 @cache

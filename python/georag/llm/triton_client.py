@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from georag.config import Sampling
-from georag.errors import LLMError, MissingDependencyError
+from georag.errors import ConfigError, LLMError, MissingDependencyError
 from georag.llm.chat_templates import chat_format, render_chat
 from georag.llm.transport import Deadline, HttpTarget, Limits, Transport, TransportClient, completion
 from georag.types import Completion, Prompt
@@ -110,25 +110,25 @@ def parse_triton_url(url: str) -> TritonEndpoint:
     # Errors never quote the URL itself: it may hold a password.
     parts = urlsplit(url.strip())
     if parts.scheme.lower() != "triton":
-        raise LLMError(f"not a triton:// URL: {parts.scheme or '(no scheme)'}://...")
+        raise ConfigError(f"not a triton:// URL: {parts.scheme or '(no scheme)'}://...")
     if not parts.hostname:
-        raise LLMError("triton URL has no host: use triton://HOST:PORT/MODEL")
+        raise ConfigError("triton URL has no host: use triton://HOST:PORT/MODEL")
     model = unquote(parts.path.strip("/"))
     if not model or "/" in model:
-        raise LLMError(f"triton URL must name exactly one model after the host, got path {parts.path!r}")
+        raise ConfigError(f"triton URL must name exactly one model after the host, got path {parts.path!r}")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - _QUERY_KEYS)
     if unknown:
-        raise LLMError(f"triton URL: unknown parameter(s) {', '.join(unknown)}; known: family, protocol")
+        raise ConfigError(f"triton URL: unknown parameter(s) {', '.join(unknown)}; known: family, protocol")
     family = query.get("family", [DEFAULT_FAMILY])[-1].strip().lower() or DEFAULT_FAMILY
     chat_format(family)  # an unknown family fails here, naming the known ones
     protocol = query.get("protocol", ["grpc"])[-1].strip().lower() or "grpc"
     if protocol not in DEFAULT_PORTS:
-        raise LLMError(f"triton URL: protocol must be grpc or http, got {protocol!r}")
+        raise ConfigError(f"triton URL: protocol must be grpc or http, got {protocol!r}")
     try:
         port = parts.port
     except ValueError as exc:
-        raise LLMError(f"triton URL: bad port ({exc})") from exc
+        raise ConfigError(f"triton URL: bad port ({exc})") from exc
     return TritonEndpoint(
         host=parts.hostname,
         port=port if port is not None else DEFAULT_PORTS[protocol],

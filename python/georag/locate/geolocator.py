@@ -1,12 +1,12 @@
-"""Geolocator: photos in, predictions out, the stages overlapped (encode | search | LLM requests in flight).
+"""Geolocator: photos in, predictions out, the stages overlapped (encode + search | LLM requests in flight).
 
-Three stages run at once: a thread decodes and encodes batches of photos, a thread searches the store for
-each encoded batch, and the calling thread hands each photo to a pool of ``max_in_flight`` LLM workers and
-yields predictions IN INPUT ORDER as they complete. Queues between the stages are bounded, so memory does
-not grow with the number of photos, and throughput is set by the slowest stage. A photo that cannot be
-read, or whose every LLM request fails, becomes a prediction with an error or a fallback, never a crash.
-On the vpr-guided route the worker asks for the photo's prior and searches the prior's submap itself (the
-photo's embedding travels with it); the search thread's global search is its fallback.
+A producer thread decodes, encodes and searches batches of photos; the calling thread hands each photo's
+route (its strategy, `georag.strategies`) to a pool of ``llm.concurrency`` workers, which answer the route's
+requests (LLM prompts, a restricted search of the store), and yields predictions IN INPUT ORDER as they
+complete. Queues between the stages are bounded, so memory does not grow with the number of photos, and
+throughput is set by the slowest stage. A photo that cannot be read, or whose every LLM request fails,
+becomes a prediction with an error or a fallback, never a crash. Exclusions (leakage control) apply to the
+global search and to every restricted search.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from georag.config import Config
 from georag.errors import ConfigError, ImageLoadError, InputError, LLMError
 from georag.llm.image import llm_photo
 from georag.locate.exclusion import ExcludingSearch, QueryTruth
-from georag.store.store import check_encoder
+from georag.store.store import EXACT, check_encoder
 from georag.strategies.registry import make_strategy
 from georag.strategies.route import Answers, Ask, Found, Search, finish, run_route
 from georag.types import Photo, Prediction, Retrieved
@@ -79,10 +79,17 @@ class Geolocator:
             )
         self.store, self.encoder, self.llm = store, encoder, llm
         self._k_near = max(self.config.search.k_near, self.strategy.k_near)
+        self._index = self.config.search.index
+        store.index(self._index)  # built or read now: a missing index fails before any photo
+        if self.strategy.needs_embedding:
+            # Restricted searches (a submap) are exact, whatever the global index; built now, not by
+            # several workers at once.
+            store.index(EXACT)
 
     def locate_one(self, path: str | Path) -> Prediction:
-        """One photo, through the same stages."""
-        return next(self.locate([Path(path)]))
+        """One photo, through the same stages (run to the end: an unfinished run would cancel the client)."""
+        (pred,) = self.locate([Path(path)])
+        return pred
 
     def locate(self, paths: Sequence[Path], *, skip: Iterable[str] = ()) -> Iterator[Prediction]:
         """Predictions for ``paths`` in input order (ids: file names, which must be unique), skipping ids in
@@ -168,11 +175,11 @@ class Geolocator:
         q = np.ascontiguousarray(np.asarray(search.embedding, dtype=np.float32).reshape(1, -1))
         k = search.k
         if self._excluding is None or truth is None:
-            return Found.of(self.store.search(q, k, 0, row_ranges=search.row_ranges))
+            return Found.of(self.store.search(q, k, 0, row_ranges=search.row_ranges, index=EXACT))
         fetch = 2 * k + 16
         while True:
             fetch = min(fetch, search.rows)
-            res = self.store.search(q, fetch, 0, row_ranges=search.row_ranges)
+            res = self.store.search(q, fetch, 0, row_ranges=search.row_ranges, index=EXACT)
             ids = res.near_ids[0]
             keep = (ids >= 0) & ~self._excluding.excluded(ids, truth)
             if int(keep.sum()) >= k or fetch >= search.rows:
@@ -215,11 +222,11 @@ class Geolocator:
                     embeddings, ids = enc.embeddings[keep], [enc.ids[i] for i in keep]
                     k_far = self.config.search.k_far
                     if self._excluding is None:
-                        res = self.store.search(embeddings, self._k_near, k_far)
+                        res = self.store.search(embeddings, self._k_near, k_far, index=self._index)
                     else:
                         assert self.truth is not None
                         res, dropped = self._excluding.search(
-                            embeddings, [self.truth[x] for x in ids], self._k_near, k_far
+                            embeddings, [self.truth[x] for x in ids], self._k_near, k_far, index=self._index
                         )
                         excluded = {x: int(c) for x, c in zip(ids, dropped, strict=True)}
                     keep_embedding = self.strategy.needs_embedding

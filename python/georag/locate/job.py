@@ -101,7 +101,9 @@ def run(
         model = config.encoder.model or store.encoder
         truths = load_truth(truth, truth_format) if truth is not None else None
         llm = client.name if client is not None else "none"
-        settings = run_settings(config, llm=llm, store=store.path, encoder=model)
+        # The encoder must be the store's own (checked when it loads), however it was named: a local
+        # folder and the hub id it holds resume alike.
+        settings = run_settings(config, llm=llm, store=store.path, encoder=store.encoder)
         with PredictionWriter.open(out, settings, overwrite=overwrite) as writer:
             finished = {p.id for p in writer.done}
             todo = [p for p in photos if p.name not in finished]

@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from georag.config import StrategyConfig
 from georag.errors import MissingDependencyError
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout, public_message
 from georag.serving.params import KEYS, parse_params
@@ -160,7 +161,7 @@ def create_app(
             )
             if params.strategy not in strategies:
                 why = "is not served here"
-                if params.strategy in ("rag", "vpr-guided") and "rag" not in strategies:
+                if StrategyConfig(params.strategy).needs_llm and "rag" not in strategies:
                     why = "needs an LLM and this server has none"
                 raise BadRequest(f"strategy {params.strategy} {why}; ask for {' or '.join(strategies)}")
             _check_length(request, cfg.max_image_bytes)

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from georag.config import STRATEGY_NAMES, PromptVariant, parse_variants
-from georag.errors import GeoRagError
+from georag.config import STRATEGY_NAMES, Config, PromptVariant, parse_variants
+from georag.errors import ConfigError, GeoRagError
 from georag.serving.errors import BadRequest
 
 MAX_PARAMETERS_BYTES = 4096
@@ -25,6 +25,25 @@ KEYS = ("id", "strategy", "samples", "variants", "seed", "temperature", "test_ma
 """The keys a request's parameters may hold (test_marker only where the config allows test markers)."""
 _MARKER = re.compile(r"\[\[[a-z]{1,16}\]\]")
 _ID = re.compile(r"[\w.@:+-]{1,128}")
+
+
+def check_served(config: Config) -> None:
+    """ConfigError unless ``config`` can be served (`georag serve`, the Triton `georag` model): no more
+    answers per request or prompt variants than a request may ask for, and no exclusions (a served request
+    carries no truth to exclude by)."""
+    for what, n in (
+        ("strategy.rag.sampling.n (--samples)", config.strategy.rag.sampling.n),
+        ("strategy.vpr.sampling.n (--prior-samples)", config.strategy.vpr.sampling.n),
+    ):
+        if n > MAX_SAMPLES:
+            raise ConfigError(f"{what} is {n}: a served request asks for {MAX_SAMPLES} answers at most")
+    if len(config.strategy.rag.variants) > MAX_VARIANTS:
+        raise ConfigError(f"a served pipeline takes at most {MAX_VARIANTS} prompt variants")
+    if config.exclusion.active:
+        raise ConfigError(
+            f"exclusions ({config.exclusion}) need each photo's truth, which a served request does not "
+            "carry; leave [exclusion] out of a served config"
+        )
 
 
 @dataclass(frozen=True)

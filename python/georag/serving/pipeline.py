@@ -28,7 +28,7 @@ from georag.encoder.preprocess import ProcessorSpec
 from georag.errors import GeoRagError, ImageLoadError
 from georag.llm.image import llm_photo
 from georag.serving.errors import BadRequest, StepFailed, StepTimeout
-from georag.serving.params import RequestParams
+from georag.serving.params import RequestParams, check_served
 from georag.strategies.registry import make_strategy
 from georag.strategies.route import Answers, Ask, Found, Search, Strategy, finish, run_route_async
 from georag.strategies.vpr_guided import SubmapSource
@@ -75,6 +75,7 @@ class Pipeline:
         *,
         has_llm: bool = True,
     ) -> None:
+        check_served(config)
         self.config, self.spec, self.steps, self.store = config, spec, steps, store
         self.strategies = servable(config, store, has_llm=has_llm)
         """The strategies this pipeline answers (see `servable`)."""
@@ -149,13 +150,13 @@ class Pipeline:
             )
         cfg = self.config.strategy
         changes: dict[str, Any] = {}
-        if params.samples is not None:
-            changes["n"] = params.samples
         if params.temperature is not None:
             changes["temperature"] = params.temperature
         if params.seed is not None:
             changes["seed"] = params.seed
-        rag: RagConfig = _resampled(cfg.rag, changes)
+        # ``samples`` is the answers per prompt variant (rag's); the prior's count stays as configured.
+        samples = {} if params.samples is None else {"n": params.samples}
+        rag: RagConfig = _resampled(cfg.rag, {**changes, **samples})
         vpr: VprConfig = _resampled(cfg.vpr, changes)
         if params.variants is not None:
             search = self.config.search

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from georag.serving.batching import Outputs, run_batched
 from georag.serving.errors import BadRequest
-from georag.store.store import GeoStore
+from georag.store.store import EXACT, GeoStore
 from georag.types import Neighbors
 
 MAX_K = 1024
@@ -31,8 +31,10 @@ def search_outputs(
     k_far: int,
     row_ranges: npt.NDArray[np.int64] | None = None,
 ) -> Outputs:
-    """(n, k) arrays in NEIGHBOR_OUTPUTS order for raw ``queries`` (checked by the caller)."""
-    res = store.search(queries, k_near, k_far, row_ranges=row_ranges)
+    """(n, k) arrays in NEIGHBOR_OUTPUTS order for raw ``queries`` (checked by the caller). A restricted
+    search (``row_ranges``) is exact whatever the store's index, as in-process."""
+    index = None if row_ranges is None else EXACT
+    res = store.search(queries, k_near, k_far, row_ranges=row_ranges, index=index)
     assert res.near_lat is not None and res.near_lon is not None
     assert res.far_lat is not None and res.far_lon is not None
     return (

@@ -63,12 +63,6 @@ def model_parameters(model_config: dict[str, Any]) -> dict[str, str]:
     return {key: str(value.get("string_value", "")) for key, value in raw.items()}
 
 
-def flag(params: dict[str, str], key: str, default: bool = False) -> bool:
-    """A boolean parameter ("true"/"false", "1"/"0")."""
-    value = params.get(key, "").strip().lower()
-    return default if not value else value in ("1", "true", "yes", "on")
-
-
 def pipeline_config(params: dict[str, str]) -> Config:
     """The `Config` of the `georag` model's ``georag_config`` parameter (``load_config(values=...)`` of its
     dotted keys; keys it does not list keep georag's defaults). ConfigError when it is missing or bad."""

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-BUILTIN_INDEXES = ("exact", "cuda")
+EXACT = "exact"
+"""The exact index on the CPU (the C++ core): what restricted and default searches use."""
+BUILTIN_INDEXES = (EXACT, "cuda")
 """Index names every store answers: "exact" (the C++ core on the CPU) and "cuda" (the exact search on a GPU).
 Any other name is a faiss index of the store (`georag index build-ann`); these two names cannot be one."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from georag.errors import ConfigError
 from georag.geo.select import agreement, medoid
 from georag.strategies.route import Route, answer
 from georag.types import Photo, Prediction, Retrieved
@@ -53,7 +54,7 @@ class Knn:
 
     def __init__(self, mode: str = "knn", k: int = 16) -> None:
         if mode not in KNN_MODES:
-            raise ValueError(f"knn mode must be one of {KNN_MODES}, got {mode!r}")
+            raise ConfigError(f"knn mode must be one of {KNN_MODES}, got {mode!r}")
         self.name, self.k = mode, k
         self.k_near = 1 if mode == "knn" else k
 

@@ -45,8 +45,6 @@ class Prior:
     """Samples per country, in order of first mention."""
     errors: list[str] = field(default_factory=list)
     """Why the request failed, if it did."""
-    seconds: float = 0.0
-    """Wall time of the request."""
 
     @property
     def has_coordinates(self) -> bool:
@@ -76,7 +74,6 @@ class Prior:
                 for i, a in enumerate(self.answers)
             ],
             "llm_errors": self.errors,
-            "llm_seconds": round(self.seconds, 4),
         }
 
 
@@ -119,5 +116,4 @@ def prior_of(done: Completion | LLMError, prompt: Prompt, asked: int) -> Prior:
         return prior
     prior = vote_prior([parse_prior(t, prompt=prompt.user) for t in done.texts], asked)
     prior.texts = list(done.texts)
-    prior.seconds = done.seconds
     return prior

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from georag.config import RagConfig
+from georag.errors import InputError
 from georag.geo.select import agreement, medoid
 from georag.llm.parse import parse_coordinates
 from georag.llm.prompts import build_prompt
@@ -16,7 +17,7 @@ from georag.types import Completion, Photo, Prediction, Prompt, Retrieved
 
 
 def rag_route(item: Retrieved, image: Photo, cfg: RagConfig) -> Route:
-    """Asks every variant for ``item`` at once, then chooses (`rag_choose`)."""
+    """Asks every variant for ``item`` in one round, then chooses (`rag_choose`)."""
     prompts = tuple(
         build_prompt(
             variant,
@@ -44,12 +45,10 @@ def rag_choose(item: Retrieved, prompts: tuple[Prompt, ...], answers: Answers, c
     cand_lat: list[float] = []
     cand_lon: list[float] = []
     errors: list[str] = []
-    seconds = 0.0
     for variant, prompt, done in zip(cfg.variants, prompts, answers, strict=True):
         if not isinstance(done, Completion):
             errors.append(f"{variant}: {done}")
             continue
-        seconds = max(seconds, done.seconds)
         for text in done.texts:
             coords = parse_coordinates(text, prompt=prompt.user)
             records.append(
@@ -68,7 +67,6 @@ def rag_choose(item: Retrieved, prompts: tuple[Prompt, ...], answers: Answers, c
         "variants": [str(v) for v in cfg.variants],
         "answers": records,
         "llm_errors": errors,
-        "llm_seconds": round(seconds, 4),
     }
     if not cand_lat:
         reason = (
@@ -111,5 +109,5 @@ class Rag:
     def route(self, item: Retrieved, image: Photo | None) -> Route:
         """Ask, parse, choose."""
         if image is None:
-            raise ValueError("the rag route needs the photo")
+            raise InputError("the rag route needs the photo")
         return rag_route(item, image, self.config)

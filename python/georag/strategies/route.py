@@ -3,7 +3,8 @@
 A strategy does no I/O. It turns one photo's retrieved evidence into requests, and their answers into a
 `Prediction`:
 
-- ``answers = yield Ask(prompts, sampling)``: send these prompts to the LLM at once; the driver sends back
+- ``answers = yield Ask(prompts, sampling)``: send these prompts to the LLM (the served pipeline sends them
+  at once, the batch driver one after another in the photo's worker); the driver sends back
   one `Completion` or `LLMError` per prompt, in order (a driver may instead end the whole photo by raising,
   as the served pipeline does for a stalled LLM).
 - ``found = yield Search(embedding, k, row_ranges, rows)``: search the store again inside these rows; the
@@ -17,6 +18,7 @@ time each request by its stage.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from georag.types import Completion, Neighbors, Photo, Prediction, Prompt, Retri
 
 @dataclass(frozen=True, repr=False)
 class Ask:
-    """One LLM round: these prompts, sent at once, each for ``sampling.n`` answers."""
+    """One LLM round: these prompts, each for ``sampling.n`` answers."""
 
     prompts: tuple[Prompt, ...]
     sampling: Sampling
@@ -125,10 +127,10 @@ def run_route(
     """Runs ``route`` to its prediction, answering each request; adds each stage's seconds to ``timings``."""
     reply: Any = None
     while True:
-        try:
-            request = route.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        done, value = _advance(route, reply)
+        if done:
+            return value  # type: ignore[no-any-return]
+        request: Request = value
         t0 = time.perf_counter()
         reply = ask(request) if isinstance(request, Ask) else search(request)
         _add(timings, request.stage, time.perf_counter() - t0)
@@ -140,13 +142,14 @@ async def run_route_async(
     search: Callable[[Search], Awaitable[Found]],
     timings: dict[str, float],
 ) -> Prediction:
-    """`run_route` for a driver whose requests are awaited."""
+    """`run_route` for a driver whose requests are awaited. The route's own work between requests (parsing,
+    the medoid, reverse geocoding a prior) runs in a worker thread, so the event loop goes on serving."""
     reply: Any = None
     while True:
-        try:
-            request = route.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        done, value = await asyncio.to_thread(_advance, route, reply)
+        if done:
+            return value  # type: ignore[no-any-return]
+        request: Request = value
         t0 = time.perf_counter()
         reply = await (ask(request) if isinstance(request, Ask) else search(request))
         _add(timings, request.stage, time.perf_counter() - t0)
@@ -163,6 +166,15 @@ def finish(pred: Prediction, item: Retrieved, timings: dict[str, float]) -> Pred
         "timings": {k: round(v, 5) for k, v in timings.items()},
     }
     return pred
+
+
+def _advance(route: Route, reply: Any) -> tuple[bool, Any]:
+    """(True, the prediction) when ``route`` ends, else (False, its next request); StopIteration cannot
+    cross a thread's future."""
+    try:
+        return False, route.send(reply)
+    except StopIteration as stop:
+        return True, stop.value
 
 
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:

@@ -34,7 +34,6 @@ driver answers them, applying its exclusions (`georag.locate.exclusion`) inside 
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -54,8 +53,6 @@ from georag.types import Photo, Prediction, Retrieved
 
 if TYPE_CHECKING:
     from georag.store.submaps import Submaps
-
-log = logging.getLogger(__name__)
 
 VPR = "vpr-guided"
 HALF_CIRCUMFERENCE_KM = 20037.5
@@ -207,7 +204,7 @@ class VprGuided:
         embedding)."""
         cfg = self.config
         if image is None:
-            raise ValueError("the vpr-guided route needs the photo")
+            raise InputError("the vpr-guided route needs the photo")
         if item.embedding is None:
             raise InputError("the vpr-guided route needs the photo's embedding (Retrieved.embedding)")
         prompt = build_prior_prompt(image.data, image.mime)

@@ -18,6 +18,7 @@ from typing import Any
 from georag.config import Config
 from georag.errors import ConfigError, GeoRagError
 from georag.llm.chat_templates import chat_format
+from georag.serving.params import check_served
 from georag.serving.retrieval import MAX_K
 
 ENCODER_MODELS = ("siglip_trt", "siglip_onnx", "siglip_python")
@@ -126,11 +127,7 @@ class RepositoryConfig:
             raise RepositoryError(
                 "serve.max_queue must be >= 1 in a Triton repository (Triton reads 0 as no limit)"
             )
-        if self.config.exclusion.active:
-            raise ConfigError(
-                f"a served pipeline cannot exclude {self.config.exclusion}: requests carry no truth; "
-                "unset exclusion.same_author / exclusion.radius_km"
-            )
+        check_served(self.config)  # what the georag model would refuse at load, refused now
         if not 0 < self.gpu_memory_utilization <= 1:
             raise RepositoryError("gpu_memory_utilization must be in (0, 1]")
         counts = {
