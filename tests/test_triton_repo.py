@@ -504,7 +504,7 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
     assert "ONE instance" in (tmp_path / "repo" / "retrieval" / "config.pbtxt").read_text()
     params = {k: v.string_value for k, v in pipeline.parameters.items()}
     assert sorted(params) == [
-        "encoder_model", "family", "georag_config", "image_size", "llm_model", "max_in_flight",
+        "encoder_model", "family", "georag_config", "image_size", "llm_model", "max_requests",
         "retrieval_model", "store",
     ]  # fmt: skip
     assert (params["encoder_model"], params["llm_model"], params["family"]) == (
@@ -512,7 +512,7 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
         "mllm_standin",
         "qwen2-vl",
     )
-    assert (params["image_size"], params["max_in_flight"]) == ("32", "64")
+    assert (params["image_size"], params["max_requests"]) == ("32", "64")
     assert params["store"] == str(Path(locate_env["store"]).resolve())
     served = _served_config(tmp_path / "repo" / "georag" / "config.pbtxt")
     expected = Config().with_values(_served_values())
@@ -743,7 +743,7 @@ def test_cli_writes_the_repository(locate_env: dict[str, Any], exported: Path, t
     )
     assert served.serve.allow_test_markers
     pipeline = _parse_config(tmp_path / "r2" / "georag" / "config.pbtxt")
-    assert pipeline.parameters["max_in_flight"].string_value == "9"  # per instance
+    assert pipeline.parameters["max_requests"].string_value == "9"  # per instance
     assert pipeline.dynamic_batching.default_queue_policy.max_queue_size == 5
     retrieval = _parameters(tmp_path / "r2" / "retrieval" / "config.pbtxt")
     assert (retrieval["k_near"], retrieval["k_far"]) == ("12", "4")

@@ -81,11 +81,11 @@ def pipeline_config(params: dict[str, str]) -> Config:
     return load_config(values=values)
 
 
-def max_in_flight(params: dict[str, str]) -> int:
-    """Requests one `georag` instance runs at once (``max_in_flight``; default 64)."""
-    value = int(params.get("max_in_flight", "64"))
+def max_requests(params: dict[str, str]) -> int:
+    """Requests one `georag` instance runs at once (``max_requests``; default 64)."""
+    value = int(params.get("max_requests", "64"))
     if value < 1:
-        raise ValueError(f"max_in_flight must be >= 1, got {value}")
+        raise ConfigError(f"max_requests must be >= 1, got {value}")
     return value
 
 

@@ -35,7 +35,7 @@ PIPELINE_SECTIONS = ("search", "strategy", "serve")
 """The sections of `Config` the `georag` model runs with (the others are not used by a served pipeline:
 the LLM is the repository's own model, the encoder its encoder model, and it has no truth to exclude by)."""
 NOT_IN_CONFIG_PARAMETER = ("serve.max_requests", "serve.max_queue")
-"""Keys of those sections written as settings of the georag model itself (its ``max_in_flight`` parameter
+"""Keys of those sections written as settings of the georag model itself (its ``max_requests`` parameter
 and its Triton queue), not into its ``georag_config`` parameter."""
 
 
@@ -48,7 +48,7 @@ class RepositoryConfig:
     """What `write_repository` builds; only ``encoder_onnx`` and a store are required.
 
     The store is ``store``, or else ``config.store``. ``config.serve.max_requests`` is what ONE georag
-    instance runs at once (its ``max_in_flight`` parameter; ``pipeline_instances`` of them run), and
+    instance runs at once (its ``max_requests`` parameter; ``pipeline_instances`` of them run), and
     ``config.serve.max_queue`` the length of its Triton queue; ``max_queue_size`` bounds the queues of the
     encoder and retrieval models.
     """

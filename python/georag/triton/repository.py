@@ -204,7 +204,7 @@ def _model_values(
         own = {
             "max_batch": config.pipeline_max_batch,
             "instances": config.pipeline_instances,
-            "max_in_flight": config.config.serve.max_requests,
+            "max_requests": config.config.serve.max_requests,
             "max_queue_size": config.config.serve.max_queue,
         }
     else:

@@ -9,7 +9,7 @@ needs georag in the server's Python environment.
 
 Every request is answered from a task of its own through its response sender, and `execute` returns at
 once: the instance takes the next requests while earlier ones wait for the LLM (a non-decoupled model,
-so clients use plain /infer). At most ``max_in_flight`` run at once; the others wait for a slot within
+so clients use plain /infer). At most ``max_requests`` run at once; the others wait for a slot within
 their deadline.
 """
 
@@ -32,7 +32,7 @@ from georag.serving.triton_glue import (
     default_strategy,
     error_response,
     input_array,
-    max_in_flight,
+    max_requests,
     model_parameters,
     pipeline_config,
     processor_spec,
@@ -62,7 +62,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"georag: serving {', '.join(self.pipeline.strategies)} (default {self.default_strategy})"
         )
-        self.slots = asyncio.Semaphore(max_in_flight(params))
+        self.slots = asyncio.Semaphore(max_requests(params))
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
