@@ -14,8 +14,8 @@ far`` (when a seed is set), so a server that honours the seed answers anew and a
 reproducible. A 200 whose body is not chat-completions JSON raises `LLMError`.
 
 Slots (``concurrency``), retries, Retry-After, the per-attempt deadline (``timeout_s`` bounds the whole
-exchange), the body cap, error messages and echo cutting (an answer that starts with the user prompt) are
-`georag.llm.transport.Transport`'s.
+exchange), the body cap, error messages and echo cutting (an answer holding the user prompt keeps only
+what follows it) are `georag.llm.transport.Transport`'s.
 """
 
 from __future__ import annotations
