@@ -38,7 +38,7 @@ from georag.errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 _VARIANT = re.compile(r"(rag):(\d{1,3}):(\d{1,3})|(zero)")
 
@@ -330,7 +330,8 @@ class Config:
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = value
-        return _merge(self, tree, "")
+        out: Config = _merge(self, tree, "")
+        return out
 
     def get(self, key: str) -> Any:
         """The value at a dotted key (``"search.k_near"``)."""

@@ -230,9 +230,9 @@ class Geolocator:
                         )
                         excluded = {x: int(c) for x, c in zip(ids, dropped, strict=True)}
                     keep_embedding = self.strategy.needs_embedding
-                    for i, image_id in enumerate(ids):
+                    for row, image_id in enumerate(ids):
                         found[image_id] = res.retrieved(
-                            i, image_id, embeddings[i].copy() if keep_embedding else None
+                            row, image_id, embeddings[row].copy() if keep_embedding else None
                         )
                 t2 = time.perf_counter()
                 timings = {
