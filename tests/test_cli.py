@@ -202,7 +202,7 @@ def _bad_config(tmp_path: Path, text: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("[search]\nk_nearest = 8\n", "unknown config key search.'k_nearest'"),
+        ("[search]\nk_nearest = 8\n", "unknown config key 'search.k_nearest'"),
         ("[serach]\nk_near = 8\n", "unknown config key 'serach'"),
         ('[search]\nk_near = "eight"\n', "search.k_near must be an integer, got 'eight'"),
         ("[search]\nk_near = 0\n", "k_near must be an integer >= 1, got 0"),

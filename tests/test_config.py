@@ -61,7 +61,7 @@ def test_toml_file_then_dotted_values_override_the_defaults(tmp_path: Path) -> N
         "[exclusion]\nradius_km = 25\n",
         encoding="utf-8",
     )
-    cfg = load_config(path, {"search.k_near": "12", "llm.timeout_s": 5})
+    cfg = load_config(path, {"search.k_near": 12, "llm.timeout_s": 5})
     assert cfg.store == "gallery" and cfg.search.k_near == 12 and cfg.search.k_far == 4
     assert (
         cfg.strategy.name == "vpr-guided"
@@ -79,7 +79,8 @@ def test_toml_file_then_dotted_values_override_the_defaults(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[search]\nk_nearest = 3\n", "unknown config key search.'k_nearest'"),
+        ("[search]\nk_nearest = 3\n", "unknown config key 'search.k_nearest'"),
+        ("[search]\nk_near = '3'\n", "search.k_near must be an integer, got '3'"),
         ("[search]\nk_near = 'many'\n", "search.k_near must be an integer"),
         ("[search]\nk_near = 0\n", "k_near must be an integer >= 1"),
         ("[strategy]\nname = 'nearest'\n", "strategy must be one of"),

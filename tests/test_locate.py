@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from encoder_fixtures import make_tiny_siglip
+from encoder_fixtures import SHARED_IMAGES, make_tiny_siglip
 from georag.cli import main
 from georag.encoder import load_encoder
 from georag.store.store import GeoStore
-from store_fixtures import need_shared, unit_rows
+from store_fixtures import IM2GPS3K_CSV, need_shared, unit_rows
 
 pytest.importorskip("torch")
 
@@ -120,7 +120,7 @@ def test_demo_runs_offline_and_says_its_accuracy_is_meaningless(tmp_path: Path) 
     need_shared()
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    assert "store of 250 photos; located 50 held-out photos with knn (0 failed)" in result.output
+    assert "store of 250 photos; located 50 held-out photos with knn (0 failed, 0 fell back)" in result.output
     assert "| 1 km | 25 km | 200 km | 750 km | 2500 km |" in result.output
     assert "RANDOM weights" in result.output
     assert len(_rows(tmp_path / "demo" / "predictions.csv")) == 50
@@ -128,6 +128,15 @@ def test_demo_runs_offline_and_says_its_accuracy_is_meaningless(tmp_path: Path) 
     assert CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")]).exit_code == 0
     (tmp_path / "mine").mkdir()
     refused = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "mine")])
+    # The demo's store records no authors: a same-author exclusion there is refused, not silently empty.
+    photo = sorted(SHARED_IMAGES.iterdir())[0]
+    demo_store = tmp_path / "demo" / "store"
+    excluded = CliRunner().invoke(
+        main,
+        ["locate", str(photo), "--store", str(demo_store), "--out", str(tmp_path / "e.csv"),
+         "--exclude-same-author", "--truth", str(IM2GPS3K_CSV)],
+    )  # fmt: skip
+    assert excluded.exit_code != 0 and "records no author for any row" in excluded.output
     assert refused.exit_code != 0 and "not a georag demo folder" in refused.output
 
 
@@ -219,3 +228,13 @@ def test_the_library_call_writes_what_the_command_writes(
     assert json.loads((tmp_path / "lib.settings.json").read_text()) == json.loads(
         (tmp_path / "cli.settings.json").read_text()
     )
+
+
+def test_demo_with_an_unreachable_llm_says_every_photo_fell_back(tmp_path: Path) -> None:
+    need_shared()
+    llm = "openai://127.0.0.1:1/v1?model=m"  # nothing listens on port 1
+    args = ["demo", "--out", str(tmp_path / "demo"), "--llm", llm, "--llm-retries", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "located 50 held-out photos with rag (0 failed, 50 fell back)" in result.output
+    assert "WARNING: 50 of 50 photos fell back to retrieval" in result.output

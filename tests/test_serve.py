@@ -562,7 +562,7 @@ def test_one_message_says_fastapi_is_missing(
     from georag.errors import MissingDependencyError
     from georag.serving.http_app import create_app
 
-    words = 'georag serve needs FastAPI and uvicorn: pip install "georag[serve]"'
+    words = "georag serve needs FastAPI and uvicorn: pip install fastapi uvicorn"
     pipeline = _Holding(0.0)
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     r = CliRunner().invoke(main, ["serve", "--store", str(locate_env["store"])])

@@ -333,6 +333,20 @@ class Config:
         out: Config = _merge(self, tree, "")
         return out
 
+    def values(self, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The settings of ``sections`` (default all) as dotted keys and JSON-ready values, prompt variants
+        written as on a command line ("rag:16:16,zero"): what `with_values` and a TOML file take back."""
+        out: dict[str, Any] = {}
+        for name in sections or tuple(f.name for f in dataclasses.fields(self)):
+            value = getattr(self, name)
+            if dataclasses.is_dataclass(value):
+                out.update(_flat(dataclasses.asdict(value), f"{name}."))
+            else:
+                out[name] = value
+        if _VARIANTS in out:
+            out[_VARIANTS] = ",".join(str(v) for v in self.strategy.rag.variants)
+        return out
+
     def get(self, key: str) -> Any:
         """The value at a dotted key (``"search.k_near"``)."""
         node: Any = self
@@ -425,7 +439,7 @@ def _merge(obj: Any, given: Mapping[str, Any], where: str) -> Any:
     changes: dict[str, Any] = {}
     for key, value in given.items():
         if key not in names:
-            raise ConfigError(f"unknown config key {where}{key!r}; known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config key '{where}{key}'; known: {', '.join(sorted(names))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
             if isinstance(value, type(current)):
@@ -455,26 +469,17 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+        return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            out = float(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
-        if not math.isfinite(out):
+        if not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return out
+        return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")

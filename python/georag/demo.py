@@ -47,6 +47,8 @@ class DemoReport:
     """Share of queries within each threshold (km)."""
     failed: int = 0
     """Queries without a prediction."""
+    fallbacks: int = 0
+    """Queries whose route fell back (e.g. rag to knn: every LLM request failed or did not parse)."""
     seconds: float = 0.0
     """Wall time."""
     predictions: Path = Path()
@@ -150,13 +152,14 @@ def run_demo(
         raise
     preds_path = out / "predictions.csv"
     got: dict[str, tuple[float, float]] = {}
-    failed = 0
+    failed = fallbacks = 0
     try:
         with PredictionWriter(preds_path, [], 0) as writer:
             for pred in geo.locate([images / names[i] for i in query_rows]):
                 writer.write(pred)
                 got[pred.id] = (pred.lat, pred.lon)
                 failed += pred.error is not None
+                fallbacks += pred.fallback is not None
     finally:
         if client is not None:
             client.close()
@@ -171,6 +174,7 @@ def run_demo(
         random_weights=random_weights,
         accuracy=accuracy(pl, po, lat[query_rows], lon[query_rows]),
         failed=failed,
+        fallbacks=fallbacks,
         seconds=time.perf_counter() - t0,
         predictions=preds_path,
     )

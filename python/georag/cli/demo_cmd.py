@@ -47,11 +47,21 @@ def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, **
     click.echo(f"photos: {report.data}")
     click.echo(
         f"store of {report.gallery} photos; located {report.queries} held-out photos with {report.strategy} "
-        f"({report.failed} failed) in {report.seconds:.1f} s; wrote {report.predictions}"
+        f"({report.failed} failed, {report.fallbacks} fell back) in {report.seconds:.1f} s; "
+        f"wrote {report.predictions}"
     )
+    if report.fallbacks:
+        click.echo(
+            f"WARNING: {report.fallbacks} of {report.queries} photos fell back to retrieval (every LLM "
+            "request failed or stated no coordinates); see the fallback column of the predictions",
+            err=True,
+        )
     click.echo("| " + " | ".join(f"{t:g} km" for t in report.accuracy) + " |")
     click.echo("|" + "---:|" * len(report.accuracy))
     click.echo("| " + " | ".join(f"{100 * a:.1f} %" for a in report.accuracy.values()) + " |")
+    click.echo(
+        f"(over the {report.queries} located photos; the same with georag eval: --denominator predicted)"
+    )
     if not report.random_weights:
         return
     click.echo(

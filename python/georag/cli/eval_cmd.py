@@ -67,7 +67,7 @@ def eval_command() -> None:
     "plot_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write error_cdf.png and world_map.png here (needs: pip install georag[plot]).",
+    help="Write error_cdf.png and world_map.png here (needs: pip install matplotlib countryinfo).",
 )
 def score(
     predictions: Path,
@@ -159,7 +159,7 @@ def score(
 
 def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:
     """The error CDF and the world map of one report, through georag.evaluate.plots (matplotlib)."""
-    hint = "--plot needs matplotlib: pip install georag[plot]"
+    hint = "--plot needs matplotlib: pip install matplotlib countryinfo"
     try:
         from georag.evaluate import plots
     except ImportError as exc:

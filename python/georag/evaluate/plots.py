@@ -1,8 +1,9 @@
 """Evaluation plots as PNG files: the cumulative error curve (CDF) and a world map of truth vs prediction.
 
-matplotlib (and, for the map, the country outlines that the `countryinfo` package ships) are optional: both
-come with `pip install 'georag[plot]'`. They are imported inside the plotting functions, so importing this
-module, and the pure helpers `cdf_at` and `track_segments`, needs numpy only.
+matplotlib (and, for the map, the country outlines that the `countryinfo` package ships) are optional:
+`pip install matplotlib countryinfo` (or `pip install '.[plot]'` in georag's source folder). They are
+imported inside the plotting functions, so importing this module, and the pure helpers `cdf_at` and
+`track_segments`, needs numpy only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ CDF_MIN_KM = 0.1
 CDF_MAX_KM = 20_000.0
 """The CDF's log-scaled x axis: 100 m to about half the Earth's circumference (20,015 km)."""
 
-_PLOT_HINT = "pip install 'georag[plot]'"
+_PLOT_HINT = "pip install matplotlib countryinfo (or pip install '.[plot]' in georag's source folder)"
 _CURVE_POINTS = 2048  # log-spaced samples of the CDF: steps stay sharp on screen for any number of photos
 _TRUTH_COLOUR = "tab:blue"
 _PRED_COLOUR = "tab:red"

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.config import ExclusionConfig
-from georag.errors import InputError
+from georag.errors import ConfigError, InputError
 from georag.geo.coords import haversine_km
 from georag.store.store import GeoStore
 from georag.types import Neighbors
@@ -42,8 +42,16 @@ class ExcludingSearch:
     """`GeoStore.search` with per-query exclusions (see the module docstring)."""
 
     def __init__(self, store: GeoStore, exclusion: ExclusionConfig) -> None:
+        """ConfigError for a same-author exclusion over a store that records no author (it would exclude
+        nothing, and a run would look leakage-controlled when it is not)."""
         self.store = store
         self.exclusion = exclusion
+        if exclusion.same_author and not any(a for a in self._authors):
+            raise ConfigError(
+                f"--exclude-same-author: {store.path} records no author for any row (its dataset reader "
+                "had no author column), so nothing would be excluded; build the store from metadata with "
+                "authors, or drop the option"
+            )
 
     @cached_property
     def _authors(self) -> npt.NDArray[np.object_]:

@@ -67,9 +67,9 @@ def run(
     paths: Sequence[str | Path],
     config: Config,
     *,
-    out: Path,
+    out: str | Path,
     overwrite: bool = False,
-    truth: Path | None = None,
+    truth: str | Path | None = None,
     truth_format: str = "im2gps3k",
     progress: bool = True,
 ) -> LocateSummary:
@@ -93,6 +93,8 @@ def run(
         raise ConfigError("no store: give one (--store, or store in the config file)")
     if config.strategy.vpr.hybrid and config.strategy.name != "vpr-guided":
         raise ConfigError("--hybrid is an option of --strategy vpr-guided")
+    out = Path(out)
+    truth = None if truth is None else Path(truth)
     csv_path, jsonl_path = output_paths(out)
     photos = unique_paths([Path(p) for p in paths])  # before the lock: two files of one name are refused
     client = open_llm_from(config.llm)

@@ -11,7 +11,6 @@ import fcntl
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -150,19 +149,13 @@ def run_settings(
     the strategy and the settings of its route, the exclusions, the LLM endpoint ``llm`` (its name: no
     credentials), the store (``config.store`` unless given) and the encoder's model id (``encoder``, else
     ``config.encoder.model``). Not: request limits, concurrency, the encoder's backend or batch size."""
-    settings = {
-        f"{part}.{k}": v
-        for part in ("search", "strategy", "exclusion")
-        for k, v in _flat(asdict(getattr(config, part))).items()
-    }
+    settings = config.values(("search", "strategy", "exclusion"))
     name = config.strategy.name
     if name.startswith("knn"):  # retrieval only: the LLM settings do not matter
         settings = {k: v for k, v in settings.items() if not k.startswith(("strategy.rag.", "strategy.vpr."))}
         llm = "none"
     elif name == "rag":
         settings = {k: v for k, v in settings.items() if not k.startswith("strategy.vpr.")}
-    if "strategy.rag.variants" in settings:  # as written on the command line: rag:16:16,zero
-        settings["strategy.rag.variants"] = ",".join(str(v) for v in config.strategy.rag.variants)
     where = config.store if store is None else store
     return {
         **settings,
@@ -170,16 +163,6 @@ def run_settings(
         "store": str(Path(where).resolve()),
         "encoder": config.encoder.model if encoder is None else encoder,
     }
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _check_settings(path: Path, settings: dict[str, Any], *, resuming: bool) -> None:

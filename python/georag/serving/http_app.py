@@ -88,7 +88,8 @@ def require_fastapi(*, server: bool = False) -> None:
             import uvicorn  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(
-            f'georag serve needs FastAPI and uvicorn: pip install "georag[serve]" ({exc})'
+            f"georag serve needs FastAPI and uvicorn: pip install fastapi uvicorn (or pip install '.[serve]' "
+            f"in georag's source folder) ({exc})"
         ) from exc
 
 

@@ -9,14 +9,12 @@ loads, batching, instances and queues.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from georag.config import Config
-from georag.errors import ConfigError, GeoRagError
+from georag.errors import GeoRagError
 from georag.llm.chat_templates import chat_format
 from georag.serving.params import check_served
 from georag.serving.retrieval import MAX_K
@@ -158,21 +156,5 @@ def pipeline_values(config: Config) -> dict[str, Any]:
     """The dotted values of ``config``'s pipeline sections (`PIPELINE_SECTIONS`), JSON-ready and in field
     order: what the `georag` model's ``georag_config`` parameter holds, read back with
     ``load_config(values=...)`` (see `georag.serving.triton_glue.pipeline_config`)."""
-    out: dict[str, Any] = {}
-    for section in PIPELINE_SECTIONS:
-        _flatten(getattr(config, section), section, out)
+    out = config.values(PIPELINE_SECTIONS)
     return {key: value for key, value in out.items() if key not in NOT_IN_CONFIG_PARAMETER}
-
-
-def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}.{f.name}"
-        if dataclasses.is_dataclass(value):
-            _flatten(value, key, out)
-        elif isinstance(value, tuple):  # prompt variants
-            out[key] = ",".join(str(v) for v in value)
-        elif isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - checked by Config
-            raise ConfigError(f"{key} must be finite")
-        else:
-            out[key] = value
