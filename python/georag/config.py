@@ -420,8 +420,8 @@ def default(key: str) -> Any:
 
 
 def describe(key: str) -> str:
-    """The first sentence of a field's documentation is not kept at run time; this returns the default as the
-    text a ``--help`` line shows (``"16"``, ``"none"``, ``"rag:16:16"``)."""
+    """The default at a dotted key as a ``--help`` line shows it (``"16"``, ``"none"``, ``"rag:16:16"``,
+    ``"off"``)."""
     value = default(key)
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)

@@ -102,6 +102,8 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
         steps = LocalSteps(enc.backend, store, client, llm_threads=calls)
         pipeline = Pipeline(config, enc.spec, steps, store, has_llm=client is not None)
         _check_served(pipeline, store, has_llm=client is not None)
+        if "vpr-guided" in pipeline.strategies:
+            store.index("exact")  # submap searches are exact whatever --index: built now, not in a request
         return create_app(
             pipeline, on_close=steps.close, family=llm_family(url, family) if client is not None else None
         )

@@ -41,6 +41,10 @@ class TritonPythonModel:
             params["store"], encoder=params.get("encoder") or None, index=params.get("index") or "exact"
         )
         self.store.index()  # built or read now, at load time, not on the first request
+        if self.store.submap_names():
+            # Restricted (submap) searches of the vpr-guided route are exact whatever the index: the exact
+            # index is built now too, not within a request's time limit.
+            self.store.index("exact")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batch = [
