@@ -68,13 +68,21 @@ def test_a_bad_image_is_a_row_with_an_error(locate_env: dict[str, object], tmp_p
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     paths = [queries[0], corrupt, tmp_path / "missing.jpg", queries[1]]
-    code, output = _locate(locate_env, paths, tmp_path / "p.csv", "--strategy", "knn-medoid")
+    # A file of paths may name a missing photo: that photo fails alone (a batch is never stopped by one).
+    listing = tmp_path / "todo.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    code, output = _locate(
+        locate_env, [], tmp_path / "p.csv", "--strategy", "knn-medoid", "--list", str(listing)
+    )
     assert code == 0, output
     rows = _rows(tmp_path / "p.csv")
     assert [r["id"] for r in rows] == ["" + p.name for p in paths]
     assert rows[1]["error"] and rows[2]["error"] and rows[1]["lat"] == "" and rows[2]["lon"] == ""
     assert rows[0]["strategy"] == "knn-medoid" and rows[0]["lat"] and not rows[0]["error"]
     assert "2 failed" in output
+    # A missing path on the command line is a usage error (exit 2), as for every command.
+    code, output = _locate(locate_env, [tmp_path / "no" / "such" / "dir"], tmp_path / "q.csv")
+    assert code == 2 and "does not exist" in output and not (tmp_path / "q.csv").exists()
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_photos(

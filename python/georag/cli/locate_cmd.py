@@ -28,7 +28,7 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
 
 
 @click.command()
-@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--list",
     "listing",
