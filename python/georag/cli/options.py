@@ -17,6 +17,7 @@ named anywhere the route is rag with an LLM and knn without one.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -257,12 +258,12 @@ def _has_llm(config: Config) -> bool:
 @contextmanager
 def errors(interrupted: str | None = None) -> Iterator[None]:
     """Maps a job's errors to the command line's: GeoRagError (ConfigError included), ValueError and
-    OSError become a ClickException with their message; Ctrl-C becomes ``interrupted`` where given."""
+    OSError become a ClickException with their message (exit 1); Ctrl-C prints ``interrupted`` (where
+    given) and exits 130, as shells expect of an interrupted program."""
     try:
         yield
     except KeyboardInterrupt:
-        if interrupted is None:
-            raise
-        raise click.ClickException(interrupted) from None
+        click.echo(f"Error: {interrupted}" if interrupted else "Aborted.", err=True)
+        sys.exit(130)
     except (GeoRagError, ValueError, OSError) as exc:  # MissingDependencyError included
         raise click.ClickException(str(exc)) from exc
