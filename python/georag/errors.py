@@ -19,6 +19,17 @@ class MissingDependencyError(GeoRagError, ImportError):
     """An optional package or a hardware feature needed by the requested path is not available."""
 
 
+DISTRIBUTION = "georag-vlm"
+"""The distribution's name (``import georag``, command ``georag``): a project named georag on the package
+index is unrelated, so no hint ever names that one."""
+
+
+def extra_hint(extra: str, packages: str) -> str:
+    """How to install what the optional extra ``extra`` brings: its packages by name, or the extra from a
+    checkout (both work without the package index knowing this project)."""
+    return f"pip install {packages} (or, in georag's source folder, pip install '.[{extra}]')"
+
+
 class ModelLoadError(GeoRagError):
     """A model id or folder could not be resolved or loaded safely (safetensors only, no remote code)."""
 

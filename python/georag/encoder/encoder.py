@@ -15,6 +15,7 @@ from georag.encoder.batches import ItemFailure, iter_batches
 from georag.encoder.preprocess import ProcessorSpec
 from georag.encoder.result import EncodeResult
 from georag.errors import EncoderError, PreprocessorConfigError
+from georag.progress import progress as progress_display
 
 if TYPE_CHECKING:
     from georag.config import EncoderConfig
@@ -38,7 +39,8 @@ class Encoder:
         progress: bool = False,
         micro_batch: int | None = None,
     ) -> None:
-        """`workers` decode threads (0 = all cores, as `iter_batches`); `progress` shows a tqdm bar.
+        """`workers` decode threads (0 = all cores, as `iter_batches`); `progress` shows progress
+        (`georag.progress`: a bar on a terminal, a line every 10 s in a log).
 
         `batch_size` images are decoded together; the backend is called on at most `micro_batch` of them at
         a time (default: the backend's `preferred_micro_batch`, else `batch_size`). On CPUs small calls
@@ -88,7 +90,7 @@ class Encoder:
         rows: list[np.ndarray] = []
         out_ids: list[str] = []
         failures: list[ItemFailure] = []
-        bar = _progress_bar(total, show)
+        bar = progress_display(total, desc="encode", unit="img", noun="images", enabled=show)
         try:
             for batch in iter_batches(images, self.spec, self.batch_size, ids=ids, workers=self.workers):
                 failures.extend(batch.failures)
@@ -105,11 +107,11 @@ class Encoder:
                     else:
                         rows.append(emb)
                         out_ids.extend(chunk_ids)
-                if bar is not None:
-                    bar.update(len(batch.ids) + len(batch.failures))
+                bar.update(len(batch.ids) + len(batch.failures))
+                if failures:
+                    bar.set_postfix(failed=len(failures))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         if failures:
             log.warning(
                 "%d of %d images failed (first: %s)", len(failures), len(failures) + len(out_ids), failures[0]
@@ -122,14 +124,6 @@ class Encoder:
             model_id=self.model_id,
             dim=self.dim,
         )
-
-
-def _progress_bar(total: int | None, show: bool) -> Any:
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="encode")
 
 
 def load_encoder(

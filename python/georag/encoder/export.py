@@ -17,7 +17,7 @@ from georag.encoder.backends.base import image_hw
 from georag.encoder.backends.onnx_backend import DEFAULT_ONNX_NAME, INPUT_NAME, META_MODEL_ID, OUTPUT_NAME
 from georag.encoder.model import ModelSource, load_vision_model, resolve_model
 from georag.encoder.preprocess import CONFIG_NAME
-from georag.errors import ExportError, GeoRagError
+from georag.errors import ExportError, GeoRagError, MissingDependencyError, extra_hint
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ def export_onnx(
                 dynamic_shapes={"pixel_values": {0: batch}},
                 verbose=False,
             )
+    except ImportError as exc:  # the dynamo exporter needs onnx and onnxscript
+        raise MissingDependencyError(
+            f"ONNX export needs onnx and onnxscript ({exc}): {extra_hint('onnx', 'onnx onnxscript')}"
+        ) from exc
     except Exception as exc:  # the exporter raises many unrelated types; all mean "export failed"
         raise ExportError(f"torch.onnx.export failed for {source.model_id}: {exc}") from exc
     finally:

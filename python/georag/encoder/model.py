@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from georag.errors import MissingDependencyError, ModelLoadError
+from georag.errors import MissingDependencyError, ModelLoadError, extra_hint
 
 if TYPE_CHECKING:
     from transformers import SiglipVisionModel
@@ -69,8 +69,8 @@ def _transformers() -> Any:
         import transformers
     except ImportError as exc:  # pragma: no cover - transformers is installed wherever torch is used
         raise MissingDependencyError(
-            "the torch encoder and ONNX export need `torch` and `transformers`; "
-            "the onnxruntime backend does not"
+            "the torch encoder and ONNX export need torch and transformers: "
+            f"{extra_hint('encoder', 'torch transformers safetensors')}; the onnxruntime backend does not"
         ) from exc
     return transformers
 

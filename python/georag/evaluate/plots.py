@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import EvaluationError, MissingDependencyError
+from georag.errors import EvaluationError, MissingDependencyError, extra_hint
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -30,7 +30,7 @@ CDF_MIN_KM = 0.1
 CDF_MAX_KM = 20_000.0
 """The CDF's log-scaled x axis: 100 m to about half the Earth's circumference (20,015 km)."""
 
-_PLOT_HINT = "pip install matplotlib countryinfo (or pip install '.[plot]' in georag's source folder)"
+_PLOT_HINT = extra_hint("plot", "matplotlib countryinfo")
 _CURVE_POINTS = 2048  # log-spaced samples of the CDF: steps stay sharp on screen for any number of photos
 _TRUTH_COLOUR = "tab:blue"
 _PRED_COLOUR = "tab:red"

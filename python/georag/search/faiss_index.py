@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import InputError, MissingDependencyError, StoreError
+from georag.errors import InputError, MissingDependencyError, StoreError, extra_hint
 from georag.search.protocol import IndexBase, Queries, Ranges
 from georag.search.rows import RowSource
 from georag.types import Neighbors
 
-_FAISS_MISSING = "faiss is not installed: pip install faiss-cpu (or faiss-gpu for CUDA)"
+_FAISS_MISSING = f"faiss is not installed: {extra_hint('faiss', 'faiss-cpu')}; faiss-gpu-cu12 for CUDA"
 _CHUNK_ROWS = 1 << 14  # rows checked, normalized and added per step (the build never copies all)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from georag.errors import InputError, MissingDependencyError, StoreError
+from georag.errors import InputError, MissingDependencyError, StoreError, extra_hint
 from georag.geo.coords import check_latlon, from_unit_vectors, haversine_km, to_unit_vectors
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,9 @@ def _faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:
-        raise MissingDependencyError("k-means submaps need faiss: pip install faiss-cpu") from exc
+        raise MissingDependencyError(
+            f"k-means submaps need faiss: {extra_hint('faiss', 'faiss-cpu')}"
+        ) from exc
     return faiss
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from georag.encoder.backends.onnx_backend import META_MODEL_ID, find_onnx
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
-from georag.errors import GeoRagError, MissingDependencyError
+from georag.errors import GeoRagError, MissingDependencyError, extra_hint
 from georag.store.manifest import Manifest
 from georag.store.store import BUILTIN_INDEXES
 from georag.triton.model_config import RepositoryConfig, RepositoryError
@@ -75,7 +75,9 @@ def _onnx_facts(path: Path) -> tuple[str, int, int, int]:
     try:
         import onnx
     except ImportError as exc:
-        raise MissingDependencyError("reading the ONNX export needs `pip install onnx`") from exc
+        raise MissingDependencyError(
+            f"reading the ONNX export needs onnx: {extra_hint('onnx', 'onnx')}"
+        ) from exc
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     in_dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]

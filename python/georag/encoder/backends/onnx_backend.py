@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.encoder.backends.base import CPU_MICRO_BATCH, check_embeddings, check_pixels
-from georag.errors import EncoderError, MissingDependencyError
+from georag.errors import EncoderError, MissingDependencyError, extra_hint
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise MissingDependencyError("the onnxruntime backend needs `pip install onnxruntime`") from exc
+            raise MissingDependencyError(
+                f"the onnxruntime backend needs onnxruntime: {extra_hint('onnx', 'onnxruntime')}"
+            ) from exc
         self.path = find_onnx(path)
         if providers is None:
             if device not in _DEVICE_PROVIDERS:
