@@ -195,7 +195,14 @@ def test_every_command_names_each_meaning_alike() -> None:
 def _bad_config(tmp_path: Path, text: str) -> tuple[int, str]:
     (tmp_path / "store").mkdir(exist_ok=True)
     (tmp_path / "run.toml").write_text(text)
-    args = ["x.jpg", "--config", str(tmp_path / "run.toml"), "--store", str(tmp_path / "store")]
+    (tmp_path / "x.jpg").write_bytes(b"")  # a photo path that exists (a missing one is a usage error)
+    args = [
+        str(tmp_path / "x.jpg"),
+        "--config",
+        str(tmp_path / "run.toml"),
+        "--store",
+        str(tmp_path / "store"),
+    ]
     return run("locate", *args, "--out", str(tmp_path / "p.csv"))
 
 
@@ -228,7 +235,14 @@ def test_a_bad_option_value_is_refused_before_anything_runs(tmp_path: Path) -> N
     code, out = _bad_config(tmp_path, "")
     assert code == 1  # x.jpg: the (empty) store cannot be opened
     (tmp_path / "run.toml").write_text("")
-    base = ["locate", "x.jpg", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "p.csv")]
+    base = [
+        "locate",
+        str(tmp_path / "x.jpg"),
+        "--store",
+        str(tmp_path / "store"),
+        "--out",
+        str(tmp_path / "p.csv"),
+    ]
     for bad, words in (
         (["--temperature", "nan"], "Invalid value for '--temperature'"),
         (["--k-near", "0"], "Invalid value for '--k-near'"),
@@ -239,7 +253,7 @@ def test_a_bad_option_value_is_refused_before_anything_runs(tmp_path: Path) -> N
         assert code == 2 and words in out, out
     code, out = run(*base, "--variants", "rag:32:16")
     assert code == 1 and "raise --k-near/--k-far" in out, out
-    code, out = run("locate", "x.jpg", "--out", str(tmp_path / "p.csv"))
+    code, out = run("locate", str(tmp_path / "x.jpg"), "--out", str(tmp_path / "p.csv"))
     assert code == 2 and "missing --store (or store in the --config file)" in out, out
     (tmp_path / "meta.csv").write_text("id,lat,lon\n")
     source = ["--dataset", "generic", "--metadata", str(tmp_path / "meta.csv"), "--images", str(tmp_path)]
