@@ -278,6 +278,16 @@ def test_cli_build_info_submaps_ann_and_verify(tmp_path: Path) -> None:
     assert info["rows"] == 120 and info["sources"][0]["rows"] == 120 and info["dim"] == D
     r = run(main, ["index", "verify", str(store)])
     assert r.exit_code == 0 and "OK" in r.output
+    assert "STALE" not in run(main, ["index", "info", str(store)]).output
+    # Rows added after the partition was computed: info says the submaps are stale and how to mend them.
+    (tmp_path / "more").mkdir()
+    meta2, emb2, _, _ = _dataset(tmp_path / "more", n=30, seed=1)
+    add = ["index", "add", str(store), "--dataset", "im2gps3k", "--metadata", str(meta2)]
+    r = run(main, [*add, "--from-embeddings", str(emb2), "--source", "more", "--encoder", "toy/siglip"])
+    assert r.exit_code == 0, r.output
+    r = run(main, ["index", "info", str(store)])
+    assert "STALE: covers 120 rows but the store has 150" in r.output, r.output
+    assert "georag index submaps" in r.output
     r = run(
         main,
         ["index", "build", "--dataset", "im2gps3k", "--metadata", str(meta), "--encoder", "x", "--out", "y"],

@@ -489,3 +489,11 @@ def test_repr_and_len(tmp_path: Path) -> None:
     assert len(records) == 4
     text = repr(records)
     assert "format='im2gps'" in text and "kept=4 of 19 rows" in text and "'duplicate image id': 1" in text
+
+
+def test_a_binary_file_given_as_metadata_is_named_not_dumped(tmp_path: Path) -> None:
+    binary = tmp_path / "photo.csv"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe binary junk\n\x00\x01\x02")
+    with pytest.raises(DatasetError, match="does not look like a text table") as info:
+        read_dataset(binary, "im2gps3k")
+    assert "ELF" not in str(info.value) and "\\x" not in str(info.value)

@@ -270,6 +270,8 @@ def info_cmd(store: Path, as_json: bool) -> None:
         click.echo(
             f"submaps   {name:<12} {sub['scheme']:<8} {sub['count']:>4} submaps, {order}; largest: {top}"
         )
+        if "stale" in sub:
+            click.echo(f"          STALE: {sub['stale']}")
     for name, a in info["ann"].items():
         click.echo(f"ann       {name:<12} {a['factory']}  {a['rows']} rows  {a['bytes'] / 2**20:.1f} MiB")
 

@@ -74,6 +74,11 @@ def resolve_columns(format: str, header: Sequence[str], columns: ColumnMap | Non
             continue
         count = sum(1 for h in header if h == name)
         if count == 0:
+            if _looks_binary(header):
+                raise DatasetError(
+                    f"{path} does not look like a text table (its first line holds control or undecodable "
+                    "bytes); give the metadata CSV, Parquet or JSONL file of the dataset"
+                )
             raise DatasetError(
                 f"{path}: no column {name!r} (the {role} column of format {format!r}); "
                 f"the file has columns: {_listing(header)}"
@@ -82,6 +87,12 @@ def resolve_columns(format: str, header: Sequence[str], columns: ColumnMap | Non
             # pyarrow would take the first and the csv module the last: neither choice is safe.
             raise DatasetError(f"{path}: column {name!r} (the {role} column) occurs {count} times")
     return columns
+
+
+def _looks_binary(header: Sequence[str]) -> bool:
+    """True when the header holds NUL or other control characters, or undecodable bytes."""
+    text = "".join(header)
+    return any((ord(c) < 32 and c not in "\t\r\n") or c == "\ufffd" for c in text)
 
 
 def _listing(header: Sequence[str]) -> str:

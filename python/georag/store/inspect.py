@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from georag.errors import GeoRagError
+from georag.progress import progress as progress_display
 from georag.store.files import sha256_file
 from georag.store.manifest import MANIFEST, Manifest
 
@@ -39,13 +40,11 @@ class VerifyReport:
 
 def verify_store(path: str | Path, *, progress: bool = False) -> VerifyReport:
     """Re-hashes every file of the store (SHA-256); checks each shard's array header against the manifest."""
-    from tqdm.auto import tqdm
-
     root = Path(path)
     manifest = Manifest.load(root)
     report = VerifyReport(root)
     total = sum(e.bytes for e in manifest.files.values())
-    with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc="verify") as bar:
+    with progress_display(total, desc="verify", unit="B", unit_scale=True, enabled=progress) as bar:
         for rel, entry in sorted(manifest.files.items()):
             p = root / rel
             if not p.is_file():
@@ -102,6 +101,11 @@ def store_info(path: str | Path) -> dict[str, Any]:
     submaps: dict[str, Any] = {}
     for name, info in manifest.submaps.items():
         entry: dict[str, Any] = {"scheme": info.scheme, "count": info.count, "contiguous": info.contiguous}
+        if info.rows != manifest.num_rows:
+            entry["stale"] = (
+                f"covers {info.rows} rows but the store has {manifest.num_rows} (rows were added since); "
+                f"recompute with `georag index submaps {root} --by {info.scheme}`"
+            )
         try:
             from georag.store.submaps import load_submaps
 
