@@ -312,3 +312,55 @@ def test_plot_writes_pngs(small: dict[str, Any]) -> None:
     assert code == 0, text
     for name in ("error_cdf.png", "world_map.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_prints_n_scored_missing_and_the_denominator(small: dict[str, Any]) -> None:
+    code, text = run("eval", small["preds"], "--truth", small["truth"], "--bootstrap", "0")
+    assert code == 0, text
+    assert "n = 30: 24 scored, 6 missing, 0 failed (denominator truth: every truth row;" in text
+    code, text = run("eval", small["preds"], "--truth", small["truth"], "--bootstrap", "0",
+                     "--denominator", "predicted")  # fmt: skip
+    assert code == 0, text
+    assert "n = 24: 24 scored, 6 missing, 0 failed (denominator predicted: only rows with a scored" in text
+
+
+def test_eval_lists_failure_reasons_and_the_swap_hint(small: dict[str, Any]) -> None:
+    ids = small["ids"]
+    path = small["dir"] / "bad.csv"
+    # lon written in the lat column for three rows, one unreadable lat, the rest fine.
+    path.write_text(
+        "id,lat,lon\n"
+        f"{ids[0]},120,40\n{ids[1]},-150,-30\n{ids[2]},170,10\n{ids[3]},abc,5\n"
+        + "".join(f"{i},1,2\n" for i in ids[4:10])
+    )
+    out = small["dir"] / "bad.json"
+    code, text = run("eval", path, "--truth", small["truth"], "--bootstrap", "0", "--json", out)
+    assert code == 0, text
+    assert "rows without usable coordinates (4): out of range 3, not a number 1" in text
+    assert (
+        f"{ids[0]}: lat 120 out of range (|lat| <= 90)" in text
+        and f"{ids[3]}: lat 'abc' is not a number" in text
+    )
+    assert "hint: 3 of 4 failed rows would be valid with lat and lon swapped" in text
+    doc = json.loads(out.read_text())["prediction_failures"]
+    assert doc["failed"] == 4 and doc["by_reason"] == {"out of range": 3, "not a number": 1}
+    assert doc["swap_hint"].startswith("3 of 4") and len(doc["rows"]) == 4
+    assert doc["rows"][3] == {"id": ids[3], "reason": "not a number", "detail": "lat 'abc' is not a number"}
+
+
+def test_eval_truth_with_only_id_lat_lon(small: dict[str, Any]) -> None:
+    ids = small["ids"]
+    truth = small["dir"] / "only.csv"
+    with open(small["truth"], newline="") as f:
+        full = list(csv.reader(f))
+    with open(truth, "w", newline="") as f:
+        csv.writer(f).writerows([[r[0], r[2], r[3]] for r in full])  # IMG_ID,LAT,LON
+    code, text = run("eval", small["preds"], "--truth", truth, "--bootstrap", "0")
+    assert code == 0, text
+    _, with_author = run("eval", small["preds"], "--truth", small["truth"], "--bootstrap", "0")
+    table = [line for line in text.splitlines() if line.startswith("acc @")]
+    assert table == [line for line in with_author.splitlines() if line.startswith("acc @")]
+    osv = small["dir"] / "osv.csv"
+    osv.write_text("id,latitude,longitude\n" + "".join(f"{i},1,2\n" for i in ids))
+    code, text = run("eval", small["preds"], "--truth", osv)
+    assert code != 0 and "fit --truth-format osv5m" in text

@@ -476,3 +476,81 @@ def test_read_truth_formats(tmp_path: Path) -> None:
     assert read_truth(path, "generic", id_col="photo", lat_col="y", lon_col="x").lat.tolist() == [1.0]
     with pytest.raises(GeoRagError, match="no column 'IMG_ID'"):
         read_truth(path, "im2gps3k")
+
+
+# ---- per-row failure reasons, the lat/lon swap hint, truth files with only the scoring columns -------------
+
+
+def test_each_failed_row_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("id,lat,lon\na,abc,5\nb,95,5\nc,,3\nd,1,-181\ne,1,2\nf,1,x\n")
+    preds = read_predictions(path)
+    assert preds.detail == (
+        "lat 'abc' is not a number",
+        "lat 95 out of range (|lat| <= 90)",
+        "lat empty",
+        "lon -181 out of range (|lon| <= 180)",
+        "",
+        "lon 'x' is not a number",
+    )
+    assert preds.failure_counts() == {"not a number": 2, "out of range": 2, "no coordinates": 1}
+    summary = preds.failure_summary()
+    assert summary["failed"] == 5 and summary["swap_hint"] is None
+    assert summary["rows"][1] == {
+        "id": "b",
+        "reason": "out of range",
+        "detail": "lat 95 out of range (|lat| <= 90)",
+    }
+    lines = preds.failure_lines(shown=2)
+    assert lines[0] == "rows without usable coordinates (5): not a number 2, out of range 2, no coordinates 1"
+    assert lines[1:3] == ["  a: lat 'abc' is not a number", "  b: lat 95 out of range (|lat| <= 90)"]
+    assert "first 2; --json lists all" in lines[3] and not any(line.startswith("hint") for line in lines)
+
+
+def test_a_georag_error_is_its_own_reason() -> None:
+    preds = Predictions.from_arrays(["a", "b", "c"], [1.0, np.nan, 120.0], [2.0, np.nan, 10.0],
+                                    failure=["", "unreadable image", ""])  # fmt: skip
+    assert preds.failure_counts() == {"georag error": 1, "out of range": 1}
+    assert [r["detail"] for r in preds.failure_rows()] == [
+        "unreadable image",
+        "lat 120 out of range (|lat| <= 90)",
+    ]
+
+
+def test_hint_when_most_failures_look_like_swapped_lat_lon(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    # Longitude written in the lat column: |value| > 90 fails, and would be valid the other way round.
+    path.write_text("id,lat,lon\na,120,40\nb,-150,-30\nc,170,10\nd,10,20\ne,x,1\n")
+    preds = read_predictions(path)
+    assert preds.swappable == 3
+    assert preds.swap_hint.startswith("3 of 4 failed rows would be valid with lat and lon swapped")
+    assert preds.failure_lines()[-1].startswith("hint: 3 of 4")
+    assert preds.failure_summary()["swap_hint"] == preds.swap_hint
+    path.write_text("id,lat,lon\na,120,140\nb,x,1\nc,1,2\n")  # 120, 140 is invalid either way
+    assert read_predictions(path).swap_hint == ""
+
+
+def test_truth_needs_only_the_scoring_columns(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("IMG_ID,LAT,LON\na.jpg,1,2\nb.jpg,3,4\n")
+    for fmt in ("im2gps3k", "im2gps", "yfcc4k", "mp16"):
+        truth = read_truth(path, fmt)
+        assert truth.ids == ("a.jpg", "b.jpg") and truth.lat.tolist() == [1.0, 3.0], fmt
+    (tmp_path / "o.csv").write_text("id,latitude,longitude\nx,5,6\n")
+    assert read_truth(tmp_path / "o.csv", "osv5m").ids == ("x",)
+
+
+def test_truth_columns_of_another_format_are_suggested(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("id,latitude,longitude\nx,5,6\n")
+    with pytest.raises(EvaluationError, match=r"no column 'IMG_ID'.*fit --truth-format osv5m\."):
+        read_truth(path, "im2gps3k")
+    path.write_text("id,lat,lon\nx,5,6\n")
+    with pytest.raises(EvaluationError, match=r"fit --truth-format generic\."):
+        read_truth(path, "im2gps3k")
+    path.write_text("IMG_ID,LAT,LON\nx,5,6\n")
+    with pytest.raises(EvaluationError, match=r"fit --truth-format im2gps \(or im2gps3k, yfcc4k, mp16\)"):
+        read_truth(path, "osv5m")
+    path.write_text("photo,y,x\nx,5,6\n")
+    with pytest.raises(EvaluationError, match="--truth-id-col, --truth-lat-col and --truth-lon-col"):
+        read_truth(path, "im2gps3k")

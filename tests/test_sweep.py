@@ -58,9 +58,13 @@ def test_sweep_scores_every_run_like_locate_then_eval(locate_env: dict[str, obje
     assert scored.exit_code == 0, scored.output
     by_hand = json.loads((tmp_path / "by-hand.json").read_text())
     rag = next(x for x in runs if (x["strategy"], x["k_near"], x["k_far"]) == ("rag", 5, 16))
-    # The sweep scores only the photos it located; the file-based eval divides by the whole truth file.
-    assert rag["counts"]["n"] == 12 and by_hand["counts"]["joined"] == 12
+    # One rule: the sweep scores each run as `georag eval` scores its CSV against the same truth file.
+    assert rag["denominator"] == by_hand["denominator"] == "truth"
+    assert rag["counts"] == by_hand["counts"] and by_hand["counts"]["joined"] == 12
+    assert rag["accuracy"] == by_hand["accuracy"] and rag["n"] == by_hand["n"]
     assert rag["median_km"] == pytest.approx(by_hand["median_km"])
+    assert "| n | scored | missing |" in r.output and "denominator truth: every truth row" in r.output
+    assert "denominator truth: every truth row" in scored.output and "12 scored" in scored.output
     assert (tmp_path / "sweep" / "rag_k5-16.csv").read_text() == (tmp_path / "by-hand.csv").read_text()
     # A second run resumes every grid point: nothing is recomputed.
     again = CliRunner().invoke(
@@ -69,3 +73,19 @@ def test_sweep_scores_every_run_like_locate_then_eval(locate_env: dict[str, obje
          "--out", str(tmp_path / "sweep")],
     )  # fmt: skip
     assert again.exit_code == 0 and "knn_k1-0: 12 photos" in again.output
+    # --denominator predicted: the same rule in both commands (only the rows with a prediction).
+    sub = CliRunner().invoke(
+        main,
+        ["eval", "sweep", *photos, *common, "--truth", truth, "--strategies", "knn", "--k-near", "5",
+         "--denominator", "predicted", "--bootstrap", "0", "--out", str(tmp_path / "sweep")],
+    )  # fmt: skip
+    assert sub.exit_code == 0, sub.output
+    knn_sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())[0]
+    knn_eval = CliRunner().invoke(
+        main, ["eval", str(tmp_path / "sweep" / "knn_k1-0.csv"), "--truth", truth, "--bootstrap", "0",
+               "--denominator", "predicted", "--json", str(tmp_path / "knn.json")],
+    )  # fmt: skip
+    assert knn_eval.exit_code == 0, knn_eval.output
+    by_eval = json.loads((tmp_path / "knn.json").read_text())
+    assert knn_sweep["n"] == by_eval["n"] == 12 and knn_sweep["accuracy"] == by_eval["accuracy"]
+    assert "denominator predicted" in sub.output

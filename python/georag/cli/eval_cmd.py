@@ -10,9 +10,10 @@ import click
 
 from georag.cli.options import errors, use
 from georag.errors import GeoRagError, MissingDependencyError
+from georag.evaluate.scoring import DEFAULT_DENOMINATOR, DENOMINATOR_HELP, DENOMINATORS
 
 if TYPE_CHECKING:
-    from georag.evaluate import EvalReport
+    from georag.evaluate import EvalReport, Predictions
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -45,10 +46,10 @@ def eval_command() -> None:
 @click.option("--thresholds", default="1,25,200,750,2500", show_default=True, help="Thresholds in km.")
 @click.option(
     "--denominator",
-    type=click.Choice(["truth", "predicted"]),
-    default="truth",
+    type=click.Choice(DENOMINATORS),
+    default=DEFAULT_DENOMINATOR,
     show_default=True,
-    help="truth: every truth row (missing or failed = wrong); predicted: only rows with a prediction.",
+    help=DENOMINATOR_HELP,
 )
 @use("bootstrap", defaults={"bootstrap": 1000})
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
@@ -125,10 +126,16 @@ def score(
         for p in preds:
             for note in p.notes:
                 click.echo(f"note: {p.path}: {note}", err=True)
+        failures = [line for p in preds for line in _failure_lines(p, len(preds) > 1)]
         head = f"against {truth.name} ({truth_format}), {distance} distance"
         if other is None:
             report = evaluate_predictions(preds[0], truth_rows, options)
-            payload = {**report.to_json(), "predictions": str(predictions), "truth": str(truth)}
+            payload = {
+                **report.to_json(),
+                "predictions": str(predictions),
+                "truth": str(truth),
+                "prediction_failures": preds[0].failure_summary(),
+            }
             text = report_table(report, title=f"{predictions.name} {head}", markdown=markdown, digits=digits)
             reports: dict[str, tuple[str, EvalReport]] = {"": (predictions.name, report)}
         else:
@@ -137,6 +144,7 @@ def score(
                 **comparison.to_json(),
                 "predictions": [str(predictions), str(other)],
                 "truth": str(truth),
+                "prediction_failures": [p.failure_summary() for p in preds],
             }
             title = f"A = {predictions.name}, B = {other.name}, {head}"
             text = comparison_table(comparison, title=title, markdown=markdown, digits=digits)
@@ -151,10 +159,20 @@ def score(
             for prefix, (name, rep) in reports.items():
                 _plot(rep, plot_dir, prefix, name)
     click.echo(text)
+    for line in failures:
+        click.echo(line)
     if json_out is not None:
         click.echo(f"wrote {json_out}")
     if plot_dir is not None:
         click.echo(f"wrote the plots to {plot_dir}")
+
+
+def _failure_lines(preds: Predictions, named: bool) -> list[str]:
+    """The rows of one predictions file without usable coordinates: counts by reason, examples, a hint."""
+    lines = preds.failure_lines()
+    if lines and named:
+        lines[0] = f"{preds.path.name if preds.path else 'predictions'}: {lines[0]}"
+    return ["", *lines] if lines else []
 
 
 def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from georag.cli.options import ENCODER, EXCLUSION, LLM, SAMPLING, VPR, config_from, errors, use
+from georag.evaluate.scoring import DEFAULT_DENOMINATOR, DENOMINATOR_HELP, DENOMINATORS
 
 
 def _ints(text: str) -> list[int]:
@@ -30,6 +31,13 @@ def _ints(text: str) -> list[int]:
 @use("index", *SAMPLING, *VPR, *EXCLUSION)
 @use("distance", "bootstrap", defaults={"distance": "haversine", "bootstrap": 200})
 @click.option(
+    "--denominator",
+    type=click.Choice(DENOMINATORS),
+    default=DEFAULT_DENOMINATOR,
+    show_default=True,
+    help=DENOMINATOR_HELP,
+)
+@click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Runs and tables."
 )
 def sweep(
@@ -41,15 +49,18 @@ def sweep(
     k_far_grid: str,
     distance: str,
     bootstrap: int,
+    denominator: str,
     out: Path,
     **kw: Any,
 ) -> None:
     """Locate IMAGES (files or folders) at every (strategy, k_near, k_far) and score each run against
-    --truth: one table (OUT/sweep.md, OUT/sweep.json). Runs are resumable (OUT/<run>.csv). The other
+    --truth: one table (OUT/sweep.md, OUT/sweep.json). Runs are resumable (OUT/<run>.csv). Each run is
+    scored as `georag eval` scores its CSV against --truth, with the same --denominator rule. The other
     settings come from the options, then --config FILE.toml, then the defaults."""
     from georag.cli.locate_cmd import expand_images
     from georag.config import STRATEGY_NAMES
     from georag.encoder import load_encoder_from
+    from georag.evaluate import read_truth
     from georag.experiments.sweep import grid, run_sweep, sweep_json, sweep_table
     from georag.llm.backends import open_llm_from
     from georag.locate.truth import load_truth
@@ -80,6 +91,8 @@ def sweep(
                 out=out,
                 distance=distance,
                 bootstrap=bootstrap,
+                denominator=denominator,
+                score_truth=read_truth(truth, truth_format),
                 on_run=lambda p, n: click.echo(f"  {p.name}: {n} photos", err=True),
             )
         finally:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ class Predictions:
     """Non-blank lines after the first blank line of a CSV, not read (result files end with summary rows)."""
     notes: tuple[str, ...] = field(default=())
     """What the reader skipped or ignored, in words, for the report."""
+    detail: tuple[str, ...] = field(default=())
+    """Each row's failure in words ("" when it has coordinates), e.g. "lat 'abc' is not a number",
+    "lat 95 out of range", "lon empty" or georag's error; empty for predictions built by hand."""
+    swappable: int = 0
+    """Failed rows whose coordinates would be valid with lat and lon swapped."""
 
     @classmethod
     def from_arrays(
@@ -80,10 +86,12 @@ class Predictions:
             raise EvaluationError("predictions: failure and fallback need one entry per id")
         check_unique(id_tuple, "predictions")
         reasons = _coordinate_failures(la, lo, given)
+        details = _details(la, lo, given, given)
+        swappable = _swappable(la, lo, reasons)
         failed = np.array([bool(r) for r in reasons], dtype=bool)
         la[failed] = np.nan
         lo[failed] = np.nan
-        return cls(id_tuple, la, lo, reasons, fb)
+        return cls(id_tuple, la, lo, reasons, fb, detail=details, swappable=swappable)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,6 +100,55 @@ class Predictions:
     def failed(self) -> npt.NDArray[np.bool_]:
         """True where a row has no usable coordinates."""
         return np.array([bool(r) for r in self.failure], dtype=bool)
+
+    def failure_counts(self) -> dict[str, int]:
+        """Failed rows by reason ("no coordinates", "not a number", "out of range", or "georag error"),
+        most frequent first."""
+        counts = Counter(_kind(r) for r in self.failure if r)
+        return dict(counts.most_common())
+
+    def failure_rows(self) -> list[dict[str, str]]:
+        """Every failed row: {"id", "reason" (the kind, see `failure_counts`), "detail" (in words)}."""
+        details = self.detail or self.failure
+        return [
+            {"id": i, "reason": _kind(r), "detail": d or r}
+            for i, r, d in zip(self.ids, self.failure, details, strict=True)
+            if r
+        ]
+
+    @property
+    def swap_hint(self) -> str:
+        """A hint when most failed rows would be valid with lat and lon swapped ("" otherwise)."""
+        failed = int(self.failed.sum())
+        if not failed or 2 * self.swappable <= failed:
+            return ""
+        return (
+            f"{self.swappable} of {failed} failed rows would be valid with lat and lon swapped: "
+            "are the latitude and longitude columns the other way round (--lat-col / --lon-col)?"
+        )
+
+    def failure_summary(self) -> dict[str, Any]:
+        """The failures as JSON: {"failed", "by_reason", "swap_hint", "rows"}."""
+        return {
+            "failed": int(self.failed.sum()),
+            "by_reason": self.failure_counts(),
+            "swap_hint": self.swap_hint or None,
+            "rows": self.failure_rows(),
+        }
+
+    def failure_lines(self, shown: int = 10) -> list[str]:
+        """The failures for the terminal: counts by reason, the first ``shown`` rows, the swap hint."""
+        rows = self.failure_rows()
+        if not rows:
+            return []
+        counts = ", ".join(f"{k} {v}" for k, v in self.failure_counts().items())
+        lines = [f"rows without usable coordinates ({len(rows)}): {counts}"]
+        lines += [f"  {r['id']}: {r['detail']}" for r in rows[:shown]]
+        if len(rows) > shown:
+            lines.append(f"  ... (first {shown}; --json lists all)")
+        if self.swap_hint:
+            lines.append(f"hint: {self.swap_hint}")
+        return lines
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path is not None else ""
@@ -213,6 +270,7 @@ def _build(
     lat: list[float] = []
     lon: list[float] = []
     failure: list[str] = []
+    why: list[str] = []
     fallback: list[bool] = []
     no_id = 0
     for row in rows:
@@ -225,7 +283,10 @@ def _build(
         ids.append(pid)
         lat.append(la)
         lon.append(lo)
-        failure.append(_text(row.get("error")) or la_why or lo_why)
+        error = _text(row.get("error"))
+        failure.append(error or la_why or lo_why)
+        la_text, lo_text = _said(la_why, "lat", row.get(lat_col)), _said(lo_why, "lon", row.get(lon_col))
+        why.append(error or "; ".join(t for t in (la_text, lo_text) if t))
         fallback.append(">" in _text(row.get("strategy")) or bool(_text(row.get("fallback"))))
     if no_id:
         notes.append(f"{no_id} row(s) without an id were skipped")
@@ -233,9 +294,13 @@ def _build(
     check_unique(ids, str(file))
     la_arr, lo_arr = np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)
     reasons = _coordinate_failures(la_arr, lo_arr, failure)
+    details = _details(la_arr, lo_arr, failure, why)
+    swappable = _swappable(la_arr, lo_arr, reasons)
     failed = np.array([bool(r) for r in reasons], dtype=bool)
     la_arr[failed] = np.nan
     lo_arr[failed] = np.nan
+    if swappable:
+        log.warning("%s: %d failed rows would be valid with lat and lon swapped", file, swappable)
     return Predictions(
         tuple(ids),
         la_arr,
@@ -247,6 +312,8 @@ def _build(
         skipped=skipped + no_id,
         ignored_after_blank=ignored_after_blank,
         notes=tuple(notes),
+        detail=details,
+        swappable=swappable,
     )
 
 
@@ -280,3 +347,48 @@ def _coordinate_failures(
     for why, is_nan, is_out in zip(given, nan.tolist(), outside.tolist(), strict=True):
         out.append(why or (NO_COORDINATES if is_nan else OUT_OF_RANGE if is_out else ""))
     return tuple(out)
+
+
+GEORAG_ERROR = "georag error"
+_KINDS = (NO_COORDINATES, NOT_A_NUMBER, OUT_OF_RANGE)
+
+
+def _kind(reason: str) -> str:
+    """The reason's kind: one of the coordinate reasons, else a georag error."""
+    return reason if reason in _KINDS else GEORAG_ERROR
+
+
+def _said(why: str, name: str, value: Any) -> str:
+    """One coordinate's failure in words: "lat empty", "lat 'abc' is not a number"."""
+    if why == NO_COORDINATES:
+        return f"{name} empty"
+    if why == NOT_A_NUMBER:
+        return f"{name} {value!r} is not a number"
+    return ""
+
+
+def _details(
+    lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], given: Sequence[str], said: Sequence[str]
+) -> tuple[str, ...]:
+    """Each row's failure in words: what the reader said, else the unusable number ("lat 95 out of range")."""
+    out = []
+    for la, lo, why, text in zip(lat.tolist(), lon.tolist(), given, said, strict=True):
+        if why:
+            out.append(text or why)
+            continue
+        parts = []
+        for name, v, limit in (("lat", la, 90.0), ("lon", lo, 180.0)):
+            if not math.isfinite(v):
+                parts.append(f"{name} {v!r} is not a finite number" if not math.isnan(v) else f"{name} empty")
+            elif abs(v) > limit:
+                parts.append(f"{name} {v:g} out of range (|{name}| <= {limit:g})")
+        out.append("; ".join(parts))
+    return tuple(out)
+
+
+def _swappable(lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64], reasons: Sequence[str]) -> int:
+    """Rows failed for their coordinates that would be valid with lat and lon swapped."""
+    failed = np.array([r in _KINDS for r in reasons], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lon) <= 90.0) & (np.abs(lat) <= 180.0)
+    return int((failed & ok).sum())

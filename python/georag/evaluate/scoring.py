@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 DENOMINATORS = ("truth", "predicted")
 """truth: every truth row (a missing or failed prediction is wrong everywhere); predicted: scored rows."""
 
+DEFAULT_DENOMINATOR = "truth"
+"""The denominator of `georag eval` and `georag eval sweep` alike (and of `ScoreOptions`)."""
+
+DENOMINATOR_HELP = (
+    "truth: every row of the truth file (a missing or failed prediction counts as wrong); "
+    "predicted: only rows with a scored prediction."
+)
+"""The --denominator help of every command that scores."""
+
 
 @dataclass(frozen=True, repr=False)
 class Scored:
@@ -53,7 +62,7 @@ class ScoreOptions:
     """"haversine" (R = 6371.0 km, as the benchmark papers; default) or "geodesic" (WGS-84)."""
     thresholds: tuple[float, ...] = THRESHOLDS_KM
     """Accuracy thresholds in km (sorted and made unique here); default 1 / 25 / 200 / 750 / 2500."""
-    denominator: str = "truth"
+    denominator: str = DEFAULT_DENOMINATOR
     """"truth" (every truth row; a missing or failed prediction is wrong everywhere; default) or
     "predicted" (only rows with a scored prediction)."""
     bootstrap: int = 1000

@@ -54,11 +54,27 @@ def comparison_table(comparison: Comparison, *, title: str, markdown: bool = Fal
     return "\n".join(lines)
 
 
+def denominator_text(denominator: str) -> str:
+    """The denominator rule in words, printed under every table that scores."""
+    if denominator == "truth":
+        return "denominator truth: every truth row; a missing or failed prediction counts as wrong"
+    return "denominator predicted: only rows with a scored prediction; missing and failed rows are dropped"
+
+
+def counts_line(report: EvalReport) -> str:
+    """n, n scored, n missing and the denominator rule, in one line."""
+    c = report.counts
+    return (
+        f"n = {c.n}: {c.scored} scored, {c.missing} missing, {c.failures} failed "
+        f"({denominator_text(report.denominator)})"
+    )
+
+
 def _footer(report: EvalReport) -> list[str]:
     c = report.counts
     lines = [
-        f"n = {c.n} ({'every truth row' if report.denominator == 'truth' else 'scored rows only'}): "
-        f"{c.truth} truth rows, {c.predictions} predictions, {c.scored} scored",
+        counts_line(report),
+        f"{c.truth} truth rows, {c.predictions} predictions, {c.joined} joined",
         f"missing {c.missing}, extra {c.extra}, failures {c.failures}, fallbacks {c.fallbacks}"
         + (f", matched without image extension {c.by_extension}" if c.by_extension else ""),
     ]

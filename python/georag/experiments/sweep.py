@@ -24,7 +24,8 @@ from georag.errors import ConfigError, EvaluationError
 from georag.evaluate.metrics import threshold_key
 from georag.evaluate.predictions import Predictions
 from georag.evaluate.report import EvalReport
-from georag.evaluate.scoring import ScoreOptions, evaluate_predictions
+from georag.evaluate.scoring import DEFAULT_DENOMINATOR, ScoreOptions, evaluate_predictions
+from georag.evaluate.tables import denominator_text
 from georag.evaluate.truth import Truth
 
 if TYPE_CHECKING:
@@ -110,12 +111,16 @@ def run_sweep(
     out: Path,
     distance: str = "haversine",
     bootstrap: int = 1000,
+    denominator: str = DEFAULT_DENOMINATOR,
+    score_truth: Truth | None = None,
     on_run: Callable[[SweepPoint, int], None] | None = None,
 ) -> list[SweepRow]:
     """Locates ``photos`` at every grid point (resumable runs in ``out``); scores each against ``truth``.
 
     ``base``: the settings of every run but the grid's (strategy, k_near = knn_k, k_far, one prompt variant
-    rag:K_NEAR:K_FAR, or zero at 0, 0); its store and encoder are ``store`` and ``encoder``."""
+    rag:K_NEAR:K_FAR, or zero at 0, 0); its store and encoder are ``store`` and ``encoder``.
+    Each run is scored like `georag eval` with ``denominator``: against ``score_truth`` (the whole truth
+    file, as `georag eval` reads it, `read_truth`) when given, else against the photos' own truth rows."""
     from georag.config import PromptVariant
     from georag.locate.geolocator import Geolocator
     from georag.locate.output import PredictionWriter, run_settings
@@ -125,9 +130,12 @@ def run_sweep(
         raise EvaluationError(
             f"{len(missing)} photos have no truth row (first: {missing[0]}); a sweep scores every photo"
         )
-    truth_rows = Truth.from_arrays(
-        [p.name for p in photos], [truth[p.name].lat for p in photos], [truth[p.name].lon for p in photos]
-    )
+    options = ScoreOptions(distance=distance, denominator=denominator, bootstrap=bootstrap)
+    truth_rows = score_truth
+    if truth_rows is None:
+        truth_rows = Truth.from_arrays(
+            [p.name for p in photos], [truth[p.name].lat for p in photos], [truth[p.name].lon for p in photos]
+        )
     out.mkdir(parents=True, exist_ok=True)
     cached = CachedEncoder(encoder)
     rows: list[SweepRow] = []
@@ -169,25 +177,34 @@ def run_sweep(
             failure=[p.error or "" for p in preds],
             fallback=[p.fallback is not None or ">" in p.strategy for p in preds],
         )
-        report = evaluate_predictions(
-            scored, truth_rows, ScoreOptions(distance=distance, bootstrap=bootstrap)
-        )
+        report = evaluate_predictions(scored, truth_rows, options)
         rows.append(SweepRow(point, report, report.counts.failures, report.counts.fallbacks))
     return rows
 
 
 def sweep_table(rows: Sequence[SweepRow], digits: int = 1) -> str:
-    """The sweep as one markdown table: a row per grid point, accuracy per threshold, median km."""
+    """The sweep as one markdown table: a row per grid point, accuracy per threshold, median km, n, n scored,
+    n missing; the denominator rule below it (as under every `georag eval` table)."""
     if not rows:
         return "(no runs)"
     keys = rows[0].report.thresholds_km
     head = "| strategy | k_near | k_far | " + " | ".join(f"{threshold_key(t)} km" for t in keys)
-    lines = [head + " | median km | failed | fell back |", "|---|---:|---:|" + "---:|" * (len(keys) + 3)]
+    tail = " | median km | n | scored | missing | failed | fell back |"
+    lines = [head + tail, "|---|---:|---:|" + "---:|" * (len(keys) + 6)]
     for r in rows:
         acc = " | ".join(f"{100 * r.report.accuracy[t]:.{digits}f}" for t in keys)
+        c = r.report.counts
         lines.append(
             f"| {r.point.strategy} | {r.point.k_near} | {r.point.k_far} | {acc} | "
-            f"{r.report.median_km:.1f} | {r.failed} | {r.fallbacks} |"
+            f"{r.report.median_km:.1f} | {c.n} | {c.scored} | {c.missing} | {r.failed} | {r.fallbacks} |"
+        )
+    denominator = rows[0].report.denominator
+    lines += ["", f"{denominator_text(denominator)} (--denominator)."]
+    missing = max(r.report.counts.missing for r in rows)
+    if denominator == "truth" and missing:
+        lines.append(
+            f"{missing} truth rows have no prediction and count as wrong; "
+            "--denominator predicted scores only the rows with a prediction."
         )
     return "\n".join(lines)
 
