@@ -41,7 +41,7 @@ def test_rag_picks_the_medoid_of_the_answers_and_shows_the_neighbors(
         r = CliRunner().invoke(
             main, _args(locate_env, queries, tmp_path / "p.csv", server.url, "--samples", "3")
         )
-        seen = server.seen
+        seen = [s for s in server.seen if s.body.get("max_tokens") != 1]  # not the LLM check's request
     assert r.exit_code == 0, r.output
     rows = _rows(tmp_path / "p.csv")
     middle = answer(1)
@@ -77,12 +77,14 @@ def test_refusals_and_a_dead_server_fall_back_to_retrieval_and_say_so(
     assert r.exit_code == 0 and "3 fell back to retrieval" in r.output, r.output
     refused = _rows(tmp_path / "refused.csv")
     with StandIn() as server:
-        dead = server.url  # the port is closed once the server is gone
-    r = CliRunner().invoke(
-        main,
-        _args(locate_env, queries, tmp_path / "dead.csv", dead, "--llm-retries", "0", "--llm-timeout-s", "2"),
-    )
-    assert r.exit_code == 0, r.output
+        # Answers the LLM check, then refuses every request: with a budget of -1 every photo falls back.
+        server.script = lambda body: _then(server, body, "bad_request")
+        r = CliRunner().invoke(
+            main,
+            _args(locate_env, queries, tmp_path / "dead.csv", server.url, "--llm-retries", "0",
+                  "--llm-max-failures", "-1"),
+        )  # fmt: skip
+    assert r.exit_code == 0 and "3 fell back to retrieval" in r.output, r.output
     for rows, reason in (
         (refused, "none of the 2 LLM answers stated coordinates"),
         (_rows(tmp_path / "dead.csv"), "every LLM request failed"),
@@ -90,6 +92,14 @@ def test_refusals_and_a_dead_server_fall_back_to_retrieval_and_say_so(
         for row, base in zip(rows, knn, strict=True):
             assert (row["lat"], row["lon"]) == (base["lat"], base["lon"])
             assert row["strategy"] == "rag>knn" and row["confidence"] == "0.000" and reason in row["fallback"]
+
+
+def _then(server: StandIn, body: dict[str, object], mode: str) -> str:
+    """A stand-in script: answers, and switches ``server`` to ``mode`` once the LLM check's one-token
+    request came."""
+    if body.get("max_tokens") == 1:
+        server.mode = mode
+    return json.dumps(answer(0))
 
 
 def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_result(

@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,11 +39,17 @@ from fastapi.testclient import TestClient
 from georag.cli.options import config_from
 from georag.cli.serve_cmd import build_app, llm_family, with_family
 from georag.config import Config, ServeConfig
-from georag.serving.params import RequestParams
+from georag.serving.errors import BadRequest
+from georag.serving.http_app import MULTIPART_ALLOWANCE
+from georag.serving.params import RequestParams, parse_params
 from georag.serving.pipeline import Pipeline
 from openai_standin import StandIn
 
 LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
+BOUNDARY = "------------------------f1e6429ac0dbd139"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+"""A multipart body's boundary and header as curl -F sends them."""
+PUBLIC = "known: id, strategy, samples, variants, seed, temperature"
 PARIS = [(48.8566, 2.3522), (40.7128, -74.006), (48.8606, 2.3376), (51.5072, -0.1276), (48.853, 2.3499)]
 """Scripted LLM answers: three in Paris, New York and London as outliers."""
 
@@ -63,6 +70,40 @@ def serving(locate_env: dict[str, Any], family: str = "qwen2-vl", **options: Any
 
 def _photo(locate_env: dict[str, Any], i: int = 0) -> bytes:
     return Path(locate_env["queries"][i]).read_bytes()
+
+
+def _multipart(*parts: tuple[str, bytes], end: bytes = b"--\r\n") -> bytes:
+    """A multipart/form-data body byte for byte as curl -F sends it: per part its header lines and its
+    content; ``end``: what follows the last boundary (``--\\r\\n``: the closing delimiter)."""
+    out = b""
+    for head, content in parts:
+        out += b"--" + BOUNDARY.encode() + b"\r\n" + head.encode() + b"\r\n\r\n" + content + b"\r\n"
+    return out + b"--" + BOUNDARY.encode() + end
+
+
+def _file(content: bytes, name: str = "file", filename: str = "photo.jpg") -> tuple[str, bytes]:
+    """A file part as curl -F name=@filename sends it."""
+    head = f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\nContent-Type: image/jpeg'
+    return head, content
+
+
+def _field(name: str, value: str | bytes) -> tuple[str, bytes]:
+    """A field part as curl -F name=value sends it."""
+    return f'Content-Disposition: form-data; name="{name}"', value if isinstance(
+        value, bytes
+    ) else value.encode()
+
+
+_OPENING = _multipart(_file(b""))[: -len(BOUNDARY) - 8]
+"""The start of a body as curl -F file=@photo.jpg sends it, up to the photo's first byte."""
+
+
+def _untimed(response: Any) -> dict[str, Any]:
+    """A 200's result without its timings (which differ from one run to the next)."""
+    assert response.status_code == 200, response.text
+    out = response.json()
+    del out["evidence"]["timings"]
+    return cast(dict[str, Any], out)
 
 
 def _error(response: Any, status: int, code: str, words: str) -> None:
@@ -211,6 +252,138 @@ def test_oversized_bodies_are_413(locate_env: dict[str, Any]) -> None:
         assert client.post("/v1/locate", content=photo).status_code == 200
 
 
+def test_multipart_uploads_answer_as_the_raw_body(locate_env: dict[str, Any]) -> None:
+    photo = _photo(locate_env)
+    with serving(locate_env) as client:
+        raw = _untimed(client.post("/v1/locate?id=q.jpg", content=photo))
+        medoid = _untimed(client.post("/v1/locate?id=q.jpg&strategy=knn-medoid", content=photo))
+        assert (raw["strategy"], medoid["strategy"]) == ("knn", "knn-medoid")
+
+        def post(query: str, body: bytes) -> dict[str, Any]:
+            return _untimed(client.post(f"/v1/locate{query}", content=body, headers=MULTIPART))
+
+        assert post("?id=q.jpg", _multipart(_file(photo))) == raw  # curl -F file=@photo.jpg
+        assert post("?id=q.jpg", _multipart(_file(photo, name="photo"))) == raw, "the only file part"
+        assert post("?id=q.jpg", _multipart(_field("file", photo))) == raw, "the part named file"
+        assert post("?id=q.jpg", b"preamble\r\n" + _multipart(_file(photo)) + b"epilogue") == raw
+        # Parameters in form fields, before or after the file, and with others in the query.
+        assert post("", _multipart(_field("id", "q.jpg"), _file(photo))) == raw
+        fields = _multipart(_field("id", "q.jpg"), _file(photo), _field("strategy", "knn-medoid"))
+        assert post("", fields) == medoid
+        assert post("?id=q.jpg", _multipart(_file(photo), _field("strategy", "knn-medoid"))) == medoid
+        # httpx's own encoding (a boundary of its own, the fields first; requests' and browsers' are alike)
+        r = client.post("/v1/locate", files={"file": ("q.jpg", photo, "image/jpeg")}, data={"id": "q.jpg"})
+        assert _untimed(r) == raw
+        _error(
+            client.post("/v1/locate", content=_multipart(_file(photo[:200])), headers=MULTIPART),
+            400, "INVALID_ARG", "bad image",
+        )  # fmt: skip
+
+
+def test_multipart_bodies_are_capped_while_they_are_read(locate_env: dict[str, Any]) -> None:
+    cap = 1 << 19
+
+    def post(body: Any) -> Any:
+        return client.post("/v1/locate", content=body, headers=MULTIPART)
+
+    with serving(locate_env, max_image_mb=0.5) as client:
+        _error(post(_multipart(_file(bytes(cap + 1)))), 413, "INVALID_ARG", "at most 0.5 MiB")  # the file
+        _error(post(_multipart(_file(bytes(cap)))), 400, "INVALID_ARG", "bad image")  # just fits
+        fields = [_field(key, "1") for key in ("samples", "seed")]
+        _error(post(_multipart(_file(bytes(cap)), *fields)), 400, "INVALID_ARG", "bad image")
+        # The body past the image cap and the framing allowance: refused from its Content-Length...
+        _error(post(bytes(cap + MULTIPART_ALLOWANCE + 1)), 413, "INVALID_ARG", "at most 0.5 MiB")
+
+        def stream() -> Iterator[bytes]:  # ...or, sent chunked, once it passes them (before the body ends
+            yield _OPENING  # there: test_the_cli_serves_over_http; TestClient reads it all first)
+            for _ in range(64):  # 4 MiB
+                yield bytes(64 << 10)
+
+        _error(post(stream()), 413, "INVALID_ARG", "at most 0.5 MiB")
+        assert post(_multipart(_file(_photo(locate_env)))).status_code == 200, "the server goes on"
+
+
+_LONG_ID = "a" * 1025
+
+
+@pytest.mark.parametrize(
+    ("query", "content_type", "body", "words"),
+    [
+        ("", "multipart/form-data", _multipart(_file(b"x")), "needs a boundary"),
+        ("", "multipart/form-data; boundary=", _multipart(_file(b"x")), "needs a boundary"),
+        ("", None, b"no boundary at all", "malformed multipart body: its boundary is not in it"),
+        ("", None, _multipart(_file(b"x"))[: -len(BOUNDARY) - 8], "does not end with its closing boundary"),
+        ("", None, _multipart(_file(b"x"), end=b""), "does not end with its closing boundary"),
+        ("", None, _multipart(_file(b"x")).replace(b"\r\nContent-Disposition", b" x\r\nContent-D", 1),
+         "malformed multipart body: Did not find CR at end of boundary"),
+        ("", None, _multipart(("Content-Type: image/jpeg", b"x")), "needs \"Content-Disposition: form-data"),
+        ("", None, _multipart(('Content-Disposition: form-data; filename="a.jpg"', b"x")), "name=...\""),
+        ("", None, _multipart(('Content-Disposition: attachment; name="file"', b"x")), "form-data; name"),
+        ("", None, _multipart(('Content-Disposition form-data; name="file"', b"x")),
+         "invalid character 32 in header"),
+        ("", None, _multipart(_file(b"x")).replace(b"\r\n\r\nx", b"\r\nx"), "invalid character 13 in header"),
+        ("", None, _multipart((_file(b"x")[0] + "\r\n" + _field("id", "")[0], b"x")),
+         "two content-disposition headers"),
+        ("", None, _multipart((_file(b"")[0] + "\r\nContent-Transfer-Encoding: base64", b"eA==")),
+         "must not be transfer-encoded"),
+        ("", None, _multipart(_field("id", "a")), "the multipart body has no file part"),
+        ("", None, _multipart(_file(b"x"), _file(b"y", name="other")), "has 2 file parts"),
+        ("", None, _multipart(_file(b"x", filename="a.jpg"), _field("file", b"y")), "has 2 file parts"),
+        ("", None, _multipart(_file(b"")), "the file part is empty"),
+        ("", None, _multipart(_file(b"x"), _field("bogus", "1")), f"unknown form field 'bogus'; {PUBLIC}"),
+        ("", None, _multipart(_file(b"x"), _field("id", "a"), _field("id", "b")), "given more than once"),
+        ("", None, _multipart(_file(b"x"), _field("samples", "0")), "samples must be an integer in [1, 16]"),
+        ("", None, _multipart(_file(b"x"), _field("strategy", "gps")), "strategy must be one of"),
+        ("", None, _multipart(_file(b"x"), _field("id", b"\xff")), "form field 'id' is not UTF-8 text"),
+        ("", None, _multipart(_file(b"x"), _field("id", _LONG_ID)), "longer than 1024 bytes"),
+        ("", None, _multipart(_file(b"x"), *[_field("id", "a")] * 16), "at most 16 parts"),
+        ("?seed=1", None, _multipart(_file(b"x"), _field("seed", "2")),
+         "parameter 'seed' is given both in the query and in the form"),
+        ("?samples=0", None, _multipart(_file(b"x")), "samples must be"),  # the query still checked first
+        ("?bogus=1", None, _multipart(_file(b"x")), "unknown query parameter 'bogus'"),
+        ("", None, b"", "the body is empty"),
+    ],
+)  # fmt: skip
+def test_bad_multipart_bodies_are_400(query: str, content_type: str | None, body: bytes, words: str) -> None:
+    from georag.serving.http_app import create_app
+
+    headers = {"Content-Type": content_type} if content_type else MULTIPART
+    with TestClient(create_app(_Holding(0.0))) as c:
+        _error(c.post(f"/v1/locate{query}", content=body, headers=headers), 400, "INVALID_ARG", words)
+        # The parts are read as given: the one file part is the image, the fields its parameters.
+        r = c.post(
+            "/v1/locate?strategy=knn", content=_multipart(_field("id", "f"), _file(b"x")), headers=MULTIPART
+        )
+        assert r.status_code == 200 and r.json() == {"id": "f"}
+
+
+def test_test_marker_is_named_only_by_servers_allowing_it() -> None:
+    from georag.serving.http_app import create_app
+
+    form = _multipart(_file(b"x"), _field("bogus", "1"))
+    with TestClient(create_app(_Holding(0.0))) as c:
+        for r in (
+            c.post("/v1/locate?bogus=1", content=b"photo"),
+            c.post("/v1/locate", content=form, headers=MULTIPART),
+        ):
+            _error(r, 400, "INVALID_ARG", PUBLIC)
+            assert "test_marker" not in r.text
+        r = c.post("/v1/locate?strategy=knn&test_marker=[[stall]]", content=b"photo")
+        _error(
+            r, 400, "INVALID_ARG", "test_marker is accepted only by model repositories generated for tests"
+        )
+    with TestClient(create_app(_Holding(0.0, allow_test_markers=True))) as c:
+        _error(c.post("/v1/locate?bogus=1", content=b"photo"), 400, "INVALID_ARG", f"{PUBLIC}, test_marker")
+        r = c.post("/v1/locate?strategy=knn&test_marker=[[stall]]&id=m", content=b"photo")
+        assert r.status_code == 200 and r.json() == {"id": "m"}
+        multipart = _multipart(_file(b"x"), _field("test_marker", "[[stall]]"), _field("id", "m"))
+        assert c.post("/v1/locate?strategy=knn", content=multipart, headers=MULTIPART).json() == {"id": "m"}
+    # The Triton model's check (parse_params) names the same keys.
+    for allowed, listed in ((False, PUBLIC), (True, f"{PUBLIC}, test_marker")):
+        with pytest.raises(BadRequest, match=re.escape(listed) + "$"):
+            parse_params('{"bogus": 1}', allow_test_markers=allowed)
+
+
 def test_a_stalled_llm_ends_the_request_in_bounded_time(locate_env: dict[str, Any]) -> None:
     with (
         StandIn(mode="stall", stall_s=20) as llm,
@@ -307,7 +480,9 @@ def test_a_full_server_refuses_at_once_and_a_queued_request_waits(locate_env: di
                 yield bytes(64 << 10)
 
         _error(c.post("/v1/locate?strategy=knn", content=large()), 503, "UNAVAILABLE", "the server is busy")
-        assert not read, "a full server refuses before reading the body"
+        multipart = c.post("/v1/locate?strategy=knn", content=large(), headers=MULTIPART)
+        _error(multipart, 503, "UNAVAILABLE", "the server is busy")
+        assert not read, "a full server refuses before reading the body, multipart too"
         first.join(10.0)
         _error(got[0], 504, "UNAVAILABLE", "the LLM step did not answer")
         assert c.post("/v1/locate?strategy=knn", content=photo).status_code == 200, "the slot is free again"
@@ -330,7 +505,7 @@ class _Holding(Pipeline):
     """A pipeline answering ``{"id": ...}`` after ``hold_s`` whatever its deadline (0.5 s), so that the
     first request holds its slot past the deadline of those waiting for it."""
 
-    def __init__(self, hold_s: float, **limits: int) -> None:
+    def __init__(self, hold_s: float, **limits: Any) -> None:
         config = Config(serve=ServeConfig(deadline_s=0.5, **limits))
         super().__init__(config, cast(Any, None), cast(Any, None))
         self.hold_s = hold_s
@@ -382,23 +557,26 @@ def test_slow_uploads_are_408_and_a_full_server_reads_no_body() -> None:
 
     pipeline = _Holding(3.0, max_requests=1, max_queue=0)
     with _uvicorn(create_app(pipeline)) as port:
-        # A body trickling in past the 0.5 s deadline.
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
-        try:
-            start = time.monotonic()
-            conn.putrequest("POST", "/v1/locate?strategy=knn")
-            conn.putheader("Content-Length", str(100 << 10))
-            conn.endheaders()
-            for _ in range(3):
-                conn.send(bytes(1024))
-                time.sleep(0.15)
-            answer = conn.getresponse()
-            body = json.loads(answer.read())
-            assert time.monotonic() - start < 3.0 and pipeline.started == 0
-        finally:
-            conn.close()
-        assert answer.status == 408 and body["code"] == "INVALID_ARG"
-        assert "did not arrive within the request's deadline" in body["error"]
+        for headers in ({}, MULTIPART):  # a body trickling in past the 0.5 s deadline, raw or multipart
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
+            try:
+                start = time.monotonic()
+                conn.putrequest("POST", "/v1/locate?strategy=knn")
+                conn.putheader("Content-Length", str(100 << 10))
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                conn.send(_OPENING if headers else b"")
+                for _ in range(3):
+                    conn.send(bytes(1024))
+                    time.sleep(0.15)
+                answer = conn.getresponse()
+                body = json.loads(answer.read())
+                assert time.monotonic() - start < 3.0 and pipeline.started == 0
+            finally:
+                conn.close()
+            assert answer.status == 408 and body["code"] == "INVALID_ARG", headers
+            assert "did not arrive within the request's deadline" in body["error"]
         # The slot held (for 3 s): the next request is refused from its headers, its 10 MiB never sent.
         holder = threading.Thread(target=_raw_post, args=(port, {"Content-Length": "5"}, b"photo"))
         holder.start()
@@ -462,8 +640,9 @@ def test_health_info_and_shutdown(locate_env: dict[str, Any]) -> None:
     _error(after.get("/health/ready"), 503, "UNAVAILABLE", "not ready")
     _error(after.post("/v1/locate", content=b"x"), 503, "UNAVAILABLE", "not ready")
     facts = info.json()
-    assert {k: facts[k] for k in ("family", "k_near", "k_far", "variants", "deadline_s")} == {
-        "family": None, "k_near": 16, "k_far": 16, "variants": ["rag:16:16"], "deadline_s": 120.0,
+    assert {k: facts[k] for k in ("llm", "family", "k_near", "k_far", "variants", "deadline_s")} == {
+        "llm": False, "family": None, "k_near": 16, "k_far": 16, "variants": ["rag:16:16"],
+        "deadline_s": 120.0,
     }  # fmt: skip
     assert facts["max_image_bytes"] == 20 << 20 and facts["sampling"]["n"] == 5
     assert not LEAKS.search(info.text) and str(locate_env["store"]) not in info.text
@@ -482,8 +661,22 @@ def test_info_reports_the_chat_format_in_effect(locate_env: dict[str, Any]) -> N
         (None, None),
     ):
         with serving(locate_env, llm=llm, family="qwen2.5-vl") as client:
-            assert client.get("/v1/info").json()["family"] == family, llm
+            info = client.get("/v1/info").json()
+        assert (info["llm"], info["family"]) == (llm is not None, family), llm
         assert llm_family(llm, "qwen2.5-vl") == family
+
+
+def test_info_says_when_there_is_no_llm(locate_env: dict[str, Any]) -> None:
+    from georag.serving.http_app import create_app
+
+    pipeline = _pipeline(locate_env)  # no LLM, though the caller names a chat format
+    with TestClient(create_app(pipeline, on_close=pipeline.steps.close, family="qwen2-vl")) as client:
+        info = client.get("/v1/info").json()
+    assert (info["llm"], info["family"]) == (False, None)
+    assert (info["strategies"], info["default_strategy"]) == (["knn", "knn-medoid"], "knn")
+    with StandIn() as llm, serving(locate_env, llm=llm.url) as client:
+        info = client.get("/v1/info").json()
+    assert info["llm"] is True and info["strategies"] == ["rag", "knn", "knn-medoid"]
 
 
 def _pipeline(locate_env: dict[str, Any]) -> Any:
@@ -567,11 +760,26 @@ def test_one_message_says_fastapi_is_missing(
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     r = CliRunner().invoke(main, ["serve", "--store", str(locate_env["store"])])
     assert r.exit_code == 1 and words in r.output, r.output
+    fastapi = sys.modules["fastapi"]
     monkeypatch.setitem(sys.modules, "fastapi", None)
     config = Config(store=str(locate_env["store"]))
     for make in (lambda: build_app(config), lambda: create_app(pipeline)):
         with pytest.raises(MissingDependencyError, match=re.escape(words)):
             make()
+    # Without python-multipart (either module name), the app is not made: it reads form uploads.
+    monkeypatch.setitem(sys.modules, "fastapi", fastapi)
+    for name in [name for name in sys.modules if name.split(".")[0] in ("python_multipart", "multipart")]:
+        monkeypatch.setitem(sys.modules, name, None)  # its submodules too: imported, they would be found
+    for name in ("python_multipart", "multipart"):
+        monkeypatch.setitem(sys.modules, name, None)
+    words = "needs python-multipart for form uploads: pip install fastapi uvicorn python-multipart"
+    for make in (lambda: build_app(config), lambda: create_app(pipeline)):
+        with pytest.raises(MissingDependencyError, match=re.escape(words)):
+            make()
+    # Importing the app's module needs neither FastAPI nor python-multipart (both are imported lazily).
+    blocked = "import sys; sys.modules.update(fastapi=None, python_multipart=None, multipart=None)"
+    code = f"{blocked}; import georag.serving.http_app, georag.serving.forms"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 # The real command, on a free port.
@@ -630,6 +838,16 @@ def test_the_cli_serves_over_http(locate_env: dict[str, Any], tmp_path: Path) ->
         assert out["strategy"] == "knn" and out["id"] == "q.jpg"
         if margin >= 1e-4:
             assert (out["lat"], out["lon"]) == (lat, lon)
+        if shutil.which("curl"):  # the README's example, as curl sends it
+            photo = str(locate_env["queries"][0])
+            sent = subprocess.run(
+                ["curl", "-sS", "-m", "30", "-F", f"file=@{photo}", "-F", "id=q.jpg", f"{base}/v1/locate"],
+                capture_output=True, check=True, timeout=60,
+            )  # fmt: skip
+            by_curl = json.loads(sent.stdout)
+            for result in (by_curl, out):
+                del result["evidence"]["timings"]
+            assert by_curl == out
         # Refused from the Content-Length alone: the 2 MiB it announces are never sent.
         status, body = _raw_post(port, {"Content-Length": str(2 << 20)}, b"")
         assert (status, body["code"]) == (413, "INVALID_ARG") and "at most 1.0 MiB" in body["error"]
@@ -638,6 +856,13 @@ def test_the_cli_serves_over_http(locate_env: dict[str, Any], tmp_path: Path) ->
         stream = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(17))
         status, body = _raw_post(port, {"Transfer-Encoding": "chunked"}, stream)
         assert (status, body["code"]) == (413, "INVALID_ARG")
+        # Multipart: past the cap and the framing allowance, announced or streamed (its 17 chunks of
+        # 64 KiB pass 1 MiB + 16 KiB; no terminating chunk is sent).
+        status, body = _raw_post(port, {"Content-Length": str(2 << 20), **MULTIPART}, b"")
+        assert (status, body["code"]) == (413, "INVALID_ARG") and "at most 1.0 MiB" in body["error"]
+        head = b"%x\r\n%s\r\n" % (len(_OPENING), _OPENING)
+        status, body = _raw_post(port, {"Transfer-Encoding": "chunked", **MULTIPART}, head + stream)
+        assert (status, body["code"]) == (413, "INVALID_ARG") and "at most 1.0 MiB" in body["error"]
         assert _get(f"{base}/health/ready") == 200, "the server goes on"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -347,3 +347,24 @@ def test_stand_in_refuses_an_image_that_is_not_base64(server: TritonServer) -> N
     assert info.value.code == 400
     assert "not valid base64" in info.value.read().decode()
     info.value.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_check_asks_whether_the_model_is_ready(server: TritonServer, protocol: str) -> None:
+    with _client(server, protocol) as client:
+        client.check()
+    with (
+        TritonClient.from_url(server.url("no_such_model", protocol), policy=FAST_RETRIES) as client,
+        pytest.raises(LLMError, match="no_such_model"),
+    ):
+        client.check()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_check_of_a_server_that_is_down(protocol: str) -> None:
+    url = f"triton://127.0.0.1:{_unused_port()}/{MODEL}?protocol={protocol}"
+    with (
+        TritonClient.from_url(url, policy=FAST_RETRIES, timeout_s=5.0) as client,
+        pytest.raises(LLMError, match="gave up after 3 attempts"),
+    ):
+        client.check()

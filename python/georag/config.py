@@ -198,11 +198,17 @@ class LLMConfig:
     """Extra attempts after a transient failure (refused, reset, 429, 5xx, timeout); default 2."""
     concurrency: int = 16
     """LLM requests open at once (in a batch run: photos whose requests run at once); default 16."""
+    max_failures: int = 0
+    """Photos of a batch run whose every LLM request failed (server down, refused) that fall back to
+    retrieval before the run stops with an error (finished photos kept, resumable); -1: never stop, every
+    such photo falls back. Answers that merely do not parse never count. Default 0 (strict: the first such
+    photo stops the run)."""
 
     def __post_init__(self) -> None:
         _positive(self, "timeout_s")
         _at_least(self, "retries", 0)
         _at_least(self, "concurrency", 1)
+        _at_least(self, "max_failures", -1)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from georag.config import Config
 from georag.errors import ConfigError, DatasetError
+from georag.progress import progress as progress_display
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,17 @@ def run_demo(
     got: dict[str, tuple[float, float]] = {}
     failed = fallbacks = 0
     try:
-        with PredictionWriter(preds_path, [], 0) as writer:
+        with (
+            PredictionWriter(preds_path, [], 0) as writer,
+            progress_display(len(query_rows), desc="locate", noun="photos", enabled=progress) as bar,
+        ):
             for pred in geo.locate([images / names[i] for i in query_rows]):
                 writer.write(pred)
                 got[pred.id] = (pred.lat, pred.lon)
                 failed += pred.error is not None
                 fallbacks += pred.fallback is not None
+                bar.set_postfix(failed=failed, fallbacks=fallbacks)
+                bar.update(1)
     finally:
         if client is not None:
             client.close()

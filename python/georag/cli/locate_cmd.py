@@ -35,12 +35,21 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File of image paths.",
 )
-@use("config", "store", *ENCODER, *LLM, *SEARCH, *RAG, *VPR, *EXCLUSION, "truth", "truth-format",
-     defaults={"truth-format": "im2gps3k"})  # fmt: skip
+@use("config", "store", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *RAG, *VPR, *EXCLUSION, "truth",
+     "truth-format", defaults={"truth-format": "im2gps3k"})  # fmt: skip
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="preds.csv (+ preds.jsonl)."
 )
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run into --out.")
+@click.option(
+    "--id-from",
+    type=click.Choice(["name", "path"]),
+    default="name",
+    show_default=True,
+    help="A photo's id: its file name (two files of one name are refused), or its path relative to the "
+    "common folder of all the photos (cam1/IMG_0001.jpg), so files of one name in different folders are "
+    "located in one run.",
+)
 def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
     """Predict where each photo was taken; re-running the same command resumes an interrupted run.
 
@@ -51,7 +60,12 @@ def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
     --strategy vpr-guided: the LLM first names the country and a coordinate guess (--prior-samples vote),
     the search runs only over that submap of the store (--submap-by), and the top --rerank-k candidates
     are re-ranked by distance to the guess (--prior-weight); --hybrid then asks the RAG prompt with them.
+
+    A route that asks an LLM checks it first (exit 2 when the server does not answer or does not serve
+    the model); a photo whose every LLM request fails stops the run (exit 1, finished photos kept), unless
+    --llm-max-failures allows it to fall back to retrieval.
     """
+    from georag.llm.backends import LLMCheckError
     from georag.locate import run
 
     paths = expand_images(images, listing)
@@ -59,5 +73,14 @@ def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
         raise click.UsageError("no images: pass files or folders, or --list FILE")
     with errors("interrupted: finished photos are kept; re-run the same command to resume"):
         config = config_from(kw, require=("store",))
-        summary = run(paths, config, **kw)
+        try:
+            summary = run(paths, config, **kw)
+        except LLMCheckError as exc:  # the --llm given cannot work: a usage error
+            raise _UsageClassError(str(exc)) from exc
     click.echo(str(summary))
+
+
+class _UsageClassError(click.ClickException):
+    """An error in what the command line names (exit 2, as click's usage errors), without the usage text."""
+
+    exit_code = 2

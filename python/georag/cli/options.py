@@ -127,6 +127,9 @@ SHARED: dict[str, Shared] = {
            param="served_llm_timeout_s"),
         _s("--llm-retries", "llm.retries", click.IntRange(min=0), "Retries of transient LLM errors."),
         _s("--llm-concurrency", "llm.concurrency", click.IntRange(min=1), "LLM requests open at once."),
+        _s("--llm-max-failures", "llm.max_failures", click.IntRange(min=-1),
+           "Photos whose every LLM request failed that may fall back to retrieval before the run stops "
+           "(0: the first stops it; -1: never stop, always fall back)."),
         _s("--family", (), click.Choice(known_families()),
            "Chat format of a triton:// LLM whose URL names no ?family= (openai:// servers apply their own)."),
         # retrieval

@@ -35,6 +35,7 @@ def serve(host: str, port: int, family: str, **kw: Any) -> None:
     \b
       georag serve --store store/ --llm 'openai://127.0.0.1:8000/v1?model=Qwen/Qwen2-VL-7B-Instruct'
       curl --data-binary @photo.jpg 'http://127.0.0.1:8080/v1/locate?id=photo.jpg&samples=3'
+      curl -F file=@photo.jpg -F samples=3 http://127.0.0.1:8080/v1/locate
 
     The server holds at most --max-requests + --max-queue requests, uploads
     included; one more is answered 503 before its body is read. Each LLM
@@ -42,7 +43,8 @@ def serve(host: str, port: int, family: str, **kw: Any) -> None:
     LLM ends the request with 504 / 502, and the client may retry.
 
     \b
-    Routes: POST /v1/locate (query: id, strategy, samples, variants, seed,
+    Routes: POST /v1/locate (the photo as the body or as the multipart part
+    "file"; query or form fields: id, strategy, samples, variants, seed,
     temperature), GET /v1/info, GET /health/live, GET /health/ready.
     Errors: 400 bad request, 408 slow upload, 413 too large, 502 model
     error, 503 busy, 504 timed out; body {"error": ..., "code": ...}.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from georag.errors import MissingDependencyError, ModelLoadError, extra_hint
+from georag.progress import disabled as progress_disabled
 
 if TYPE_CHECKING:
     from transformers import SiglipVisionModel
@@ -64,6 +69,28 @@ def _check_folder(path: Path) -> ModelSource:
     return ModelSource(ref=str(path), model_id=str(path), local=True)
 
 
+@contextmanager
+def hf_progress_follows_georag() -> Iterator[None]:
+    """Turns the transformers / huggingface_hub progress bars (downloads, loading weights, writing shards)
+    off while georag's own progress is off (`georag.progress.disabled`: ``--quiet``, ``TQDM_DISABLE``)."""
+    hub_utils: Any = importlib.import_module("huggingface_hub.utils")
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+
+    if not progress_disabled() or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hub_was_off = hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():  # huggingface_hub warns when its environment variable keeps them off
+            warnings.simplefilter("ignore")
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            hub_utils.disable_progress_bars()
+
+
 def _transformers() -> Any:
     try:
         import transformers
@@ -82,24 +109,25 @@ def load_vision_model(source: ModelSource) -> SiglipVisionModel:
     tower is not loaded.
     """
     transformers = _transformers()
-    try:
-        config = transformers.AutoConfig.from_pretrained(source.ref, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read the config of {source.ref!r}: {exc}") from exc
-    model_type = getattr(config, "model_type", None)
-    if model_type in _NAFLEX_TYPES:
-        raise ModelLoadError(
-            f"{source.ref!r} is a NaFlex SigLIP 2 model ({model_type}); only fixed-resolution SigLIP / "
-            "SigLIP 2 checkpoints (model_type 'siglip') are supported"
-        )
-    if model_type not in _SUPPORTED_TYPES:
-        raise ModelLoadError(f"{source.ref!r} has model_type {model_type!r}, not a SigLIP model")
-    try:
-        model = transformers.SiglipVisionModel.from_pretrained(
-            source.ref, use_safetensors=True, trust_remote_code=False, dtype="float32"
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load the SigLIP vision tower of {source.ref!r}: {exc}") from exc
-    model.eval()
-    log.info("loaded %s (d=%d)", source.model_id, model.config.hidden_size)
-    return model
+    with hf_progress_follows_georag():  # their bars are off while ours are
+        try:
+            config = transformers.AutoConfig.from_pretrained(source.ref, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read the config of {source.ref!r}: {exc}") from exc
+        model_type = getattr(config, "model_type", None)
+        if model_type in _NAFLEX_TYPES:
+            raise ModelLoadError(
+                f"{source.ref!r} is a NaFlex SigLIP 2 model ({model_type}); only fixed-resolution SigLIP / "
+                "SigLIP 2 checkpoints (model_type 'siglip') are supported"
+            )
+        if model_type not in _SUPPORTED_TYPES:
+            raise ModelLoadError(f"{source.ref!r} has model_type {model_type!r}, not a SigLIP model")
+        try:
+            model = transformers.SiglipVisionModel.from_pretrained(
+                source.ref, use_safetensors=True, trust_remote_code=False, dtype="float32"
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the SigLIP vision tower of {source.ref!r}: {exc}") from exc
+        model.eval()
+        log.info("loaded %s (d=%d)", source.model_id, model.config.hidden_size)
+        return model

@@ -21,6 +21,8 @@ def make_tiny_siglip(
     import torch
     from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
 
+    from georag.encoder.model import hf_progress_follows_georag
+
     config = SiglipVisionConfig(
         hidden_size=dim,
         intermediate_size=37,
@@ -32,6 +34,7 @@ def make_tiny_siglip(
     torch.manual_seed(seed)
     model = SiglipVisionModel(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    with hf_progress_follows_georag():
+        model.save_pretrained(folder, safe_serialization=True)
     SiglipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder

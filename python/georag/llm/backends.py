@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from georag.config import LLMConfig
-from georag.errors import ConfigError
+from georag.errors import ConfigError, LLMError
 from georag.llm.client import LLMClient, redact
 from georag.llm.retry import RetryPolicy
 
@@ -51,3 +51,23 @@ def open_llm_from(config: LLMConfig) -> LLMClient | None:
     return open_llm(
         config.url, timeout_s=config.timeout_s, retries=config.retries, concurrency=config.concurrency
     )
+
+
+class LLMCheckError(LLMError):
+    """The LLM a run names cannot be used: the server does not answer, or does not serve the model (a
+    usage error of the run's ``--llm``: ``georag locate`` exits 2)."""
+
+
+def check_llm(client: LLMClient) -> None:
+    """Runs ``client.check()`` (the server answers and serves the model), where the client has one;
+    `LLMCheckError` naming the client (never a credential) and what to do otherwise."""
+    check = getattr(client, "check", None)
+    if check is None:
+        return
+    try:
+        check()
+    except LLMError as exc:
+        raise LLMCheckError(
+            f"the LLM cannot be used: {exc}. Check --llm {client.name!r} (is the server up, and is the model "
+            "name right?)"
+        ) from exc

@@ -32,7 +32,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from georag.config import Sampling
 from georag.errors import ConfigError
 from georag.llm.client import redact
-from georag.llm.transport import HttpTarget, Limits, Transport, TransportClient, error_message, truncate
+from georag.llm.transport import (
+    HttpStatusError,
+    HttpTarget,
+    Limits,
+    Transport,
+    TransportClient,
+    error_message,
+    truncate,
+)
 from georag.types import Completion, Prompt
 
 if TYPE_CHECKING:
@@ -82,6 +90,7 @@ class OpenAIClient(TransportClient):
         https = parts.scheme == "https"
         self._target = HttpTarget(parts.hostname, port if port is not None else (443 if https else 80), https)
         self._path = parts.path.rstrip("/") + "/chat/completions"
+        self._models_path = parts.path.rstrip("/") + "/models"
         self._model = model
         self._topup_logged = False
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -163,6 +172,48 @@ class OpenAIClient(TransportClient):
             texts.extend(got[:want])
         return self._transport.completion(texts, prompt.user, time.perf_counter() - start, attempts)
 
+    def check(self) -> None:
+        """Checks, before a run, that the server answers and serves the model: ``GET {base}/models`` must
+        list it; where the listing is refused (an HTTP error other than 401/403) or unreadable, a one-token
+        text request must succeed instead. Slots, retries and the attempt deadline are the transport's.
+        LLMError (naming the client, never a credential) for an unreachable server, a refused key, an
+        unknown model or a refused request."""
+        try:
+            text, _ = self._transport.call(
+                functools.partial(self._transport.get, self._target, self._models_path, self._headers),
+                f"{self.name} (model listing)",
+            )
+        except HttpStatusError as exc:
+            if exc.status in (401, 403):
+                raise  # a refused key: every request would fail alike
+            log.info("%s: the model listing was refused (%s); sending a one-token request", self.name, exc)
+            self._probe()
+            return
+        served = _model_ids(text)
+        if served is None:
+            log.info("%s: the model listing is not readable; sending a one-token request", self.name)
+            self._probe()
+            return
+        if self._model not in served:
+            shown = ", ".join(repr(m) for m in sorted(served)[:10]) or "none"
+            more = f" (and {len(served) - 10} more)" if len(served) > 10 else ""
+            raise self._transport.error(
+                f"the server does not serve model {self._model!r}; it serves {shown}{more}"
+            )
+
+    def _probe(self) -> None:
+        """A one-token text request (no image), its answer only checked to be a chat completion."""
+        body = json.dumps(
+            {
+                "model": self._model,
+                "messages": [{"role": "user", "content": "Say OK."}],
+                "n": 1,
+                "max_tokens": 1,
+                "temperature": 0.0,
+            }
+        ).encode()
+        self._transport.call(functools.partial(self._attempt, body), f"{self.name} (one-token check)")
+
     def _body(self, messages: list[dict[str, Any]], sampling: Sampling, n: int, seed: int | None) -> bytes:
         fields: dict[str, Any] = {
             "model": self._model,
@@ -181,6 +232,18 @@ class OpenAIClient(TransportClient):
             return _choice_texts(text)
         except _BadBody as exc:
             raise self._transport.error(f"HTTP 200 but not a chat completion: {exc}") from exc
+
+
+def _model_ids(data: str) -> set[str] | None:
+    """The model ids of a ``/models`` listing (``{"data": [{"id": ...}]}``), or None when it is not one."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    items = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        return None
+    return {item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
 
 
 def _messages(prompt: Prompt) -> list[dict[str, Any]]:

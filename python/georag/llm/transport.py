@@ -16,7 +16,8 @@ A `Transport` owns what the OpenAI-compatible and the Triton clients share:
 * the `Completion`: answers with an echoed prompt cut off (`cut_echo`), flagged and logged.
 
 `Transport.post` is the HTTP POST of both clients (stdlib ``http.client``, HTTP and HTTPS, one connection
-per attempt); it returns a 2xx body as text and raises for everything else.
+per attempt); it returns a 2xx body as text and raises for everything else. `Transport.get` is the same for a
+GET (the clients' ``check``: a model listing, a readiness endpoint).
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ class Limits(TypedDict, total=False):
     """How transient failures are retried; default `RetryPolicy()` (2 retries)."""
     concurrency: int
     """Requests open at once across threads; default 16."""
+
+
+class HttpStatusError(LLMError):
+    """A server answered a status that is not retried (400, 401, 404...); ``status`` says which."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,25 @@ class Transport:
         any other status, a body over `MAX_BODY_BYTES` or a TLS failure raise `LLMError` with the server's
         message. The whole exchange ends within ``timeout_s``.
         """
-        status, retry_after, data = self._exchange(target, path, body, {**self._headers, **(headers or {})})
+        return self._request("POST", target, path, body, headers)
+
+    def get(self, target: HttpTarget, path: str, headers: Mapping[str, str] | None = None) -> str:
+        """One HTTP GET attempt (a model listing, a readiness probe); errors as `post`'s, under the same
+        deadline and body cap."""
+        return self._request("GET", target, path, None, headers)
+
+    def _request(
+        self,
+        method: str,
+        target: HttpTarget,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+    ) -> str:
+        sent = {**self._headers, **(headers or {})}
+        if body is None:
+            sent.pop("Content-Type", None)
+        status, retry_after, data = self._exchange(target, path, body, sent, method=method)
         if data is None:
             raise self.error(f"HTTP {status}: response larger than {MAX_BODY_BYTES} bytes")
         # Masked before anything is cut to length, so no part of a secret can survive the cut.
@@ -223,10 +250,16 @@ class Transport:
         message = f"HTTP {status}: {self.short(error_message(text))}"
         if status in TRANSIENT_HTTP:
             raise TransientError(message, retry_after_s(retry_after))
-        raise self.error(message)
+        raise HttpStatusError(f"{self._name}: {self.scrub(message)}", status)
 
     def _exchange(
-        self, target: HttpTarget, path: str, body: bytes, headers: Mapping[str, str]
+        self,
+        target: HttpTarget,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        *,
+        method: str = "POST",
     ) -> tuple[int, str | None, bytes | None]:
         """(status, Retry-After, body or None when over the cap) of one exchange under the deadline."""
         conn: http.client.HTTPConnection
@@ -258,8 +291,8 @@ class Transport:
             conn.connect()
             if expired.is_set():  # passed during the connect, before there was a socket to shut
                 raise self.timed_out()
-            log.debug("%s: POST %s (%d bytes)", self._name, path, len(body))
-            conn.request("POST", path, body=body, headers=dict(headers))
+            log.debug("%s: %s %s (%d bytes)", self._name, method, path, len(body or b""))
+            conn.request(method, path, body=body, headers=dict(headers))
             response = conn.getresponse()
             data = _read_capped(response)
             if expired.is_set():  # a shut socket reads as the end of the body

@@ -43,9 +43,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from georag.config import Sampling
-from georag.errors import ConfigError, LLMError, MissingDependencyError
+from georag.errors import ConfigError, LLMError, MissingDependencyError, extra_hint
 from georag.llm.chat_templates import chat_format, render_chat
-from georag.llm.transport import Deadline, HttpTarget, Limits, Transport, TransportClient, completion
+from georag.llm.transport import (
+    Deadline,
+    HttpStatusError,
+    HttpTarget,
+    Limits,
+    Transport,
+    TransportClient,
+    completion,
+)
 from georag.types import Completion, Prompt
 
 if TYPE_CHECKING:
@@ -146,7 +154,7 @@ def import_tritonclient_grpc() -> ModuleType:
         return importlib.import_module("tritonclient.grpc")
     except ImportError as exc:
         raise MissingDependencyError(
-            "the Triton gRPC client needs `tritonclient`: pip install tritonclient[grpc] "
+            f"the Triton gRPC client needs tritonclient: {extra_hint('llm', 'tritonclient[grpc]')} "
             "(or use protocol=http in the triton:// URL, which needs nothing extra)"
         ) from exc
 
@@ -235,6 +243,48 @@ class TritonClient(TransportClient):
         if len(texts) != sampling.n:
             log.warning("%s answered %d texts for n=%d", self.name, len(texts), sampling.n)
         return self._transport.completion(texts, request.text, time.monotonic() - start, attempts)
+
+    def check(self) -> None:
+        """Checks, before a run, that the server answers and the model is ready: ``GET
+        /v2/models/MODEL/ready`` over HTTP, ``is_model_ready`` over gRPC (slots, retries and the attempt
+        deadline are the transport's). LLMError (naming the client, never a credential) for an unreachable
+        server or a model that is unknown or not ready."""
+        attempt = self._grpc_ready if self._grpc is not None else self._http_ready
+        ready, _ = self._transport.call(attempt, f"{self.name} (readiness check)")
+        if not ready:
+            raise self._transport.error(
+                f"model {self._endpoint.model!r} is unknown or not ready on the server"
+            )
+
+    def _http_ready(self) -> bool:
+        path = f"/v2/models/{quote(self._endpoint.model, safe='')}/ready"
+        try:
+            self._transport.get(self._http, path, self._endpoint.auth_headers())
+        except HttpStatusError as exc:
+            if exc.status in (401, 403):
+                raise
+            return False  # 400/404: unknown model; Triton answers 400 for one that is not ready
+        return True
+
+    def _grpc_ready(self) -> bool:
+        grpc = self._grpc
+        assert grpc is not None
+        client = self._checkout()
+        healthy = False
+        try:
+            ready = bool(
+                client.is_model_ready(
+                    self._endpoint.model,
+                    headers=self._endpoint.auth_headers() or None,
+                    client_timeout=self._transport.timeout_s,
+                )
+            )
+            healthy = True
+            return ready
+        except grpc.InferenceServerException as exc:
+            raise self._grpc_error(exc) from exc
+        finally:
+            self._release(client, healthy)
 
     def close(self) -> None:
         """Cancels, closes pooled connections; later calls to `generate` raise LLMError."""

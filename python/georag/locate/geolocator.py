@@ -5,13 +5,15 @@ route (its strategy, `georag.strategies`) to a pool of ``llm.concurrency`` worke
 requests (LLM prompts, a restricted search of the store), and yields predictions IN INPUT ORDER as they
 complete. Queues between the stages are bounded, so memory does not grow with the number of photos, and
 throughput is set by the slowest stage. A photo that cannot be read, or whose every LLM request fails,
-becomes a prediction with an error or a fallback, never a crash. Exclusions (leakage control) apply to the
+becomes a prediction with an error or a fallback, never a crash (unless a failure budget, ``max_failures``
+of `Geolocator.locate`, says the run should stop). Exclusions (leakage control) apply to the
 global search and to every restricted search.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -56,8 +58,8 @@ class Geolocator:
     ) -> None:
         """Refuses an encoder other than the store's (its embeddings would not be comparable).
 
-        ``truth`` (by image file name) is needed by the exclusions of ``config.exclusion``: a photo without
-        a truth entry then gets an error instead of a search that might leak.
+        ``truth`` (by photo id, else by file name) is needed by the exclusions of ``config.exclusion``: a
+        photo without a truth entry then gets an error instead of a search that might leak.
         """
         self.config = config or Config()
         if self.config.exclusion.active and truth is None:
@@ -78,6 +80,8 @@ class Geolocator:
                 "or use knn"
             )
         self.store, self.encoder, self.llm = store, encoder, llm
+        self._lock = threading.Lock()
+        self._llm_failed: dict[str, str] = {}  # photo id -> its last LLM error, until `locate` yields it
         self._k_near = max(self.config.search.k_near, self.strategy.k_near)
         self._index = self.config.search.index
         store.index(self._index)  # built or read now: a missing index fails before any photo
@@ -91,12 +95,35 @@ class Geolocator:
         (pred,) = self.locate([Path(path)])
         return pred
 
-    def locate(self, paths: Sequence[Path], *, skip: Iterable[str] = ()) -> Iterator[Prediction]:
-        """Predictions for ``paths`` in input order (ids: file names, which must be unique), skipping ids in
-        ``skip`` (photos finished by an earlier run). Close the iterator to stop early."""
-        todo = unique_paths([Path(p) for p in paths])
+    def locate(
+        self,
+        paths: Sequence[Path],
+        *,
+        skip: Iterable[str] = (),
+        ids: Sequence[str] | None = None,
+        max_failures: int = -1,
+    ) -> Iterator[Prediction]:
+        """Predictions for ``paths`` in input order, skipping ids in ``skip`` (photos finished by an earlier
+        run). Close the iterator to stop early.
+
+        ``ids``: one per path, unique (`photo_ids`); default the file names, which must then be unique.
+        ``max_failures``: how many photos whose every LLM request failed may fall back before the run stops
+        with `LLMFailureBudgetError` (raised in place of the prediction that exceeds it; the predictions
+        yielded before it stand); -1 (default): never stop.
+        """
+        if ids is None:
+            todo = [(p, p.name) for p in unique_paths([Path(p) for p in paths])]
+        else:
+            if len(ids) != len(paths):
+                raise InputError(f"{len(ids)} ids for {len(paths)} photos")
+            if len(set(ids)) != len(ids):
+                raise InputError("photo ids must be unique")
+            todo = [(Path(p), i) for p, i in zip(paths, ids, strict=True)]
         done = set(skip)
-        todo = [p for p in todo if p.name not in done]
+        todo = [(p, i) for p, i in todo if i not in done]
+        with self._lock:
+            self._llm_failed.clear()
+        budget = _Budget(max_failures, self._llm_failed)
         stop = threading.Event()
         retrieved: queue.Queue[Any] = queue.Queue(maxsize=4 * self.encoder.batch_size)
         worker = threading.Thread(target=self._encode_and_search, args=(todo, retrieved, stop), daemon=True)
@@ -111,7 +138,7 @@ class Geolocator:
                     item = retrieved.get(timeout=0.05)
                 except queue.Empty:
                     while pending and _ready(pending[0]):
-                        yield _result(pending.popleft())
+                        yield budget.check(_result(pending.popleft()))
                     continue
                 if item is _END:
                     break
@@ -125,9 +152,9 @@ class Geolocator:
                     pending.append(self._safely(*item))
                 # Bounded window: wait for the oldest when enough photos are in flight.
                 while pending and (_ready(pending[0]) or len(pending) >= 2 * in_flight):
-                    yield _result(pending.popleft())
+                    yield budget.check(_result(pending.popleft()))
             while pending:
-                yield _result(pending.popleft())
+                yield budget.check(_result(pending.popleft()))
             finished = True
         finally:
             stop.set()
@@ -160,13 +187,33 @@ class Geolocator:
                 photo = llm_photo(_read(path))
             except ImageLoadError as exc:
                 return Prediction(found.id, strategy=self.strategy.name, error=str(exc))
-        truth = self.truth.get(found.id) if self.truth is not None and self._excluding is not None else None
+        truth = self._truth_of(found.id) if self._excluding is not None else None
         route = self.strategy.route(found, photo)
         llm = self.llm
         assert llm is not None or not self.strategy.needs_llm
-        return run_route(
-            route, lambda ask: ask_llm(llm, ask), lambda s: self._search_within(s, truth), timings
-        )
+        asked: list[Answers] = []
+
+        def ask(a: Ask) -> Answers:
+            answers = ask_llm(llm, a)
+            asked.append(answers)
+            return answers
+
+        pred = run_route(route, ask, lambda s: self._search_within(s, truth), timings)
+        replies = [r for answers in asked for r in answers]
+        if replies and all(isinstance(r, LLMError) for r in replies):
+            # Every request failed (not: answers that did not parse): what the failure budget counts.
+            with self._lock:
+                self._llm_failed[found.id] = str(replies[-1])
+        return pred
+
+    def _truth_of(self, image_id: str) -> QueryTruth | None:
+        """The truth of a photo by its id, else by its file name (ids that are paths: `photo_ids`)."""
+        if self.truth is None:
+            return None
+        found = self.truth.get(image_id)
+        if found is None and "/" in image_id:
+            found = self.truth.get(image_id.rsplit("/", 1)[1])
+        return found
 
     def _search_within(self, search: Search, truth: QueryTruth | None) -> Found:
         """The top ``search.k`` allowed rows of the ranges. With exclusions it over-fetches (2k + 16,
@@ -191,16 +238,18 @@ class Geolocator:
                 )
             fetch *= 2
 
-    def _encode_and_search(self, paths: list[Path], out: queue.Queue[Any], stop: threading.Event) -> None:
+    def _encode_and_search(
+        self, photos: list[tuple[Path, str]], out: queue.Queue[Any], stop: threading.Event
+    ) -> None:
         """Producer thread: encode a batch, search it, hand each photo on (or its error), in input order."""
         try:
             bs = self.encoder.batch_size
-            for start in range(0, len(paths), bs):
+            for start in range(0, len(photos), bs):
                 if stop.is_set():
                     return
-                chunk = paths[start : start + bs]
+                chunk = photos[start : start + bs]
                 t0 = time.perf_counter()
-                enc = self.encoder.encode(chunk, ids=[p.name for p in chunk], progress=False)
+                enc = self.encoder.encode([p for p, _ in chunk], ids=[i for _, i in chunk], progress=False)
                 t1 = time.perf_counter()
                 found: dict[str, Retrieved] = {}
                 failed = {f.id: f.reason for f in enc.failures}
@@ -212,10 +261,10 @@ class Geolocator:
                     keep = [i for i in range(len(enc)) if usable[i]]
                     for i in np.flatnonzero(~usable):
                         failed[enc.ids[i]] = "the encoder returned a zero or non-finite embedding"
+                    truths = {x: self._truth_of(x) for x in enc.ids} if self._excluding is not None else {}
                     if self._excluding is not None:
-                        assert self.truth is not None
-                        keep = [i for i in keep if enc.ids[i] in self.truth]
-                        for x in [x for x in enc.ids if x not in self.truth]:
+                        keep = [i for i in keep if truths[enc.ids[i]] is not None]
+                        for x in [x for x in enc.ids if truths[x] is None]:
                             failed[x] = (
                                 "no truth for this photo: --exclude-* needs its true location and author"
                             )
@@ -224,9 +273,12 @@ class Geolocator:
                     if self._excluding is None:
                         res = self.store.search(embeddings, self._k_near, k_far, index=self._index)
                     else:
-                        assert self.truth is not None
                         res, dropped = self._excluding.search(
-                            embeddings, [self.truth[x] for x in ids], self._k_near, k_far, index=self._index
+                            embeddings,
+                            [_known(truths[x]) for x in ids],
+                            self._k_near,
+                            k_far,
+                            index=self._index,
                         )
                         excluded = {x: int(c) for x, c in zip(ids, dropped, strict=True)}
                     keep_embedding = self.strategy.needs_embedding
@@ -239,14 +291,14 @@ class Geolocator:
                     "encode_s": round((t1 - t0) / len(chunk), 5),
                     "search_s": round((t2 - t1) / max(len(enc), 1), 5),
                 }
-                for p in chunk:
-                    if p.name in found:
-                        extra = {"excluded_rows": excluded[p.name]} if p.name in excluded else {}
-                        item: Any = (found[p.name], p, {**timings, **extra})
+                for p, image_id in chunk:
+                    if image_id in found:
+                        extra = {"excluded_rows": excluded[image_id]} if image_id in excluded else {}
+                        item: Any = (found[image_id], p, {**timings, **extra})
                     else:
-                        reason = failed.get(p.name, "not encoded")
+                        reason = failed.get(image_id, "not encoded")
                         item = Prediction(
-                            p.name, strategy=self.strategy.name, error=reason, evidence={"timings": timings}
+                            image_id, strategy=self.strategy.name, error=reason, evidence={"timings": timings}
                         )
                     _put(out, item, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
@@ -269,6 +321,11 @@ def ask_llm(llm: LLMClient | None, ask: Ask) -> Answers:
     return tuple(out)
 
 
+def _known(truth: QueryTruth | None) -> QueryTruth:
+    assert truth is not None  # photos without a truth were left out of the search
+    return truth
+
+
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
@@ -286,6 +343,59 @@ def _result(p: Future[Prediction] | Prediction) -> Prediction:
     return p if isinstance(p, Prediction) else p.result()
 
 
+class LLMFailureBudgetError(LLMError):
+    """A batch run stopped: more photos than ``llm.max_failures`` had every LLM request fail."""
+
+
+class _Budget:
+    """Counts the photos whose every LLM request failed, as `Geolocator.locate` yields them."""
+
+    def __init__(self, max_failures: int, failed: dict[str, str]) -> None:
+        self.max_failures, self.failed, self.count = max_failures, failed, 0
+
+    def check(self, pred: Prediction) -> Prediction:
+        """``pred``, or LLMFailureBudgetError when it is the failed photo one past the budget."""
+        why = self.failed.pop(pred.id, None)  # dict.pop is atomic: workers only add other ids
+        if why is None:
+            return pred
+        self.count += 1
+        if 0 <= self.max_failures < self.count:
+            allowed = "none is allowed" if self.max_failures == 0 else f"{self.max_failures} are allowed"
+            raise LLMFailureBudgetError(
+                f"stopped: every LLM request failed for {self.count} photo(s) ({allowed}; "
+                f"--llm-max-failures, -1 to fall back to retrieval instead); last, {pred.id}: {why}"
+            )
+        return pred
+
+
+ID_FROM = ("name", "path")
+"""How `photo_ids` names photos: by file name (default) or by path relative to the photos' common folder."""
+
+
+def photo_ids(paths: Sequence[str | Path], id_from: str = "name") -> tuple[list[Path], list[str]]:
+    """The photos (repeats of one file dropped) and their ids, in input order.
+
+    ``"name"``: the file name; two different files of one name are an InputError. ``"path"``: the path
+    relative to the common folder of all the photos, with ``/`` separators (``cam1/IMG_0001.jpg``), so files
+    of one name in different folders are told apart; the same inputs give the same ids, so a resumed run
+    skips exactly the finished photos (a run over another set of folders may have another common folder).
+    """
+    if id_from == "name":
+        photos = unique_paths([Path(p) for p in paths])
+        return photos, [p.name for p in photos]
+    if id_from != "path":
+        raise ConfigError(f"id_from must be one of {', '.join(ID_FROM)}, got {id_from!r}")
+    seen: dict[str, Path] = {}
+    for p in paths:
+        full = os.path.normpath(os.path.abspath(p))
+        seen.setdefault(full, Path(p))
+    if not seen:
+        return [], []
+    root = os.path.commonpath([os.path.dirname(f) for f in seen])
+    ids = [Path(os.path.relpath(f, root)).as_posix() for f in seen]
+    return list(seen.values()), ids
+
+
 def unique_paths(paths: list[Path]) -> list[Path]:
     """The paths with repeats dropped; GeoRagError when two different files share a name (the id)."""
     seen: dict[str, Path] = {}
@@ -295,8 +405,8 @@ def unique_paths(paths: list[Path]) -> list[Path]:
             if seen[p.name] != p:
                 raise InputError(
                     f"two photos share the file name {p.name!r} ({seen[p.name]} and {p}): "
-                    "ids are file names; "
-                    "locate them in separate runs"
+                    "ids are file names; use --id-from path (ids relative to the photos' common folder) "
+                    "or locate them in separate runs"
                 )
             continue
         seen[p.name] = p

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from georag.config import Config
 from georag.errors import ConfigError
+from georag.progress import progress as progress_display
 
 if TYPE_CHECKING:
     from georag.locate.geolocator import Geolocator
@@ -72,19 +73,27 @@ def run(
     truth: str | Path | None = None,
     truth_format: str = "im2gps3k",
     progress: bool = True,
+    id_from: str = "name",
 ) -> LocateSummary:
     """Locates ``paths`` with ``config`` into ``out`` (``preds.csv``, with ``preds.jsonl`` beside it).
 
     Re-running into the same ``out`` resumes: finished photos are skipped, and settings other than the
     first run's are refused (`georag.locate.output.run_settings`); ``overwrite`` starts over. ``truth``
     (read as ``truth_format``) gives the photos' true location and author, which ``config.exclusion``
-    needs. The encoder is ``config.encoder.model``, or the store's own where that is empty. Raises
-    GeoRagError (ConfigError for impossible settings), OSError; KeyboardInterrupt stops the run with the
-    finished photos kept.
+    needs. The encoder is ``config.encoder.model``, or the store's own where that is empty. ``id_from``:
+    a photo's id is its file name (``"name"``, default; two files of one name are refused) or its path
+    relative to the photos' common folder (``"path"``, `georag.locate.geolocator.photo_ids`).
+
+    Before any photo, a route that asks an LLM checks it (the client's ``check``: the server answers and
+    serves the model): `georag.llm.backends.LLMCheckError` otherwise. During the run, more photos whose
+    every LLM request failed than ``config.llm.max_failures`` (default 0; -1: never) stop it with
+    `georag.locate.geolocator.LLMFailureBudgetError`, the photos written so far kept (re-run to resume).
+    Raises GeoRagError (ConfigError for impossible settings), OSError; KeyboardInterrupt stops the run with
+    the finished photos kept.
     """
     from georag.encoder import load_encoder_from
-    from georag.llm.backends import open_llm_from
-    from georag.locate.geolocator import Geolocator, unique_paths
+    from georag.llm.backends import check_llm, open_llm_from
+    from georag.locate.geolocator import Geolocator, photo_ids
     from georag.locate.output import PredictionWriter, output_paths, run_settings
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
@@ -96,9 +105,12 @@ def run(
     out = Path(out)
     truth = None if truth is None else Path(truth)
     csv_path, jsonl_path = output_paths(out)
-    photos = unique_paths([Path(p) for p in paths])  # before the lock: two files of one name are refused
+    # Before the lock: with ids from names, two files of one name are refused.
+    photos, ids = photo_ids(paths, id_from)
     client = open_llm_from(config.llm)
     try:
+        if client is not None and config.strategy.needs_llm:
+            check_llm(client)  # an unreachable server or unknown model: one clear error, before any photo
         store = GeoStore.open(config.store, index=config.search.index)
         model = config.encoder.model or store.encoder
         truths = load_truth(truth, truth_format) if truth is not None else None
@@ -106,13 +118,17 @@ def run(
         # The encoder must be the store's own (checked when it loads), however it was named: a local
         # folder and the hub id it holds resume alike.
         settings = run_settings(config, llm=llm, store=store.path, encoder=store.encoder)
+        if id_from != "name":  # recorded only when not the default, so earlier runs still resume
+            settings["id_from"] = id_from
         with PredictionWriter.open(out, settings, overwrite=overwrite) as writer:
             finished = {p.id for p in writer.done}
-            todo = [p for p in photos if p.name not in finished]
+            todo = [(p, i) for p, i in zip(photos, ids, strict=True) if i not in finished]
             encoder = load_encoder_from(config.encoder, model)
             geo = Geolocator(store, encoder, client, config, truth=truths)
             t0 = time.perf_counter()
-            counts = _write(geo, todo, writer, total=len(photos), progress=progress)
+            counts = _write(
+                geo, todo, writer, total=len(photos), progress=progress, max_failures=config.llm.max_failures
+            )
             seconds = time.perf_counter() - t0
     finally:
         if client is not None:
@@ -129,17 +145,23 @@ def run(
 
 
 def _write(
-    geo: Geolocator, todo: list[Path], writer: PredictionWriter, *, total: int, progress: bool
+    geo: Geolocator,
+    todo: list[tuple[Path, str]],
+    writer: PredictionWriter,
+    *,
+    total: int,
+    progress: bool,
+    max_failures: int,
 ) -> dict[str, int]:
-    """Locates ``todo`` into ``writer`` (a progress bar over ``total`` photos); the counts of outcomes."""
-    from tqdm.auto import tqdm
-
+    """Locates ``todo`` (path, id) into ``writer`` (progress over ``total`` photos); the counts of
+    outcomes. LLMFailureBudgetError once the budget is spent (what was written stays)."""
     counts = {"ok": 0, "error": 0, "fallback": 0}
     done = total - len(todo)
-    with tqdm(total=total, initial=done, unit="img", disable=not progress, desc="locate") as bar:
-        for pred in geo.locate(todo):
+    paths, ids = [p for p, _ in todo], [i for _, i in todo]
+    with progress_display(total, desc="locate", noun="photos", initial=done, enabled=progress) as bar:
+        for pred in geo.locate(paths, ids=ids, max_failures=max_failures):
             writer.write(pred)
             counts["error" if pred.error else "fallback" if pred.fallback else "ok"] += 1
+            bar.set_postfix(failed=counts["error"], fallbacks=counts["fallback"])
             bar.update(1)
-            bar.set_postfix(errors=counts["error"], fallbacks=counts["fallback"])
     return counts

@@ -3,6 +3,13 @@
 The same `georag.serving.pipeline.Pipeline` as the Triton model, with the same limits: the request body is
 the encoded photo (refused with 413 past ``max_image_bytes`` before it is all read), the query string
 carries the parameters `georag.serving.params.parse_params` checks, and the deadline counts from arrival.
+A multipart/form-data body (``curl -F file=@photo.jpg``) carries the photo in its part named ``file`` or
+its only file part, and may carry the parameters in its other fields (never one both there and in the
+query); its cap is ``max_image_bytes`` plus `MULTIPART_ALLOWANCE` for the framing, enforced as it is read.
+
+The body is read under its cap first, then parsed (`georag.serving.forms`, with python-multipart, the
+parser FastAPI uses): a request needs one file part and a few short fields, and anything else (no or two
+file parts, a missing closing boundary, a part without a name) is refused with a clear 400.
 
 Admission comes before the body is read: the server holds at most ``max_requests + max_queue`` requests
 (uploading, waiting for a slot, or running), and one arriving beyond that is refused (503) at once, its
@@ -30,9 +37,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from georag.config import StrategyConfig
-from georag.errors import MissingDependencyError
+from georag.errors import MissingDependencyError, extra_hint
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout, public_message
-from georag.serving.params import KEYS, parse_params
+from georag.serving.forms import TooLarge, boundary_of, multipart, parse_form, too_large
+from georag.serving.params import KEYS, RequestParams, known_keys, parse_params
 from georag.serving.pipeline import Pipeline, result_json
 
 if TYPE_CHECKING:  # fastapi is imported when an app is made; FastAPI reads the routes' annotations then
@@ -46,10 +54,11 @@ _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 """A query value read as a temperature: a plain decimal number (JSON's, without an exponent)."""
 _STATUS = {"INVALID_ARG": 400, "UNAVAILABLE": 504, "INTERNAL": 502}
-
-
-class _TooLarge(BadRequest):
-    """A body over the size cap (answered 413)."""
+_PACKAGES = "fastapi uvicorn python-multipart"
+"""What `georag serve` needs (its extra, ``serve``)."""
+MULTIPART_ALLOWANCE = 16 << 10
+"""Bytes a multipart/form-data body may hold beyond ``max_image_bytes`` (16 KiB): boundaries, part
+headers and the parameter fields."""
 
 
 class _Busy(StepTimeout):
@@ -79,8 +88,8 @@ class _State:
 
 
 def require_fastapi(*, server: bool = False) -> None:
-    """Raises MissingDependencyError, saying what to install, unless FastAPI (and uvicorn too, with
-    ``server``) can be imported."""
+    """Raises MissingDependencyError, saying what to install, unless FastAPI and python-multipart (and
+    uvicorn too, with ``server``) can be imported."""
     try:
         import fastapi  # noqa: F401
 
@@ -88,9 +97,9 @@ def require_fastapi(*, server: bool = False) -> None:
             import uvicorn  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(
-            f"georag serve needs FastAPI and uvicorn: pip install fastapi uvicorn (or pip install '.[serve]' "
-            f"in georag's source folder) ({exc})"
+            f"georag serve needs FastAPI and uvicorn: {extra_hint('serve', _PACKAGES)} ({exc})"
         ) from exc
+    multipart()  # python-multipart, for form uploads: missing, the server refuses to start
 
 
 def create_app(
@@ -107,8 +116,9 @@ def create_app(
     readiness turned 503 (e.g. `LocalSteps.close`). The strategies served are the pipeline's (a server
     without an LLM answers knn and knn-medoid, and a request for rag gets 400); a request naming none gets
     ``config.strategy.name`` if served, else the first served one. ``family``: the chat format the LLM is
-    driven with, as /v1/info reports it (default None: no LLM, or an openai:// server applying its own).
-    MissingDependencyError without FastAPI.
+    driven with, as /v1/info reports it (default None: no LLM, or an openai:// server applying its own);
+    /v1/info says ``"llm": false`` and ``"family": null`` whatever ``family`` where no strategy served needs
+    an LLM. MissingDependencyError without FastAPI.
     """
     require_fastapi()
     from fastapi import FastAPI, Request, Response
@@ -121,7 +131,20 @@ def create_app(
     if not strategies:
         raise ValueError("the pipeline serves no strategy")
     default_strategy = config.strategy.name if config.strategy.name in strategies else strategies[0]
+    has_llm = any(StrategyConfig(name).needs_llm for name in strategies)
+    known = known_keys(cfg.allow_test_markers)
     state = _State(max_requests, max_queue)
+
+    def checked(given: dict[str, str]) -> RequestParams:
+        """The parameters ``given`` (query and form), checked, with a strategy this server answers."""
+        raw = _params_json(given, default_strategy)
+        params = parse_params(raw, allow_test_markers=cfg.allow_test_markers)
+        if params.strategy not in strategies:
+            why = "is not served here"
+            if StrategyConfig(params.strategy).needs_llm and "rag" not in strategies:
+                why = "needs an LLM and this server has none"
+            raise BadRequest(f"strategy {params.strategy} {why}; ask for {' or '.join(strategies)}")
+        return params
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,7 +169,9 @@ def create_app(
 
     @app.post("/v1/locate")
     async def locate(request: Request) -> Response:
-        """The photo in the body (raw bytes); parameters in the query string. The result as JSON."""
+        """The photo in the body: raw bytes, or multipart/form-data (the part named ``file`` or the only
+        file part; other fields may carry parameters). Parameters in the query string. The result as
+        JSON."""
         arrived = time.monotonic()
 
         def left() -> float:
@@ -156,18 +181,21 @@ def create_app(
             slots = state.slots
             if not state.ready or slots is None:
                 raise _Busy("the server is not ready or is shutting down")
-            params = parse_params(
-                _params_json(request.query_params.multi_items(), default_strategy),
-                allow_test_markers=cfg.allow_test_markers,
-            )
-            if params.strategy not in strategies:
-                why = "is not served here"
-                if StrategyConfig(params.strategy).needs_llm and "rag" not in strategies:
-                    why = "needs an LLM and this server has none"
-                raise BadRequest(f"strategy {params.strategy} {why}; ask for {' or '.join(strategies)}")
-            _check_length(request, cfg.max_image_bytes)
+            query = _given(request.query_params.multi_items(), "query parameter", known)
+            params = checked(query)  # the query's parameters are refused before the body is read
+            boundary = boundary_of(request.headers.get("content-type"))  # None: the body is the image
+            cap = cfg.max_image_bytes + (MULTIPART_ALLOWANCE if boundary is not None else 0)
+            _check_length(request, cap, cfg.max_image_bytes)
             with _admitted(state):  # before the body is read: a full server reads none of it
-                image = await _read_body(request, cfg.max_image_bytes, left())
+                image = await _read_body(request, cap, cfg.max_image_bytes, left())
+                if boundary is not None:
+                    image, items = parse_form(image, boundary, cfg.max_image_bytes)
+                    fields = _given(items, "form field", known)
+                    both = sorted(set(query) & set(fields))
+                    if both:
+                        raise BadRequest(f"parameter {both[0]!r} is given both in the query and in the form")
+                    if fields:
+                        params = checked({**query, **fields})
                 async with _slot(slots, left()):
                     result = await pipeline.run(image, params, arrived=arrived)
             body = result_json(result)
@@ -183,7 +211,8 @@ def create_app(
     async def info() -> dict[str, Any]:
         """What this server answers with (no paths or addresses)."""
         return {
-            "family": family,
+            "llm": has_llm,
+            "family": family if has_llm else None,
             "k_near": config.search.k_near,
             "k_far": config.search.k_far,
             "variants": [str(v) for v in config.strategy.rag.variants],
@@ -212,18 +241,26 @@ def create_app(
     return app
 
 
-def _params_json(items: list[tuple[str, str]], default_strategy: str) -> str:
-    """The query string as the parameters JSON of `parse_params` (numbers converted where they parse)."""
-    given: dict[str, Any] = {}
+def _given(items: list[tuple[str, str]], where: str, known: tuple[str, ...]) -> dict[str, str]:
+    """The parameters of the query string or the form fields (``where`` names which), each key once and
+    among `KEYS`; ``known``: the keys named in the message refusing another (test_marker hidden unless
+    allowed: where it is not, parse_params refuses it)."""
+    given: dict[str, str] = {}
     for key, value in items:
         if key not in KEYS:
-            raise BadRequest(f"unknown query parameter {key!r}; known: {', '.join(KEYS)}")
+            raise BadRequest(f"unknown {where} {key!r}; known: {', '.join(known)}")
         if key in given:
-            raise BadRequest(f"query parameter {key!r} is given more than once")
-        given[key] = _number(key, value)
-    given.setdefault("strategy", default_strategy)
+            raise BadRequest(f"{where} {key!r} is given more than once")
+        given[key] = value
+    return given
+
+
+def _params_json(given: dict[str, str], default_strategy: str) -> str:
+    """The parameters as the JSON of `parse_params` (numbers converted where they parse)."""
+    values = {key: _number(key, value) for key, value in given.items()}
+    values.setdefault("strategy", default_strategy)
     # A value that is no (finite) number stays a string, so that parse_params refuses it with its message.
-    return json.dumps(given)
+    return json.dumps(values)
 
 
 def _number(key: str, value: str) -> Any:
@@ -240,14 +277,15 @@ def _number(key: str, value: str) -> Any:
     return value
 
 
-def _check_length(request: "Request", cap: int) -> None:
-    """Refuses (413) a body whose Content-Length passes ``cap`` bytes, before anything is read."""
+def _check_length(request: "Request", cap: int, image_cap: int) -> None:
+    """Refuses (413) a body whose Content-Length passes ``cap`` bytes, before anything is read (the
+    message names ``image_cap``, the cap on the image)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not re.fullmatch(r"[0-9]+", declared.strip()):
             raise BadRequest("Content-Length must be a whole number of bytes")
         if int(declared) > cap:
-            raise _TooLarge(_too_large(int(declared), cap))
+            raise TooLarge(too_large(int(declared) if cap == image_cap else None, image_cap))
 
 
 @contextmanager
@@ -267,9 +305,9 @@ def _admitted(state: _State) -> Iterator[None]:
         state.held -= 1
 
 
-async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
-    """The whole body, refused (413) once its chunks pass ``cap`` bytes, (408) if it does not arrive
-    within ``left_s``, and (400) if the client hangs up before it ends."""
+async def _read_body(request: "Request", cap: int, image_cap: int, left_s: float) -> bytes:
+    """The whole body, refused (413, the message naming ``image_cap``) once its chunks pass ``cap`` bytes,
+    (408) if it does not arrive within ``left_s``, and (400) if the client hangs up before it ends."""
     from starlette.requests import ClientDisconnect
 
     async def chunks() -> bytes:
@@ -278,7 +316,7 @@ async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > cap:
-                raise _TooLarge(_too_large(None, cap))
+                raise TooLarge(too_large(None, image_cap))
             parts.append(chunk)
         return b"".join(parts)
 
@@ -289,7 +327,9 @@ async def _read_body(request: "Request", cap: int, left_s: float) -> bytes:
     except ClientDisconnect:
         raise _HungUp("the client disconnected before the image arrived") from None
     if not body:
-        raise BadRequest("the body is empty: send the encoded image (e.g. curl --data-binary @photo.jpg)")
+        raise BadRequest(
+            "the body is empty: send the encoded image (curl --data-binary @photo.jpg or -F file=@photo.jpg)"
+        )
     return body
 
 
@@ -310,7 +350,7 @@ async def _slot(slots: asyncio.Semaphore, left_s: float) -> AsyncIterator[None]:
 
 
 def _status(exc: ServingError) -> int:
-    if isinstance(exc, _TooLarge):
+    if isinstance(exc, TooLarge):
         return 413
     if isinstance(exc, _SlowBody):
         return 408
@@ -319,11 +359,6 @@ def _status(exc: ServingError) -> int:
     if isinstance(exc, (BadRequest, StepTimeout, StepFailed)):
         return _STATUS[exc.code]
     return 500
-
-
-def _too_large(size: int | None, cap: int) -> str:
-    limit = f"this server accepts at most {cap / (1 << 20):.1f} MiB"
-    return f"the image is {size / (1 << 20):.1f} MiB; {limit}" if size else f"the image is too large; {limit}"
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> "Response":

@@ -23,6 +23,8 @@ STRATEGIES = STRATEGY_NAMES
 
 KEYS = ("id", "strategy", "samples", "variants", "seed", "temperature", "test_marker")
 """The keys a request's parameters may hold (test_marker only where the config allows test markers)."""
+PUBLIC_KEYS = tuple(key for key in KEYS if key != "test_marker")
+"""The keys a server that does not allow test markers names to its clients (test_marker hidden)."""
 _MARKER = re.compile(r"\[\[[a-z]{1,16}\]\]")
 _ID = re.compile(r"[\w.@:+-]{1,128}")
 
@@ -68,6 +70,12 @@ class RequestParams:
     (it drives the stand-in LLM: ``[[stall]]``, ``[[garbage]]``, ``[[slow]]``); default None."""
 
 
+def known_keys(allow_test_markers: bool) -> tuple[str, ...]:
+    """The keys named to clients (in the message refusing an unknown one): `KEYS`, less test_marker unless
+    test markers are allowed."""
+    return KEYS if allow_test_markers else PUBLIC_KEYS
+
+
 def parse_params(raw: bytes | str | None, *, allow_test_markers: bool = False) -> RequestParams:
     """The parameters of one request from its JSON text (None or empty: all defaults); BadRequest if bad."""
     if raw is None:
@@ -85,7 +93,8 @@ def parse_params(raw: bytes | str | None, *, allow_test_markers: bool = False) -
         raise BadRequest("parameters must be a JSON object")
     unknown = sorted(set(given) - set(KEYS))
     if unknown:
-        raise BadRequest(f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYS)}")
+        known = ", ".join(known_keys(allow_test_markers))
+        raise BadRequest(f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {known}")
     return RequestParams(
         id=_id(given.get("id")),
         strategy=_strategy(given.get("strategy")),

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from georag.datasets import ColumnMap, DatasetRecords, read_dataset
 from georag.errors import StoreError
+from georag.progress import progress as progress_display
 from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_jsonl, write_npy
 from georag.store.manifest import DTYPES, MANIFEST, FileEntry, Manifest, ShardInfo, SourceInfo, check_name
 from georag.store.metadata import shard_table, to_parquet_bytes
@@ -194,8 +195,6 @@ def _run(
     progress: bool,
     t0: float,
 ) -> BuildReport:
-    from tqdm.auto import tqdm
-
     report = BuildReport(
         source=src.name, resumed_at=src.next_input, input_rows=src.input_rows, rejected=dict(src.rejected)
     )
@@ -207,13 +206,14 @@ def _run(
         where = catalog.describe()  # once: describing a folder lists it
     if src.next_input:
         log.info("resuming %s at item %d of %d", src.name, src.next_input, src.input_rows)
-    bar = tqdm(
-        total=src.input_rows,
-        initial=src.next_input,
-        unit="img",
-        disable=not progress,
-        dynamic_ncols=True,
+    bar = progress_display(
+        src.input_rows,
         desc=src.name,
+        unit="img",
+        noun="images",
+        initial=src.next_input,
+        enabled=progress,
+        dynamic_ncols=True,
         smoothing=0.1,
     )
     bar.set_postfix(failed=src.failed)
@@ -229,8 +229,8 @@ def _run(
             _commit(store, manifest, src, records, part, start, end)
             report.added_rows += len(part.take)
             report.failed += len(part.failures)
-            bar.update(end - start)
             bar.set_postfix(failed=src.failed)
+            bar.update(end - start)
     src.complete = True
     manifest.save(store)
     report.store_rows = manifest.num_rows
