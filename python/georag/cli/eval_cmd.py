@@ -10,7 +10,7 @@ import click
 
 from georag.cli.options import errors, use
 from georag.errors import GeoRagError, MissingDependencyError
-from georag.evaluate.scoring import DEFAULT_DENOMINATOR, DENOMINATOR_HELP, DENOMINATORS
+from georag.evaluate.scoring import DEFAULT_DENOMINATOR
 
 if TYPE_CHECKING:
     from georag.evaluate import EvalReport, Predictions
@@ -44,14 +44,7 @@ def eval_command() -> None:
 @click.option("--lon-col", default="lon", show_default=True, help="Predictions' longitude column.")
 @use("distance", defaults={"distance": "haversine"})
 @click.option("--thresholds", default="1,25,200,750,2500", show_default=True, help="Thresholds in km.")
-@click.option(
-    "--denominator",
-    type=click.Choice(DENOMINATORS),
-    default=DEFAULT_DENOMINATOR,
-    show_default=True,
-    help=DENOMINATOR_HELP,
-)
-@use("bootstrap", defaults={"bootstrap": 1000})
+@use("denominator", "bootstrap", defaults={"denominator": DEFAULT_DENOMINATOR, "bootstrap": 1000})
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
 @click.option(
     "--compare",

@@ -28,6 +28,7 @@ import click
 
 from georag.config import STRATEGY_NAMES, Config, describe, load_config, read_config_file
 from georag.errors import GeoRagError
+from georag.evaluate.scoring import DENOMINATOR_HELP, DENOMINATORS
 from georag.llm.chat_templates import known_families
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,6 +181,7 @@ SHARED: dict[str, Shared] = {
         _s("--distance", (), click.Choice(["haversine", "geodesic"]),
            "haversine: sphere of R = 6371.0 km (the papers); geodesic: WGS-84 ellipsoid."),
         _s("--bootstrap", (), click.IntRange(min=0), "Bootstrap resamples of the 95% intervals (0: none)."),
+        _s("--denominator", (), click.Choice(DENOMINATORS), DENOMINATOR_HELP),
         # serving limits
         _s("--max-requests", "serve.max_requests", click.IntRange(min=1), "Requests run at once."),
         _s("--max-queue", "serve.max_queue", click.IntRange(min=0), "Requests that may wait beyond "

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from georag.cli.options import ENCODER, EXCLUSION, LLM, SAMPLING, VPR, config_from, errors, use
-from georag.evaluate.scoring import DEFAULT_DENOMINATOR, DENOMINATOR_HELP, DENOMINATORS
+from georag.evaluate.scoring import DEFAULT_DENOMINATOR
 
 
 def _ints(text: str) -> list[int]:
@@ -29,14 +29,8 @@ def _ints(text: str) -> list[int]:
 @click.option("--k-near", "k_near_grid", default="0,5,10,16", show_default=True, help="Similar rows (grid).")
 @click.option("--k-far", "k_far_grid", default="0,5,10,16", show_default=True, help="Dissimilar rows (grid).")
 @use("index", *SAMPLING, *VPR, *EXCLUSION)
-@use("distance", "bootstrap", defaults={"distance": "haversine", "bootstrap": 200})
-@click.option(
-    "--denominator",
-    type=click.Choice(DENOMINATORS),
-    default=DEFAULT_DENOMINATOR,
-    show_default=True,
-    help=DENOMINATOR_HELP,
-)
+@use("distance", "bootstrap", "denominator",
+     defaults={"distance": "haversine", "bootstrap": 200, "denominator": DEFAULT_DENOMINATOR})  # fmt: skip
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Runs and tables."
 )
