@@ -185,6 +185,21 @@ class Prediction:
         """True when the photo has coordinates."""
         return self.error is None
 
+    @property
+    def candidates(self) -> list[tuple[float, float]]:
+        """The LLM's parsed answers as (lat, lon) pairs, in the order asked (empty for retrieval-only routes;
+        vpr-guided's re-ranked gallery rows, dicts in ``evidence["candidates"]``, are not LLM answers)."""
+        rag = self.evidence.get("rag")  # vpr-guided+rag keeps the rag step's evidence apart
+        found = (rag if isinstance(rag, dict) else self.evidence).get("candidates") or []
+        return [(float(c[0]), float(c[1])) for c in found if isinstance(c, list | tuple) and len(c) == 2]
+
+    @property
+    def neighbors(self) -> dict[str, list[dict[str, Any]]]:
+        """The retrieved gallery rows: ``{"near": [...], "far": [...]}``, each ``{"row", "score", "lat",
+        "lon"}``, near by descending score and far by ascending score (empty lists when none were kept)."""
+        found = self.evidence.get("neighbors") or {}
+        return {"near": list(found.get("near") or []), "far": list(found.get("far") or [])}
+
     def row(self) -> dict[str, Any]:
         """The CSV row: id, lat, lon, confidence, strategy, error, fallback (empty strings for None/NaN)."""
         ok = self.error is None and math.isfinite(self.lat)
