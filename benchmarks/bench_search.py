@@ -1,25 +1,24 @@
 #!/usr/bin/env python
-"""Exact nearest+farthest search: georag FlatIndex against faiss IndexFlatIP and a one-pass floor.
+"""Exact nearest+farthest search: georag float16-in-place and float32 FlatIndex against faiss and torch.
 
-For each (N, d) the seeded float32 standard-normal database is generated in chunks and both exact
-indexes are built once. For each batch size B the script times (median after one warm-up):
+For each (N, d) a seeded standard-normal database is generated chunk by chunk, L2-normalized and kept as
+float16 (what a store holds). For each batch size B the script times (median after one warm-up, k=16):
 
-  (a) faiss IndexFlatIP, two calls: search(q) then search(-q), k=16 each;
-  (b) faiss IndexFlatIP, one call on vstack([q, -q]), k=16;
-      (a) and (b) with faiss's default ``distance_compute_blas_threshold`` and with it set to 1
-      (BLAS path forced), the default restored afterwards;
-  (c) georag FlatIndex.search(q, 16, 16);
-  (d) the one-pass floor max(database bytes / read bandwidth, 2 B N d / SGEMM rate), both rates
-      measured in this run: a numpy GEMV over the database; the faster of numpy and the
-      scipy-openblas32 library georag links (all cores) on a 256 x d by d x 65536 SGEMM;
-  (e) the peak extra memory of one FlatIndex search: VmHWM after the search minus VmRSS before it,
-      the peak reset through /proc/self/clear_refs; plus the scratch bytes the core reports.
+  (a) georag float16 in place: FlatIndex.from_normalized(rows) (no copy; AMX tiles for B >= 16 where the
+      CPU has them, the streaming float16 kernel below; exact either way);
+  (b) georag float32: FlatIndex.from_chunks(rows) (the float32 copy every release before this one used);
+  (c) faiss IndexFlatIP over the float32 rows, the best of: two calls search(q), search(-q) or one call on
+      vstack([q, -q]), each with faiss's default ``distance_compute_blas_threshold`` and with it set to 1;
+  (d) faiss IndexScalarQuantizer fp16 (half the memory, like (a)), one stacked call;
+  (e) torch bf16 ``q @ X.T`` + topk(largest) + topk(smallest) (oneDNN, AMX where present): approximate;
+  (f) the one-pass floor max(float32 bytes / read bandwidth, 2 B N d / SGEMM rate), both measured here;
+  (g) the peak extra memory of one float16 search (VmHWM after minus VmRSS before, peak reset).
 
-Then (f) recall@16 of faiss's approximate near and far sets (IVF with nprobe 16; HNSW32 unless
+Then (h) recall@16 of faiss's approximate near and far sets (IVF with nprobe 16; HNSW32 unless
 N > 200k without --hnsw) against the exact FlatIndex, for B=256 queries.
 
-Memory: the database is held once by FlatIndex (its normalized copy; the generated array is freed)
-and once by the faiss index being measured; each index is freed before the next is built.
+Each competitor's index lives only while it is measured, so the peak memory is the float16 rows, the
+float32 FlatIndex and one other index.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.search import FaissIndex, FlatIndex
-from timing import log, median_s
+from timing import log, median_s, paired_median_s
 
 K = 16
 RECALL_B = 256
@@ -229,57 +228,123 @@ def measure_recall(fi: FlatIndex, n: int, d: int, args: argparse.Namespace) -> l
     return rows
 
 
+def time_torch_bf16(half: npt.NDArray[np.float16], queries: dict[int, Any], repeats: int) -> dict[int, float]:
+    """(e) for every B: torch bf16 matmul + two topk; {} when torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        log("  torch is not installed: its column is n/a")
+        return {}
+    x = torch.from_numpy(half).to(torch.bfloat16)
+    out = {}
+    for b, q in queries.items():
+        qt = torch.from_numpy(q).to(torch.bfloat16)
+
+        def run(qt: Any = qt, x: Any = x) -> None:
+            with torch.inference_mode():
+                s = qt @ x.T
+                s.topk(K, dim=1, largest=True)
+                s.topk(K, dim=1, largest=False)
+
+        out[b] = median_ms(run, repeats)
+    del x
+    return out
+
+
+def time_faiss_sq_fp16(
+    faiss: Any, half: npt.NDArray[np.float16], queries: dict[int, Any], repeats: int
+) -> dict[int, float]:
+    """(d) for every B: faiss IndexScalarQuantizer fp16, one stacked call."""
+    sq = faiss.IndexScalarQuantizer(half.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    for i in range(0, half.shape[0], 1 << 16):
+        sq.add(np.ascontiguousarray(half[i : i + (1 << 16)], dtype=np.float32))
+    out = {}
+    for b, q in queries.items():
+        stacked = np.vstack([q, -q])
+        out[b] = median_ms(lambda stacked=stacked: sq.search(stacked, K), repeats)
+    return out
+
+
 def time_exact(
-    faiss: Any, fi: FlatIndex, n: int, d: int, floor: dict[str, Any], args: argparse.Namespace
+    faiss: Any,
+    half: npt.NDArray[np.float16],
+    fi: FlatIndex,
+    n: int,
+    d: int,
+    floor: dict[str, Any],
+    args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    """(a)-(e) for every B; the faiss IndexFlatIP lives only inside this call."""
-    db = fi.vectors()
-    index = faiss.IndexFlatIP(d)
-    index.add(db)  # one add: faiss sizes its copy exactly
+    """(a)-(g) for every B; each competitor's index lives only inside this call."""
+    queries = {b: unit_rows(random_matrix(b, d, seed=1000 + b)) for b in args.b}
+    fh = FlatIndex.from_normalized(half, num_threads=args.threads)
+    own: dict[int, dict[str, Any]] = {}
+    for b, q in queries.items():
+        log(f"N={n} d={d} B={b}: georag float16 in place and float32 ...")
+        f16_ms, f32_ms = paired_median_s(
+            [lambda q=q: fh.search(q, K, K), lambda q=q: fi.search(q, K, K)], args.repeats
+        )
+        own[b] = {
+            "georag_f16_ms": 1e3 * f16_ms,
+            "georag_f32_ms": 1e3 * f32_ms,
+            "scratch_mib_reported": int(fh.search_raw(q, K, K)[4]) / MIB,
+            "extra_mib_measured": peak_extra_mib(lambda q=q: fh.search(q, K, K)),
+        }
+        log(f"  float16 {own[b]['georag_f16_ms']:.1f} ms, float32 {own[b]['georag_f32_ms']:.1f} ms")
+    log(f"N={n} d={d}: faiss IndexFlatIP ...")
+    flat = faiss.IndexFlatIP(d)
+    for i in range(0, n, 1 << 16):
+        flat.add(np.ascontiguousarray(half[i : i + (1 << 16)], dtype=np.float32))
+    faiss_flat = {
+        b: min(
+            *time_faiss_flat(faiss, flat, q, args.repeats, args.faiss_default_threshold).values(),
+            *time_faiss_flat(faiss, flat, q, args.repeats, 1).values(),
+        )
+        for b, q in queries.items()
+    }
+    del flat
+    gc.collect()
+    log(f"N={n} d={d}: faiss SQfp16 ...")
+    faiss_sq = time_faiss_sq_fp16(faiss, half, queries, args.repeats)
+    gc.collect()
+    log(f"N={n} d={d}: torch bf16 ...")
+    torch_ms = time_torch_bf16(half, queries, args.repeats)
+    gc.collect()
+    _trim_heap()
     bw, gemm = floor["read_gbs"], floor["sgemm_gflops"]
     rows = []
     for b in args.b:
-        q = unit_rows(random_matrix(b, d, seed=1000 + b))
-        stacked = np.vstack([q, -q])
-        log(f"N={n} d={d} B={b}: faiss ...")
-        default = time_faiss_flat(faiss, index, q, args.repeats, args.faiss_default_threshold)
-        forced = time_faiss_flat(faiss, index, q, args.repeats, 1)
-        log(f"N={n} d={d} B={b}: georag ...")
-        georag_ms = median_ms(lambda q=q: fi.search(q, K, K), args.repeats)
-        scratch = int(fi.search_raw(q, K, K)[4])
-        extra = peak_extra_mib(lambda q=q: fi.search(q, K, K))
-        faiss_extra = peak_extra_mib(lambda s=stacked: index.search(s, K))
-        best = min(*default.values(), *forced.values())
-        floor_ms = 1e3 * max(db.nbytes / (bw * 1e9), 2 * b * n * d / (gemm * 1e9))
+        r = own[b]
+        f16 = r["georag_f16_ms"]
+        best_faiss = min(faiss_flat[b], faiss_sq[b])
+        t = torch_ms.get(b)
         rows.append(
             {
                 "N": n,
                 "d": d,
                 "B": b,
-                "faiss_two_calls_ms": default["two_calls_ms"],
-                "faiss_stacked_ms": default["stacked_ms"],
-                "faiss_blas_two_calls_ms": forced["two_calls_ms"],
-                "faiss_blas_stacked_ms": forced["stacked_ms"],
-                "best_faiss_ms": best,
-                "georag_ms": georag_ms,
-                "speedup_vs_best_faiss": best / georag_ms,
-                "floor_ms": floor_ms,
-                "georag_over_floor": georag_ms / floor_ms,
-                "extra_mib_measured": extra,
-                "scratch_bytes_reported": scratch,
-                "scratch_mib_reported": scratch / MIB,
-                "faiss_stacked_extra_mib_measured": faiss_extra,
+                **r,
+                "faiss_flat_best_ms": faiss_flat[b],
+                "faiss_sq_fp16_ms": faiss_sq[b],
+                "best_faiss_ms": best_faiss,
+                "torch_bf16_ms": t,
+                "f16_speedup_vs_f32": r["georag_f32_ms"] / f16,
+                "f16_speedup_vs_best_faiss": best_faiss / f16,
+                "f16_speedup_vs_torch": None if t is None else t / f16,
+                "floor_ms": 1e3 * max(n * d * 4 / (bw * 1e9), 2 * b * n * d / (gemm * 1e9)),
             }
         )
-        log(f"  georag {georag_ms:.2f} ms, best faiss {best:.2f} ms, floor {floor_ms:.2f} ms")
     return rows
 
 
 def bench_shape(faiss: Any, n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
     """Everything for one (N, d); the database and every index are freed on return."""
-    log(f"N={n} d={d}: generating {n * d * 4 / 1e9:.2f} GB ...")
-    fi = FlatIndex(random_matrix(n, d, seed=n * 7919 + d), num_threads=args.threads)
-    gc.collect()  # the generated array is gone: FlatIndex keeps its own normalized copy
+    log(f"N={n} d={d}: generating {n * d * 2 / 1e9:.2f} GB of normalized float16 rows ...")
+    half = np.empty((n, d), dtype=np.float16)
+    for i in range(0, n, 1 << 15):
+        m = min(1 << 15, n - i)
+        half[i : i + m] = unit_rows(random_matrix(m, d, seed=n * 7919 + d + i))
+    chunks = (half[i : i + (1 << 16)] for i in range(0, n, 1 << 16))
+    fi = FlatIndex.from_chunks(chunks, n, d, normalize=False, num_threads=args.threads)
     log(f"N={n} d={d}: measuring read bandwidth and SGEMM rate ...")
     floor = {
         "N": n,
@@ -289,7 +354,8 @@ def bench_shape(faiss: Any, n: int, d: int, args: argparse.Namespace) -> dict[st
         "sgemm_gflops": max(rates.values()),
     }
     log(f"  GEMV read {floor['read_gbs']:.1f} GB/s, SGEMM {floor['sgemm_by_blas']} GFLOP/s")
-    rows = time_exact(faiss, fi, n, d, floor, args)
+    rows = time_exact(faiss, half, fi, n, d, floor, args)
+    del half
     gc.collect()
     _trim_heap()
     recall_rows = [] if args.no_recall else measure_recall(fi, n, d, args)
@@ -305,14 +371,14 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 def markdown(results: list[dict[str, Any]], threshold: int) -> str:
     head = [
-        "N", "d", "B",
-        "faiss two calls (ms)", "faiss stacked (ms)",
-        "faiss BLAS two calls (ms)", "faiss BLAS stacked (ms)",
-        "best faiss (ms)", "georag (ms)", "speed-up vs best faiss (x)",
-        "floor (ms)", "georag/floor (x)", "extra MiB (measured)", "scratch MiB (reported)",
+        "N", "d", "B", "georag f16 in place (ms)", "georag f32 (ms)",
+        "faiss FlatIP best (ms)", "faiss SQfp16 (ms)", "torch bf16 (ms)",
+        "f16 vs f32 (x)", "f16 vs best faiss (x)",
+        "f16 vs torch (x)", "floor (ms)", "extra MiB (measured)", "scratch MiB (reported)",
     ]  # fmt: skip
     lines = [
-        f"faiss default distance_compute_blas_threshold = {threshold}; 'BLAS' columns set it to 1.",
+        "faiss FlatIP best: two calls or stacked, with the default distance_compute_blas_threshold "
+        f"({threshold}) and with 1. Ratios > 1: georag float16 in place is faster.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---:|" * len(head),
@@ -320,10 +386,10 @@ def markdown(results: list[dict[str, Any]], threshold: int) -> str:
     for r in (row for res in results for row in res["rows"]):
         cells = [
             str(r["N"]), str(r["d"]), str(r["B"]),
-            _fmt(r["faiss_two_calls_ms"]), _fmt(r["faiss_stacked_ms"]),
-            _fmt(r["faiss_blas_two_calls_ms"]), _fmt(r["faiss_blas_stacked_ms"]),
-            _fmt(r["best_faiss_ms"]), _fmt(r["georag_ms"]), _fmt(r["speedup_vs_best_faiss"]),
-            _fmt(r["floor_ms"]), _fmt(r["georag_over_floor"]),
+            _fmt(r["georag_f16_ms"], 1), _fmt(r["georag_f32_ms"], 1),
+            _fmt(r["faiss_flat_best_ms"], 1), _fmt(r["faiss_sq_fp16_ms"], 1), _fmt(r["torch_bf16_ms"], 1),
+            _fmt(r["f16_speedup_vs_f32"]), _fmt(r["f16_speedup_vs_best_faiss"]),
+            _fmt(r["f16_speedup_vs_torch"]), _fmt(r["floor_ms"], 1),
             _fmt(r["extra_mib_measured"], 1), _fmt(r["scratch_mib_reported"], 1),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -358,7 +424,7 @@ def markdown(results: list[dict[str, Any]], threshold: int) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, nargs="+", help="database sizes (default 100000 1000000)")
+    p.add_argument("--n", type=int, nargs="+", help="database sizes (default 1000000)")
     p.add_argument("--d", type=int, nargs="+", help="dimensions (default 768 1152)")
     p.add_argument("--b", type=int, nargs="+", help="query batch sizes (default 1 16 256)")
     p.add_argument("--repeats", type=int, help="timed runs per measurement (default 5)")
@@ -372,7 +438,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = (
         {"n": [20_000], "d": [768], "b": [1, 16, 256], "repeats": 3}
         if args.quick
-        else {"n": [100_000, 1_000_000], "d": [768, 1152], "b": [1, 16, 256], "repeats": 5}
+        else {"n": [1_000_000], "d": [768, 1152], "b": [1, 16, 256], "repeats": 5}
     )
     for name, value in defaults.items():
         if getattr(args, name) is None:

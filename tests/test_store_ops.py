@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from georag.cli import main
 from georag.errors import StoreError
 from georag.geo.countries import countries_at
+from georag.search.flat import FlatIndex
 from georag.store.ann import build_ann
 from georag.store.build import BuildRequest, build_source
 from georag.store.inspect import verify_store
@@ -69,6 +70,24 @@ def test_from_embeddings_stores_normalized_rows_in_shards(built: tuple[Path, np.
     np.testing.assert_array_equal(store.lat, [float(r["LAT"]) for r in rows])
     shard = next(store.embedding_shards())
     assert isinstance(shard, np.memmap) and shard.dtype == np.float16
+
+
+def test_the_exact_index_searches_the_memory_mapped_shards_in_place(
+    built: tuple[Path, np.ndarray, list],
+) -> None:
+    path, emb, _ = built
+    store = GeoStore.open(path)
+    index = store.flat_index()
+    assert index.in_place and index.nbytes == 0 and index.dtype == "float16"
+    stored = store.embeddings(np.arange(store.ntotal))
+    same = FlatIndex(stored, normalize=False)  # a float32 copy of the stored values
+    q = emb[[3, 160, 399]] + np.float32(0.05)
+    for amx in (1, 10**9):  # AMX tiles and the streaming float16 kernel: both exact
+        got = index.search_raw(q, 6, 6, amx_min_batch=amx)
+        want = same.search_raw(q, 6, 6, blas_min_batch=10**9)
+        for a, b in zip(got[:4], want[:4], strict=True):
+            np.testing.assert_array_equal(a, b)
+    check_neighbors(store.search(q, 6, 6), stored, q, 6, 6, normalize_db=False)
 
 
 def test_bad_embedding_rows_are_failures_and_float32_is_kept(tmp_path: Path) -> None:
@@ -163,8 +182,8 @@ def test_ann_index_matches_exact_search_and_a_swapped_file_is_refused(
     store = GeoStore.open(path)
     q = emb[:5] + np.float32(0.05)
     db = store.embeddings(np.arange(store.ntotal))
-    check_neighbors(store.search(q, 6, 6, index="flat"), db, q, 6, 6)
-    check_neighbors(store.search(q, 6, 6), db, q, 6, 6)
+    check_neighbors(store.search(q, 6, 6, index="flat"), db, q, 6, 6, normalize_db=False)
+    check_neighbors(store.search(q, 6, 6), db, q, 6, 6, normalize_db=False)
     ann = store.manifest.ann
     a, b = path / ann["flat"].file, path / ann["ivf"].file
     tmp = a.with_suffix(".swap")
@@ -174,7 +193,7 @@ def test_ann_index_matches_exact_search_and_a_swapped_file_is_refused(
     swapped = GeoStore.open(path)  # optional files are checked when used: the exact search still works
     with pytest.raises(StoreError, match="changed or truncated"):
         swapped.ann_index("flat")
-    check_neighbors(swapped.search(q, 6, 6), db, q, 6, 6)
+    check_neighbors(swapped.search(q, 6, 6), db, q, 6, 6, normalize_db=False)
     shutil.move(a, tmp)
     shutil.move(b, a)
     shutil.move(tmp, b)
@@ -204,7 +223,9 @@ def test_country_submaps_match_reverse_geocoding_and_restrict_the_search(
     allowed = np.flatnonzero(codes == biggest)
     q = emb[:3]
     res = store.search(q, 4, 4, submap=("country", biggest))
-    check_neighbors(res, store.embeddings(np.arange(store.ntotal)), q, 4, 4, allowed=allowed)
+    check_neighbors(
+        res, store.embeddings(np.arange(store.ntotal)), q, 4, 4, allowed=allowed, normalize_db=False
+    )
     assert set(countries_at(res.near_lat.ravel(), res.near_lon.ravel())) == {biggest}
 
 

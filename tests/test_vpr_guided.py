@@ -199,12 +199,12 @@ def _locate(
 def _brute_force(
     env: dict[str, Any], image_id: str, rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The top k of ``rows`` by cosine, in numpy (an independent reference of the restricted search)."""
+    """The top k of ``rows`` by score against the stored (normalized) rows as they are, in numpy (an
+    independent reference of the restricted search)."""
     store = env["geostore"]
     q = np.asarray(env["embeddings"][image_id], dtype=np.float64)
     q /= np.linalg.norm(q)
     e = store.embeddings(rows).astype(np.float64)
-    e /= np.linalg.norm(e, axis=1, keepdims=True)
     s = e @ q
     top = np.argsort(-s, kind="stable")[:k]
     return rows[top], s[top]

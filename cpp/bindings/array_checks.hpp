@@ -45,6 +45,26 @@ inline Matrix as_matrix(const py::array& a, const char* what, int64_t expected_c
   return {c, c.data(), static_cast<int64_t>(a.shape(0)), static_cast<int64_t>(a.shape(1))};
 }
 
+// A C-contiguous float16 matrix as IEEE binary16 bit patterns (numpy float16), copied only if not contiguous.
+struct HalfMatrix {
+  py::array keep;
+  const uint16_t* data;
+  int64_t rows;
+  int64_t cols;
+};
+
+inline HalfMatrix as_half_matrix(const py::array& a, const char* what, int64_t expected_cols) {
+  if (a.ndim() != 2)
+    throw py::value_error(std::string(what) + " must be 2-D (rows, dim), got shape " + shape_of(a));
+  if (expected_cols >= 0 && a.shape(1) != expected_cols)
+    throw py::value_error(std::string(what) + " have dimension " + std::to_string(a.shape(1)) +
+                          " but the index has dimension " + std::to_string(expected_cols));
+  py::array c = py::array::ensure(a, py::array::c_style);
+  if (!c) throw py::error_already_set();
+  return {c, static_cast<const uint16_t*>(c.data()), static_cast<int64_t>(a.shape(0)),
+          static_cast<int64_t>(a.shape(1))};
+}
+
 // None -> false (search everything); an (R, 2) int64 array -> ranges, true. The Python layer converts lists.
 inline bool as_ranges(const py::object& obj, std::vector<RowRange>* out) {
   if (obj.is_none()) return false;

@@ -44,13 +44,13 @@ int as_blas_int(int64_t v) {
 
 }  // namespace
 
-void score_tile(const float* queries, int64_t nq, const float* rows, int64_t ncols, int64_t d, int64_t stride,
-                float* scores, int64_t ld) {
+void score_tile(const float* queries, int64_t qstride, int64_t nq, const float* rows, int64_t stride,
+                int64_t ncols, int64_t d, float* scores, int64_t ld) {
   pin_blas_to_one_thread();
   // Column-major view: scores^T (ncols x nq, ldc = ld) = rows^T^T ... i.e. C = A^T B with A = rows as a
-  // (d x ncols) column-major matrix (lda = stride) and B = queries as (d x nq) column-major (ldb = stride).
+  // (d x ncols) column-major matrix (lda = stride) and B = queries as (d x nq) column-major (ldb = qstride).
   const int m = as_blas_int(ncols), n = as_blas_int(nq), k = as_blas_int(d);
-  const int lda = as_blas_int(stride), ldb = as_blas_int(stride), ldc = as_blas_int(ld);
+  const int lda = as_blas_int(stride), ldb = as_blas_int(qstride), ldc = as_blas_int(ld);
   const float one = 1.f, zero = 0.f;
   GEORAG_BLAS(sgemm_)("T", "N", &m, &n, &k, &one, rows, &lda, queries, &ldb, &zero, scores, &ldc);
 }

@@ -1,4 +1,6 @@
 // Chooses the CPU kernel variant once, from the processor's features (GEORAG_KERNEL=generic|avx2|avx512 overrides).
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -16,10 +18,18 @@ extern const georag::detail::KernelTable georag_kernels_avx512;
 namespace georag::detail {
 namespace {
 
+#if defined(GEORAG_KERNEL_avx2)
+// F16C (CPUID leaf 1, ECX bit 29): the avx2 kernels widen float16 rows with it.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 bool supported(const std::string& name) {
   if (name == "generic") return true;
 #if defined(GEORAG_KERNEL_avx2)
-  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 #endif
 #if defined(GEORAG_KERNEL_avx512)
   if (name == "avx512")

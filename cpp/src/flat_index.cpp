@@ -16,7 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "amx.hpp"
 #include "blas.hpp"
+#include "half.hpp"
 #include "georag/search.hpp"
 #include "georag/topk.hpp"
 #include "kernels.hpp"
@@ -30,12 +32,15 @@ constexpr std::size_t kTileBytes = 1u << 20;   // score tile budget: half of a 2
 constexpr int64_t kSmallTileRows = 4096;       // rows per work item on the small-batch path
 constexpr int64_t kMinRowsPerThread = 16384;   // below this, extra threads cost more than they save
 
-float* aligned_floats(std::size_t count) {
-  std::size_t bytes = (std::max<std::size_t>(count, 1) * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+template <class T = float>
+T* aligned_array(std::size_t count) {
+  std::size_t bytes = (std::max<std::size_t>(count, 1) * sizeof(T) + kAlign - 1) / kAlign * kAlign;
   void* p = std::aligned_alloc(kAlign, bytes);
   if (!p) throw std::bad_alloc();
-  return static_cast<float*>(p);
+  return static_cast<T*>(p);
 }
+
+float* aligned_floats(std::size_t count) { return aligned_array<float>(count); }
 
 struct AlignedBuffer {
   explicit AlignedBuffer(std::size_t count) : p(aligned_floats(count)) {}
@@ -119,7 +124,7 @@ void merge_into(std::vector<WorkerHeaps>& workers, Member member, int64_t q, int
 
 }  // namespace
 
-void FlatIndex::AlignedFree::operator()(float* p) const { std::free(p); }
+void FlatIndex::AlignedFree::operator()(void* p) const { std::free(p); }
 
 FlatIndex::FlatIndex(int64_t n, int64_t d, bool normalize, int num_threads)
     : n_(n), d_(d), stride_(round_up16(d)), normalize_(normalize), num_threads_(0) {
@@ -128,6 +133,7 @@ FlatIndex::FlatIndex(int64_t n, int64_t d, bool normalize, int num_threads)
   set_num_threads(num_threads);
   // Not zeroed: a 10M x 1152 database is 46 GB, and every row is written by append before it is used.
   data_.reset(aligned_floats(static_cast<std::size_t>(n) * stride_));
+  segments_ = {{data_.get(), 0, n}};
 }
 
 FlatIndex::FlatIndex(const float* vectors, int64_t n, int64_t d, bool normalize, int num_threads)
@@ -140,7 +146,79 @@ std::unique_ptr<FlatIndex> FlatIndex::reserve(int64_t n, int64_t d, bool normali
   return std::unique_ptr<FlatIndex>(new FlatIndex(n, d, normalize, num_threads));
 }
 
+std::unique_ptr<FlatIndex> FlatIndex::from_half(const uint16_t* rows, int64_t n, int64_t d, bool normalize,
+                                                int num_threads) {
+  std::unique_ptr<FlatIndex> index(new FlatIndex(0, d, normalize, num_threads));
+  index->n_ = n;
+  index->stride_ = d;
+  index->type_ = RowType::f16;
+  index->data_.reset();
+  index->half_.reset(aligned_array<uint16_t>(static_cast<std::size_t>(n) * d));
+  std::memcpy(index->half_.get(), rows, static_cast<std::size_t>(n) * d * sizeof(uint16_t));
+  if (normalize) index->scale_.resize(static_cast<std::size_t>(n));
+  const int workers = static_cast<int>(std::clamp<int64_t>(n / kMinRowsPerThread, 1, index->num_threads_));
+  std::vector<int64_t> first_bad(workers, -1);
+  run_workers(workers, [&](int w) {
+    const int64_t r0 = n * w / workers, r1 = n * (w + 1) / workers;
+    for (int64_t i = r0; i < r1; ++i) {
+      // The same float64 sum of squares as the float32 index's normalize_rows, so the scale is its 1 / norm.
+      const uint16_t* x = rows + i * d;
+      double ss = 0.0;
+      bool finite = true;
+      for (int64_t j = 0; j < d; ++j) {
+        finite &= (x[j] & 0x7c00u) != 0x7c00u;  // exponent all ones: Inf or NaN
+        const double v = detail::half_to_float(x[j]);
+        ss += v * v;
+      }
+      if (!finite || (normalize && !(ss > 0.0))) {
+        first_bad[w] = i;
+        break;
+      }
+      if (normalize) index->scale_[i] = static_cast<float>(1.0 / std::sqrt(ss));
+    }
+  });
+  for (int64_t bad : first_bad)
+    if (bad >= 0)
+      throw std::invalid_argument("database row " + std::to_string(bad) +
+                                  (normalize ? " has zero norm or a NaN/Inf value" : " has a NaN/Inf value") +
+                                  "; remove or fix it before building the index");
+  index->segments_ = {{index->half_.get(), 0, n}};
+  index->filled_.store(n, std::memory_order_release);
+  return index;
+}
+
+std::unique_ptr<FlatIndex> FlatIndex::wrap(RowType type, std::vector<RowSegment> segments, int64_t d,
+                                           int num_threads) {
+  std::unique_ptr<FlatIndex> index(new FlatIndex(0, d, false, num_threads));
+  index->data_.reset();
+  index->type_ = type;
+  index->stride_ = d;
+  index->borrowed_ = true;
+  index->segments_.clear();
+  int64_t n = 0;
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    const RowSegment& seg = segments[i];
+    if (seg.rows < 0) throw std::invalid_argument("segment " + std::to_string(i) + " has a negative row count");
+    if (seg.rows == 0) continue;
+    if (seg.data == nullptr) throw std::invalid_argument("segment " + std::to_string(i) + " has no data");
+    index->segments_.push_back({seg.data, n, seg.rows});
+    n += seg.rows;
+  }
+  index->n_ = n;
+  index->filled_.store(n, std::memory_order_release);
+  return index;
+}
+
+std::size_t FlatIndex::owned_bytes() const {
+  if (borrowed_) return 0;
+  if (type_ == RowType::f16) return static_cast<std::size_t>(n_) * d_ * sizeof(uint16_t) + scale_.size() * 4;
+  return static_cast<std::size_t>(n_) * stride_ * sizeof(float);
+}
+
 void FlatIndex::append(const float* rows, int64_t count) {
+  if (!data_)
+    throw std::invalid_argument("append works on a float32 index made by reserve; this index holds " +
+                                std::string(borrowed_ ? "the caller's rows" : "float16 rows"));
   if (count < 0) throw std::invalid_argument("append needs >= 0 rows, got " + std::to_string(count));
   std::lock_guard<std::mutex> lock(append_mutex_);
   const int64_t first = filled_.load(std::memory_order_relaxed);  // only appends write it, under the lock
@@ -184,6 +262,11 @@ void FlatIndex::set_num_threads(int t) {
 }
 
 std::string FlatIndex::kernel_name() { return detail::kernels().name; }
+
+std::string FlatIndex::amx_status() {
+  const auto& s = detail::amx_support();
+  return s.ok ? "available" : s.why;
+}
 
 void normalize_queries(const float* queries, int64_t nq, int64_t d, int64_t stride, float* out) {
   for (int64_t i = 0; i < nq; ++i) std::memcpy(out + i * stride, queries + i * d, d * sizeof(float));
@@ -235,23 +318,35 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
   const int kf = heap_capacity(params.k_far, searchable, "k_far");
 
   SearchFootprint fp;
-  AlignedBuffer qn(static_cast<std::size_t>(nq) * stride_);
-  fp.bytes += static_cast<std::size_t>(nq) * stride_ * sizeof(float);
-  normalize_queries(queries, nq, d_, stride_, qn.p);
+  const int64_t stride_q = round_up16(d_);  // queries: zero-padded to whole 16-float blocks
+  AlignedBuffer qn(static_cast<std::size_t>(nq) * stride_q);
+  fp.bytes += static_cast<std::size_t>(nq) * stride_q * sizeof(float);
+  normalize_queries(queries, nq, d_, stride_q, qn.p);
   if (nq == 0) return fp;
 
-  const bool use_blas = nq >= std::max<int64_t>(params.blas_min_batch, 1);
+  if (params.amx_min_batch < 0) throw std::invalid_argument("amx_min_batch must be >= 0 (0 = always)");
+  const bool half = type_ == RowType::f16;
+  const bool use_amx = half && nq >= params.amx_min_batch && detail::amx_support().ok;
+  const bool use_blas = !half && nq >= std::max<int64_t>(params.blas_min_batch, 1);
   const int64_t qblock = std::min(nq, kBlasQueryBlock);
   int64_t tile = params.tile_rows;
   if (tile == 0)
     tile = use_blas ? std::clamp<int64_t>(kTileBytes / (sizeof(float) * qblock), 256, 8192) / 16 * 16
                     : kSmallTileRows;
 
-  // Work items: fixed tiles of each range. Their bounds do not depend on the thread count, and the merge
-  // orders candidates totally (score, then id), so results are identical for any number of threads.
-  std::vector<RowRange> tiles;
+  // Work items: fixed tiles of each range within each segment. Their bounds do not depend on the thread
+  // count, and the merge orders candidates totally (score, then id), so results are identical for any number
+  // of threads.
+  struct Tile {
+    int64_t start, end;  // global rows
+    const Segment* seg;
+  };
+  std::vector<Tile> tiles;
   for (const auto& r : rs)
-    for (int64_t s = r.start; s < r.end; s += tile) tiles.push_back({s, std::min(r.end, s + tile)});
+    for (const auto& seg : segments_) {
+      const int64_t lo = std::max(r.start, seg.first), hi = std::min(r.end, seg.first + seg.rows);
+      for (int64_t s = lo; s < hi; s += tile) tiles.push_back({s, std::min(hi, s + tile), &seg});
+    }
 
   const int want = params.num_threads > 0 ? params.num_threads : num_threads_;
   const int64_t work_threads = std::max<int64_t>(1, searchable * std::max<int64_t>(nq, 1) / kMinRowsPerThread);
@@ -263,6 +358,11 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
   for (int w = 0; w < workers; ++w) heaps.emplace_back(nq, kn, kf);
   fp.bytes += static_cast<std::size_t>(workers) * nq * (kn + kf) * (sizeof(float) + sizeof(int64_t));
 
+  detail::AmxQueries amx_q;
+  if (use_amx) {
+    amx_q = detail::amx_pack_queries(qn.p, nq, d_, stride_q);
+    fp.bytes += amx_q.packed.size() * sizeof(uint16_t);
+  }
   const auto& kern = detail::kernels();
   std::atomic<std::size_t> next{0};
   const std::size_t score_floats = use_blas ? static_cast<std::size_t>(qblock) * tile : 0;
@@ -272,15 +372,29 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
     std::unique_ptr<AlignedBuffer> scores;
     if (use_blas) scores = std::make_unique<AlignedBuffer>(score_floats);
     for (std::size_t t = next++; t < tiles.size(); t = next++) {
-      const RowRange tr = tiles[t];
-      if (!use_blas) {
-        kern.scan_small(data_.get(), stride_, tr.start, tr.end, qn.p, nq, h.selectors());
+      const Tile& tr = tiles[t];
+      const int64_t first = tr.seg->first, r0 = tr.start - first, r1 = tr.end - first;
+      const float* scale = scale_.empty() ? nullptr : scale_.data() + first;
+      if (half) {
+        const auto* x = static_cast<const uint16_t*>(tr.seg->data);
+        if (use_amx)
+          detail::amx_scan_f16(x, stride_, d_, r0, r1, first, scale, amx_q, h.selectors(), kern.dot_f16);
+        else
+          kern.scan_f16(x, stride_, d_, r0, r1, first, scale, qn.p, stride_q, nq, h.selectors());
         continue;
       }
-      const int64_t cols = tr.end - tr.start;
+      const auto* x = static_cast<const float*>(tr.seg->data);
+      // Owned rows are zero-padded to the stride, so the kernel reads whole 16-float blocks (d = stride).
+      const int64_t width = borrowed_ ? d_ : stride_;
+      if (!use_blas) {
+        kern.scan_f32(x, stride_, width, r0, r1, first, scale, qn.p, stride_q, nq, h.selectors());
+        continue;
+      }
+      const int64_t cols = r1 - r0;
       for (int64_t q0 = 0; q0 < nq; q0 += qblock) {
         const int64_t qb = std::min(qblock, nq - q0);
-        detail::score_tile(qn.p + q0 * stride_, qb, row(tr.start), cols, d_, stride_, scores->p, cols);
+        detail::score_tile(qn.p + q0 * stride_q, stride_q, qb, x + r0 * stride_, stride_, cols, d_, scores->p,
+                           cols);
         kern.select_block(scores->p, qb, cols, cols, tr.start, h.selectors(q0));
       }
     }

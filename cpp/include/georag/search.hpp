@@ -27,6 +27,20 @@ struct SearchParams {
   int64_t blas_min_batch = 256;
   // Database rows per work tile; default 0 = automatic (scores of one tile for a block of queries fit in L2).
   int64_t tile_rows = 0;
+  // float16 rows: batches of at least this many queries score with AMX-BF16 tiles and re-score exactly (where
+  // the CPU and OS allow AMX; see amx_status()); smaller batches stream the rows through the exact float16
+  // kernel. Default 16 (measured crossover here). Both give the same ids and scores bit for bit.
+  int64_t amx_min_batch = 16;
+};
+
+// The element type of an index's rows.
+enum class RowType { f32, f16 };
+
+// A block of consecutive database rows that the caller owns and keeps alive (e.g. a memory-mapped store file):
+// `rows` rows of d elements, C-contiguous, `data` the first row.
+struct RowSegment {
+  const void* data = nullptr;
+  int64_t rows = 0;
 };
 
 // Output buffers, caller-owned, row-major (B, k): scores are cosine similarities. Near rows are sorted by
@@ -44,12 +58,16 @@ struct SearchFootprint {
   std::size_t bytes = 0;
 };
 
-// The database of an exact search, held in memory as normalized float32 rows `stride()` floats apart.
-//
-// Two ways to build one: the constructor copies a whole (n, d) array at once; `reserve` + `append` stream
-// the rows in chunks (e.g. from float16 shards on disk), so the peak memory is the index plus one chunk
-// instead of the index plus the whole float32 database. Both run the same code (the constructor IS reserve +
-// append), so the stored rows are bit-identical however the database was cut into chunks.
+// The database of an exact search. Three kinds of storage, one search:
+//  * float32 rows copied in and held normalized in memory (`stride()` floats apart, zero-padded): the
+//    constructor from floats, or `reserve` + `append` to stream the rows in chunks. Both run the same code,
+//    so the stored rows are bit-identical however the database was cut into chunks.
+//  * float16 rows copied in (`from_half`): kept as float16 with one float32 scale per row (1 / norm) when
+//    normalizing, so the copy is half the size of the float32 one.
+//  * rows the caller owns (`wrap`): float16 or float32 segments, already normalized, searched in place with
+//    no copy at all (a memory-mapped store). The caller keeps them alive and unchanged.
+// Over float16 rows the scores are the exact float32 arithmetic over the float16 values: bit-identical to a
+// float32 index of the same values (normalize=false) on its small-batch path.
 class FlatIndex {
  public:
   // Copies an (n, d) row-major float32 database. With `normalize`, rows are L2-normalized once here and a
@@ -64,6 +82,18 @@ class FlatIndex {
   // `append`; search() refuses to run until all n rows are in. Throws std::invalid_argument for n < 0,
   // d <= 0 or num_threads < 0, and std::bad_alloc when the buffer cannot be allocated.
   static std::unique_ptr<FlatIndex> reserve(int64_t n, int64_t d, bool normalize = true, int num_threads = 0);
+
+  // Copies an (n, d) row-major float16 database (IEEE binary16 bit patterns) and keeps it as float16. With
+  // `normalize`, each row's float32 norm is computed and its scores are multiplied by 1 / norm (a row of zero
+  // norm is rejected); NaN/Inf are always rejected (std::invalid_argument names the first bad row).
+  static std::unique_ptr<FlatIndex> from_half(const uint16_t* rows, int64_t n, int64_t d, bool normalize = true,
+                                              int num_threads = 0);
+
+  // Searches the caller's segments in place (no copy): rows of `type`, d elements each, taken as they are
+  // (already normalized; nothing is checked here: the Python layer checks a sample). Row ids run through the
+  // segments in order. The segments must outlive the index and stay unchanged.
+  static std::unique_ptr<FlatIndex> wrap(RowType type, std::vector<RowSegment> segments, int64_t d,
+                                         int num_threads = 0);
 
   // Copies `count` row-major rows of d floats into rows [filled(), filled() + count) and normalizes and
   // checks them on num_threads() threads, exactly as the constructor does. Throws std::invalid_argument
@@ -85,11 +115,22 @@ class FlatIndex {
   int num_threads() const { return num_threads_; }
   // Sets num_threads(); 0 = all CPUs this process may run on. Throws std::invalid_argument for t < 0.
   void set_num_threads(int t);
-  // Row i of the stored (normalized) database: dim() floats, rows `stride()` floats apart, the padding after
-  // the d values zero. Meaningful for i < filled() only: rows not yet appended are uninitialized memory.
-  const float* row(int64_t i) const { return data_.get() + static_cast<std::size_t>(i) * stride_; }
-  // Floats between consecutive rows: d rounded up to a multiple of 16 (64 bytes, one cache line).
+  // The element type of the rows.
+  RowType row_type() const { return type_; }
+  // Whether the rows are the caller's (wrap), not a copy.
+  bool borrowed() const { return borrowed_; }
+  // Row i of a float32 index that owns its rows (the constructor, reserve): dim() floats, rows `stride()`
+  // floats apart, the padding after the d values zero; nullptr for other storage. Meaningful for i < filled().
+  const float* row(int64_t i) const {
+    return data_ ? data_.get() + static_cast<std::size_t>(i) * stride_ : nullptr;
+  }
+  // The float16 rows of an index built by from_half (n x d, C-contiguous), else nullptr.
+  const uint16_t* half_rows() const { return half_.get(); }
+  // Elements between consecutive stored rows: for owned float32 rows d rounded up to a multiple of 16 (64
+  // bytes, one cache line); d otherwise.
   int64_t stride() const { return stride_; }
+  // Bytes of row storage this index allocated itself (0 for wrapped segments).
+  std::size_t owned_bytes() const;
 
   // Searches `nq` raw queries (row-major (nq, d) float32, normalized inside this call) over all rows, or
   // over the union of `ranges` when given (ranges may come in any order; overlaps are merged). Releases
@@ -101,24 +142,37 @@ class FlatIndex {
 
   // Which CPU kernel variant the dispatcher chose ("avx512", "avx2" or "generic").
   static std::string kernel_name();
+  // "available", or why float16 batches cannot use AMX-BF16 here.
+  static std::string amx_status();
 
  private:
   // Allocates room for n rows, none filled; the public constructor and reserve() both start here.
   FlatIndex(int64_t n, int64_t d, bool normalize, int num_threads);
 
   struct AlignedFree {
-    void operator()(float* p) const;
+    void operator()(void* p) const;
+  };
+  // A segment with its first global row, as the search walks it.
+  struct Segment {
+    const void* data;
+    int64_t first;
+    int64_t rows;
   };
   int64_t n_;
   int64_t d_;
-  int64_t stride_;  // d rounded up to a multiple of 16 floats (64 bytes), zero-padded
+  int64_t stride_;  // owned float32: d rounded up to a multiple of 16 floats (64 bytes), zero-padded; else d
   bool normalize_;
   int num_threads_;
+  RowType type_ = RowType::f32;
+  bool borrowed_ = false;
+  std::vector<Segment> segments_;  // the rows as the search reads them (one segment for owned storage)
+  std::vector<float> scale_;       // per-row score multipliers (from_half with normalize), else empty
   // Rows [0, filled_) are valid. Atomic because the bindings release the GIL in append, so a search in
   // another thread may read it while an append publishes new rows (release store after the rows are written).
   std::atomic<int64_t> filled_{0};
   std::mutex append_mutex_;  // serializes appends: each reads filled_, writes its rows, then advances it
   std::unique_ptr<float[], AlignedFree> data_;
+  std::unique_ptr<uint16_t[], AlignedFree> half_;
 };
 
 // A description of the BLAS the core was built with (OpenBLAS's configuration string, or "system BLAS").

@@ -70,11 +70,14 @@ class FaissIndex(IndexBase):
         efSearch: int | None = None,
         use_gpu: bool = False,
         seed: int = 1234,
+        normalize: bool = True,
     ) -> None:
         """Builds the index, trains it when needed, and adds the normalized rows of ``vectors``.
 
         ``vectors`` is an (N, d) float32 array or a :class:`~georag.search.rows.RowSource` (a store's
         shards): it is read in chunks of 16384 rows plus the training sample, never copied whole.
+        ``normalize=False`` adds rows that are already normalized as they are (a store's rows, so that its
+        faiss indexes score exactly what its exact index scores); they are still checked finite and nonzero.
         """
         faiss = _faiss()
         _check_matrix(vectors, "vectors")
@@ -83,6 +86,8 @@ class FaissIndex(IndexBase):
         for start in range(0, n, _CHUNK_ROWS):
             rows = slice(start, start + _CHUNK_ROWS)
             inv_norms[rows] = _inverse_norms(vectors[rows], "database", start)
+        if not normalize:
+            inv_norms[:] = 1.0
         try:
             index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:

@@ -68,7 +68,8 @@ def build_ann(
     train_size: int | None = None,
     seed: int = 1234,
 ) -> AnnInfo:
-    """Builds a faiss ``factory`` index (inner product on the normalized rows) and registers it as ``name``.
+    """Builds a faiss ``factory`` index (inner product on the stored, normalized rows) and registers it as
+    ``name``.
 
     The file gets a fresh name, is fsynced, and only then does the manifest switch to it (the index it
     replaces, if any, is deleted after that commit); its SHA-256 in the manifest means it is only ever
@@ -88,7 +89,8 @@ def build_ann(
         raise StoreError(f"{store.path} has no rows to index")
     rows_built = store.manifest.shard_files()
     try:
-        index = FaissIndex(ShardedRows(store), factory, train_size=train_size, seed=seed)
+        # The rows are stored normalized: indexed as they are, so faiss scores what the exact index scores.
+        index = FaissIndex(ShardedRows(store), factory, train_size=train_size, seed=seed, normalize=False)
     except ValueError as exc:
         raise StoreError(str(exc)) from exc
     with store_lock(store.path):

@@ -42,8 +42,8 @@ class GeoStore:
 
     Open with :meth:`open`. Embeddings stay on disk (memory-mapped, read through the page cache); each index
     (:meth:`index`: "exact", "cuda" or a faiss index of the store) is built or read on first use, then kept.
-    The exact index is built from the shards one at a time, so its float32 copy is the only full-size
-    allocation. :meth:`search` uses the index named when the store was opened (``index_name``).
+    The exact index searches the shard files in place (no copy); "cuda" copies them to the GPU.
+    :meth:`search` uses the index named when the store was opened (``index_name``).
     """
 
     def __init__(
@@ -176,14 +176,24 @@ class GeoStore:
         return out
 
     def flat_index(self, *, num_threads: int = 0) -> FlatIndex:
-        """The exact index over all rows, built shard by shard on first call (then cached).
+        """The exact index over all rows: the memory-mapped shards searched in place (then cached).
 
-        Memory: N x d x 4 bytes (d padded to 16) for the index, plus one shard converted at a time.
+        Nothing is copied: opening is instant and the index's resident memory is the page cache of the
+        shard files plus per-search buffers. float16 shards are searched in float16 (half the bytes of a
+        float32 copy); a sample of rows is checked for normalization (see `FlatIndex.from_normalized`).
         """
         if self._flat is None:
             from georag.search.flat import FlatIndex
 
-            self._flat = FlatIndex.from_chunks(self._shards, self.ntotal, self.dim, num_threads=num_threads)
+            if self.ntotal == 0:
+                self._flat = FlatIndex.reserve(0, self.dim, num_threads=num_threads)
+                return self._flat
+            try:
+                self._flat = FlatIndex.from_normalized(self._shards, num_threads=num_threads)
+            except ValueError as exc:
+                raise StoreError(
+                    f"{self.path}: {exc}; the store is damaged: run `georag index verify {self.path}`"
+                ) from exc
         return self._flat
 
     def ann_index(self, name: str) -> FaissIndex:
@@ -257,7 +267,7 @@ class GeoStore:
             rows = np.empty((self.ntotal, self.dim), dtype=np.float32)
             for info, shard in zip(self.manifest.shards, self._shards, strict=True):
                 rows[info.first_row : info.first_row + info.rows] = shard
-            self._cuda = CudaFlatIndex(rows)
+            self._cuda = CudaFlatIndex(rows, normalize=False)  # stored normalized: scored as the exact index
         return self._cuda
 
     def search(
@@ -273,7 +283,9 @@ class GeoStore:
     ) -> Neighbors:
         """The ``k_near`` most and ``k_far`` least similar rows of each raw query, with their coordinates.
 
-        Same contract as `georag.search.protocol.Index.search`; the result's near/far lat/lon are filled
+        Same contract as `georag.search.protocol.Index.search`, over the stored rows as they are: they were
+        normalized before being stored, so a score is the cosine similarity to within the rounding of the
+        stored float16 values (2^-11 relative). The result's near/far lat/lon are filled
         ((B, k) degrees, NaN for padding). ``row_ranges``: search only these [start, end) rows;
         ``submap=(partition, name)``, e.g. ``("country", "FR")``: only that submap's rows (not with
         ``row_ranges``). ``index``: the index by name (see :meth:`index`); default ``index_name``.
