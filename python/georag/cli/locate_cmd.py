@@ -38,7 +38,22 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
 @use("config", "store", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *RAG, *VPR, *EXCLUSION, "truth",
      "truth-format", defaults={"truth-format": "im2gps3k"})  # fmt: skip
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="preds.csv (+ preds.jsonl)."
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="preds.csv (+ preds.jsonl); preds.geojson adds a GeoJSON file (+ preds.csv, preds.jsonl).",
+)
+@click.option(
+    "--format",
+    "out_format",
+    type=click.Choice(["csv", "geojson"]),
+    default=None,
+    help="geojson: write OUT.geojson too (default: by the suffix of --out).",
+)
+@click.option(
+    "--geojson-evidence",
+    is_flag=True,
+    help="The GeoJSON holds each photo's LLM candidates and near / far gallery rows too (property role).",
 )
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run into --out.")
 @click.option(
@@ -56,6 +71,11 @@ def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
     Writes OUT.csv (id, lat, lon, confidence, strategy, error, fallback) and OUT.jsonl (the evidence:
     neighbors, prompt variants, raw answers, candidates, fallback reason, timings per stage).
     Settings come from the options, then --config FILE.toml, then the defaults.
+
+    GeoJSON (--out preds.geojson, or --format geojson): an RFC 7946 FeatureCollection, one Point
+    [lon, lat] per photo (properties id, confidence, strategy, error, fallback; a failed photo has a null
+    geometry). The JSONL stays the resumable record: the .geojson is written from it, atomically, once
+    every photo is done (an interrupted run writes it when re-run to the end).
 
     --strategy vpr-guided: the LLM first names the country and a coordinate guess (--prior-samples vote),
     the search runs only over that submap of the store (--submap-by), and the top --rerank-k candidates

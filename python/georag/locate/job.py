@@ -48,6 +48,8 @@ class LocateSummary:
     """The predictions CSV."""
     jsonl_path: Path
     """The evidence JSONL beside it."""
+    geojson_path: Path | None = None
+    """The GeoJSON FeatureCollection written at the end of the run, if one was asked for."""
 
     @property
     def rate(self) -> float:
@@ -60,7 +62,8 @@ class LocateSummary:
         return (
             f"located {self.located} photos in {self.seconds:.1f} s ({self.rate:.1f}/s) with {self.strategy}"
             f"{resumed}: {self.ok} ok, {self.fallback} fell back to {fell_back_to}, {self.error} failed; "
-            f"wrote {self.csv_path} and {self.jsonl_path}"
+            f"wrote {self.csv_path}{',' if self.geojson_path else ' and'} {self.jsonl_path}"
+            + (f" and {self.geojson_path}" if self.geojson_path else "")
         )
 
 
@@ -74,8 +77,15 @@ def run(
     truth_format: str = "im2gps3k",
     progress: bool = True,
     id_from: str = "name",
+    out_format: str | None = None,
+    geojson_evidence: bool = False,
 ) -> LocateSummary:
     """Locates ``paths`` with ``config`` into ``out`` (``preds.csv``, with ``preds.jsonl`` beside it).
+
+    GeoJSON: where ``out`` ends with .geojson, or ``out_format`` is "geojson", the CSV and the JSONL are
+    written as always (same stem) and, once every photo is done, the GeoJSON FeatureCollection of the JSONL
+    (`georag.locate.output.write_geojson`; ``geojson_evidence``: the LLM candidates and neighbours too).
+    A run that stops early writes none; re-running it resumes, then writes it.
 
     Re-running into the same ``out`` resumes: finished photos are skipped, and settings other than the
     first run's are refused (`georag.locate.output.run_settings`); ``overwrite`` starts over. ``truth``
@@ -94,7 +104,7 @@ def run(
     from georag.encoder import load_encoder_from
     from georag.llm.backends import check_llm, open_llm_from
     from georag.locate.geolocator import Geolocator, photo_ids
-    from georag.locate.output import PredictionWriter, output_paths, run_settings
+    from georag.locate.output import PredictionWriter, geojson_path, output_paths, run_settings, write_geojson
     from georag.locate.truth import load_truth
     from georag.store.store import GeoStore
 
@@ -105,6 +115,7 @@ def run(
     out = Path(out)
     truth = None if truth is None else Path(truth)
     csv_path, jsonl_path = output_paths(out)
+    geojson = geojson_path(out, out_format)
     # Before the lock: with ids from names, two files of one name are refused.
     photos, ids = photo_ids(paths, id_from)
     client = open_llm_from(config.llm)
@@ -130,6 +141,8 @@ def run(
                 geo, todo, writer, total=len(photos), progress=progress, max_failures=config.llm.max_failures
             )
             seconds = time.perf_counter() - t0
+        if geojson is not None:  # from the JSONL, closed and complete: the earlier runs' photos too
+            write_geojson(jsonl_path, geojson, evidence=geojson_evidence)
     finally:
         if client is not None:
             client.close()
@@ -140,6 +153,7 @@ def run(
         strategy=config.strategy.name,
         csv_path=csv_path,
         jsonl_path=jsonl_path,
+        geojson_path=geojson,
         **counts,
     )
 

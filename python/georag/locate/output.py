@@ -2,6 +2,8 @@
 
 The JSONL is the record of truth: on resume its complete lines are the finished photos (a line cut by a
 kill is dropped), and the CSV is rewritten from it before new rows are appended, so the two always agree.
+A GeoJSON FeatureCollection (`georag.geojson`) is derived from the JSONL once a run is complete
+(`write_geojson`), in one atomic replace: it is never half-written, and never the only record of a photo.
 """
 
 from __future__ import annotations
@@ -11,23 +13,46 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from georag.config import Config
 from georag.errors import OutputError
+from georag.geojson import iter_text
 from georag.types import Prediction
 
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("id", "lat", "lon", "confidence", "strategy", "error", "fallback")
+OUT_SUFFIXES = (".csv", ".jsonl", ".geojson")
+"""What ``--out`` may end with: the CSV and the JSONL are always written, the GeoJSON on request."""
+FORMATS = ("csv", "geojson")
+"""``--format``: csv (the CSV and the JSONL) or geojson (a .geojson too); default: by ``--out``'s suffix."""
 
 
 def output_paths(out: Path) -> tuple[Path, Path]:
-    """(CSV, JSONL) for ``--out preds.csv`` (or ``preds.jsonl``): the same stem, both suffixes."""
-    if out.suffix not in (".csv", ".jsonl"):
-        raise OutputError(f"--out {out}: name a .csv (a .jsonl with the evidence is written beside it)")
+    """(CSV, JSONL) for ``--out preds.csv`` (or ``preds.jsonl``, ``preds.geojson``): the same stem, both
+    suffixes."""
+    if out.suffix not in OUT_SUFFIXES:
+        raise OutputError(
+            f"--out {out}: name a .csv (a .jsonl with the evidence is written beside it) or a .geojson"
+        )
     return out.with_suffix(".csv"), out.with_suffix(".jsonl")
+
+
+def geojson_path(out: Path, out_format: str | None = None) -> Path | None:
+    """Where the GeoJSON of a run into ``out`` goes: ``out`` itself when it ends with .geojson, the same
+    stem with .geojson for ``out_format`` "geojson", else None (none is written). OutputError for
+    ``out_format`` "csv" with a .geojson ``out``, or an unknown format."""
+    if out_format not in (None, *FORMATS):
+        raise OutputError(f"--format {out_format}: use one of {', '.join(FORMATS)}")
+    output_paths(out)  # the suffix is checked
+    if out.suffix == ".geojson":
+        if out_format == "csv":
+            raise OutputError(f"--out {out} names a GeoJSON file, but --format is csv")
+        return out
+    return out.with_suffix(".geojson") if out_format == "geojson" else None
 
 
 def read_done(jsonl: Path) -> tuple[list[Prediction], int]:
@@ -35,23 +60,57 @@ def read_done(jsonl: Path) -> tuple[list[Prediction], int]:
 
     A cut last line (the run was killed while writing it) is not counted; the writer truncates it away.
     """
-    if not jsonl.exists():
-        return [], 0
     done: list[Prediction] = []
     size = 0
+    for pred, length in _records(jsonl):
+        done.append(pred)
+        size += length
+    return done, size
+
+
+def write_geojson(jsonl: Path, path: Path, *, evidence: bool = False) -> int:
+    """Writes the FeatureCollection (`georag.geojson`) of the complete records of ``jsonl`` to ``path``,
+    atomically (a temporary file beside it, then one rename), one record at a time; the number of photos.
+    ``evidence``: the LLM candidates and the near and far gallery rows too."""
+    count = 0
+
+    def preds() -> Iterator[Prediction]:
+        nonlocal count
+        for pred, _ in _records(jsonl):
+            count += 1
+            yield pred
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for chunk in iter_text(preds(), evidence=evidence):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _records(jsonl: Path) -> Iterator[tuple[Prediction, int]]:
+    """Each complete JSONL line's prediction and its length in bytes (a cut last line is dropped)."""
+    if not jsonl.exists():
+        return
     with open(jsonl, "rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 log.warning("%s: dropping the cut last line %d (interrupted while writing it)", jsonl, n)
-                break
+                return
             try:
-                done.append(Prediction.from_record(json.loads(raw)))
+                pred = Prediction.from_record(json.loads(raw))
             except (ValueError, KeyError, TypeError) as exc:
                 raise OutputError(
                     f"{jsonl}:{n} is not a georag prediction record ({exc}); move it away"
                 ) from exc
-            size += len(raw)
-    return done, size
+            yield pred, len(raw)
 
 
 class PredictionWriter:

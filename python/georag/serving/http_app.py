@@ -7,6 +7,14 @@ A multipart/form-data body (``curl -F file=@photo.jpg``) carries the photo in it
 its only file part, and may carry the parameters in its other fields (never one both there and in the
 query); its cap is ``max_image_bytes`` plus `MULTIPART_ALLOWANCE` for the framing, enforced as it is read.
 
+The answer is the result as JSON; ``?format=geojson`` makes it an RFC 7946 FeatureCollection
+(`georag.geojson`: the prediction as a Point; ``&evidence=1`` adds the LLM candidates and the near and far
+gallery rows as further Features with their ``role``). These two output options go in the query string only.
+
+GET / is a map page for people (`georag.serving.page`): it posts photos to /v1/locate like any client and
+draws the answers; GET /v1/gallery/{row}/thumbnail serves a gallery row's image, small, where the store
+can reach the images it was built from.
+
 The body is read under its cap first, then parsed (`georag.serving.forms`, with python-multipart, the
 parser FastAPI uses): a request needs one file part and a few short fields, and anything else (no or two
 file parts, a missing closing boundary, a part without a name) is refused with a clear 400.
@@ -40,6 +48,8 @@ from georag.config import StrategyConfig
 from georag.errors import MissingDependencyError, extra_hint
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout, public_message
 from georag.serving.forms import TooLarge, boundary_of, multipart, parse_form, too_large
+from georag.serving.gallery import GalleryImages
+from georag.serving.page import add_page
 from georag.serving.params import KEYS, RequestParams, known_keys, parse_params
 from georag.serving.pipeline import Pipeline, result_json
 
@@ -54,6 +64,10 @@ _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 """A query value read as a temperature: a plain decimal number (JSON's, without an exponent)."""
 _STATUS = {"INVALID_ARG": 400, "UNAVAILABLE": 504, "INTERNAL": 502}
+OUTPUT_KEYS = ("format", "evidence")
+"""Query parameters choosing the answer's form (not the pipeline's parameters): format=json|geojson and,
+with geojson, evidence=0|1."""
+_FLAGS = {"0": False, "1": True, "false": False, "true": True}
 _PACKAGES = "fastapi uvicorn python-multipart"
 """What `georag serve` needs (its extra, ``serve``)."""
 MULTIPART_ALLOWANCE = 16 << 10
@@ -108,7 +122,9 @@ def create_app(
     on_close: Callable[[], Any] | None = None,
     family: str | None = None,
 ) -> "FastAPI":
-    """The HTTP app serving ``pipeline``: POST /v1/locate, GET /v1/info, /health/live, /health/ready.
+    """The HTTP app serving ``pipeline``: POST /v1/locate, GET /v1/info, /health/live, /health/ready, and
+    the map page (GET /, /static/..., /v1/gallery/{row}/thumbnail: thumbnails where ``pipeline.store`` is a
+    GeoStore whose image files are reachable).
 
     The limits are the pipeline's ``config.serve``: ``max_requests`` pipeline runs at once, ``max_queue``
     requests allowed to wait beyond those: the server holds at most ``max_requests + max_queue`` requests,
@@ -134,6 +150,7 @@ def create_app(
     has_llm = any(StrategyConfig(name).needs_llm for name in strategies)
     known = known_keys(cfg.allow_test_markers)
     state = _State(max_requests, max_queue)
+    gallery = GalleryImages.of(getattr(pipeline, "store", None))
 
     def checked(given: dict[str, str]) -> RequestParams:
         """The parameters ``given`` (query and form), checked, with a strategy this server answers."""
@@ -171,7 +188,7 @@ def create_app(
     async def locate(request: Request) -> Response:
         """The photo in the body: raw bytes, or multipart/form-data (the part named ``file`` or the only
         file part; other fields may carry parameters). Parameters in the query string. The result as
-        JSON."""
+        JSON, or as GeoJSON with ``format=geojson`` (``evidence=1``: with the candidates and neighbours)."""
         arrived = time.monotonic()
 
         def left() -> float:
@@ -181,7 +198,8 @@ def create_app(
             slots = state.slots
             if not state.ready or slots is None:
                 raise _Busy("the server is not ready or is shutting down")
-            query = _given(request.query_params.multi_items(), "query parameter", known)
+            asked, geojson, evidence = _output_options(request.query_params.multi_items())
+            query = _given(asked, "query parameter", (*known, *OUTPUT_KEYS))
             params = checked(query)  # the query's parameters are refused before the body is read
             boundary = boundary_of(request.headers.get("content-type"))  # None: the body is the image
             cap = cfg.max_image_bytes + (MULTIPART_ALLOWANCE if boundary is not None else 0)
@@ -190,6 +208,8 @@ def create_app(
                 image = await _read_body(request, cap, cfg.max_image_bytes, left())
                 if boundary is not None:
                     image, items = parse_form(image, boundary, cfg.max_image_bytes)
+                    if any(key in OUTPUT_KEYS for key, _ in items):
+                        raise BadRequest(f"{' and '.join(OUTPUT_KEYS)} go in the query string, not the form")
                     fields = _given(items, "form field", known)
                     both = sorted(set(query) & set(fields))
                     if both:
@@ -198,6 +218,11 @@ def create_app(
                         params = checked({**query, **fields})
                 async with _slot(slots, left()):
                     result = await pipeline.run(image, params, arrived=arrived)
+            if geojson:
+                from georag.geojson import MEDIA_TYPE, dumps, from_result
+
+                features = dumps(from_result(result, evidence=evidence)).encode("utf-8")
+                return Response(features, media_type=MEDIA_TYPE)
             body = result_json(result)
         except ServingError as exc:
             log.info("georag serve: request refused (%s): %s", exc.code, exc)
@@ -224,6 +249,7 @@ def create_app(
             "llm_timeout_s": cfg.llm_timeout_s,
             "max_requests": max_requests,
             "max_queue": max_queue,
+            "thumbnails": gallery is not None,
         }
 
     @app.get("/health/live")
@@ -238,7 +264,33 @@ def create_app(
             return Response(b'{"status":"ready"}', media_type="application/json")
         return _error(503, "not ready", "UNAVAILABLE")
 
+    add_page(app, gallery)
     return app
+
+
+def _output_options(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], bool, bool]:
+    """The query's items less `OUTPUT_KEYS`, whether GeoJSON is asked for, and whether with the evidence
+    (BadRequest for a bad value, a repeated key, or evidence without format=geojson)."""
+    rest: list[tuple[str, str]] = []
+    given: dict[str, str] = {}
+    for key, value in items:
+        if key not in OUTPUT_KEYS:
+            rest.append((key, value))
+        elif key in given:
+            raise BadRequest(f"query parameter {key!r} is given more than once")
+        else:
+            given[key] = value
+    form = given.get("format", "json")
+    if form not in ("json", "geojson"):
+        raise BadRequest(f"format must be json or geojson, got {form[:40]!r}")
+    evidence = given.get("evidence", "0").lower()
+    if evidence not in _FLAGS:
+        raise BadRequest(f"evidence must be 0 or 1, got {evidence[:40]!r}")
+    if _FLAGS[evidence] and form != "geojson":
+        raise BadRequest(
+            "evidence=1 is an option of format=geojson (the JSON answer always holds the evidence)"
+        )
+    return rest, form == "geojson", _FLAGS[evidence]
 
 
 def _given(items: list[tuple[str, str]], where: str, known: tuple[str, ...]) -> dict[str, str]:
