@@ -7,6 +7,7 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -187,6 +188,42 @@ def test_plot_world_map_samples_lines_deterministically(tmp_path: Path) -> None:
         plot_world_map(lat, lon, lat, lon, tmp_path / "d.png", max_lines=-1)
 
 
+def _rgb_around(fig: Any, lon: float, lat: float, radius: int) -> np.ndarray:
+    """The rendered figure's RGB pixels within ``radius`` pixels of (lon, lat), as (k, 3) ints."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    x, y = fig.axes[0].transData.transform((lon, lat))
+    row, col = rgba.shape[0] - int(np.rint(y)), int(np.rint(x))  # display y runs up, image rows down
+    box = rgba[row - radius : row + radius + 1, col - radius : col + radius + 1, :3]
+    return box.reshape(-1, 3).astype(int)
+
+
+def _count(pixels: np.ndarray, colour: str) -> int:
+    r, g, b = pixels.T
+    if colour == "red":
+        return int(np.count_nonzero((r > 170) & (g < 110) & (b < 110)))
+    return int(np.count_nonzero((b > 140) & (r < 110) & (b - g > 40)))  # tab:blue is (31, 119, 180)
+
+
+def test_the_world_map_shows_a_prediction_on_its_truth_and_the_truth_too() -> None:
+    """The bug this replaces: truth dots drawn over the predictions hid them where the two coincide."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("countryinfo")
+    # Paris predicted exactly, Lima predicted 5 degrees off, and a truth in the Pacific without prediction.
+    fig = plots.world_map_figure([48.85, -12.0, -20.0], [2.35, -77.0, -130.0], [48.85, -17.0, np.nan],
+                                 [2.35, -77.0, np.nan])  # fmt: skip
+    centre, ring = _rgb_around(fig, 2.35, 48.85, 1), _rgb_around(fig, 2.35, 48.85, 6)
+    assert _count(centre, "red") >= 5, "the prediction's dot is on top, at the centre"
+    assert _count(ring, "blue") >= 8, "the truth's ring shows around it"
+    assert _count(_rgb_around(fig, -77.0, -17.0, 1), "red") >= 5
+    assert _count(_rgb_around(fig, -77.0, -12.0, 6), "blue") >= 8
+    lone = _rgb_around(fig, -130.0, -20.0, 6)
+    assert _count(lone, "blue") >= 8 and _count(lone, "red") == 0
+    assert _count(_rgb_around(fig, -100.0, -40.0, 6), "blue") == 0, "nothing where no photo is"
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["truth (3)", "prediction (2)", "truth \u2192 prediction (2 lines)"]
+
+
 def test_land_outline_covers_the_continents_and_not_the_oceans() -> None:
     pytest.importorskip("countryinfo")
     mpath = pytest.importorskip("matplotlib.path")
@@ -280,7 +317,8 @@ def test_outlines_through_the_countryinfo_0_1_api(monkeypatch: pytest.MonkeyPatc
     assert np.array_equal(closed[0], closed[-1])
     assert [-180.0, -90.0] in closed.tolist() and [180.0, -90.0] in closed.tolist()
     # The outline keeps the coast but not the cut along the date line nor the closure along the pole.
-    edges = plots._outline_edges(rings)
+    lines = plots.land_outlines(rings)
+    edges = np.concatenate([np.stack([line[:-1], line[1:]], axis=1) for line in lines])
     assert not np.any(np.all(np.abs(edges[:, :, 0]) == 180.0, axis=1))
     assert not np.any(np.all(edges[:, :, 1] == -90.0, axis=1))
     # The square's 4 edges and the polar ring's 6 coast edges: 180..-179 became -180..-179, past the cut.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from georag._version import __version__
 from georag.config import Config, load_config
-from georag.errors import ConfigError, GeoRagError, MissingDependencyError
+from georag.errors import ConfigError, GeoRagError, InputError, MissingDependencyError
 from georag.llm.parse import parse_coordinates
 from georag.locate.geolocator import Geolocator
 from georag.search import CudaFlatIndex, FaissIndex, FlatIndex
@@ -20,6 +20,7 @@ __all__ = [
     "GeoRagError",
     "GeoStore",
     "Geolocator",
+    "InputError",
     "MissingDependencyError",
     "Neighbors",
     "Prediction",

@@ -14,6 +14,7 @@ from georag.evaluate.scoring import DEFAULT_DENOMINATOR
 
 if TYPE_CHECKING:
     from georag.evaluate import EvalReport, Predictions
+    from georag.evaluate.html_report import Table
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -63,6 +64,14 @@ def eval_command() -> None:
     default=None,
     help="Write error_cdf.png and world_map.png here (needs: pip install matplotlib countryinfo).",
 )
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write one self-contained offline page here: the table, the error CDF and an interactive map of "
+    "truth vs prediction with the worst misses (needs: pip install countryinfo).",
+)
 def score(
     predictions: Path,
     truth: Path,
@@ -83,6 +92,7 @@ def score(
     markdown: bool,
     digits: int,
     plot_dir: Path | None,
+    html_out: Path | None,
 ) -> None:
     """Score PREDICTIONS against the ground truth: accuracy within each distance threshold, median and
     mean error, GeoScore, with 95% bootstrap intervals.
@@ -106,7 +116,16 @@ def score(
         read_predictions,
         read_truth,
     )
-    from georag.evaluate.tables import comparison_table, report_table
+    from georag.evaluate.html_report import Table
+    from georag.evaluate.tables import (
+        COMPARISON_HEADER,
+        REPORT_HEADER,
+        comparison_rows,
+        comparison_table,
+        footer_lines,
+        report_rows,
+        report_table,
+    )
 
     with errors():
         chosen = parse_thresholds(thresholds)
@@ -129,7 +148,9 @@ def score(
                 "truth": str(truth),
                 "prediction_failures": preds[0].failure_summary(),
             }
-            text = report_table(report, title=f"{predictions.name} {head}", markdown=markdown, digits=digits)
+            title = f"{predictions.name} {head}"
+            text = report_table(report, title=title, markdown=markdown, digits=digits)
+            table = Table(REPORT_HEADER, report_rows(report, digits), footer_lines(report))
             reports: dict[str, tuple[str, EvalReport]] = {"": (predictions.name, report)}
         else:
             comparison = compare(preds[0], preds[1], truth_rows, options)
@@ -141,6 +162,12 @@ def score(
             }
             title = f"A = {predictions.name}, B = {other.name}, {head}"
             text = comparison_table(comparison, title=title, markdown=markdown, digits=digits)
+            notes = [
+                f"{k}: {line}"
+                for k, r in (("A", comparison.a), ("B", comparison.b))
+                for line in footer_lines(r)
+            ]
+            table = Table(COMPARISON_HEADER, comparison_rows(comparison, digits), notes)
             reports = {
                 "a_": (f"A = {predictions.name}", comparison.a),
                 "b_": (f"B = {other.name}", comparison.b),
@@ -151,6 +178,8 @@ def score(
         if plot_dir is not None:
             for prefix, (name, rep) in reports.items():
                 _plot(rep, plot_dir, prefix, name)
+        if html_out is not None:
+            _html(html_out, title, table, list(reports.values()))
     click.echo(text)
     for line in failures:
         click.echo(line)
@@ -158,6 +187,8 @@ def score(
         click.echo(f"wrote {json_out}")
     if plot_dir is not None:
         click.echo(f"wrote the plots to {plot_dir}")
+    if html_out is not None:
+        click.echo(f"wrote {html_out}")
 
 
 def _failure_lines(preds: Predictions, named: bool) -> list[str]:
@@ -196,6 +227,13 @@ def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:
         raise
     except ImportError as exc:  # a lazily imported matplotlib
         raise MissingDependencyError(f"{hint} ({exc})") from exc
+
+
+def _html(out: Path, title: str, table: Table, reports: list[tuple[str, EvalReport]]) -> None:
+    """The run's self-contained page (georag.evaluate.html_report; the map's outlines need countryinfo)."""
+    from georag.evaluate.html_report import write_html_report
+
+    write_html_report(out, title=title, table=table, reports=reports)
 
 
 def _add_sweep() -> None:

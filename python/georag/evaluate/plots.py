@@ -34,6 +34,7 @@ _PLOT_HINT = extra_hint("plot", "matplotlib countryinfo")
 _CURVE_POINTS = 2048  # log-spaced samples of the CDF: steps stay sharp on screen for any number of photos
 _TRUTH_COLOUR = "tab:blue"
 _PRED_COLOUR = "tab:red"
+_LINE_COLOUR = "0.4"
 # Outlines only, no land fill: countryinfo lacks a few countries (see land_rings), and a filled map would
 # show those as water, which reads as a wrong claim; an unfilled map only shows a missing border there.
 _LAND_EDGE = "#7d7d75"
@@ -68,6 +69,13 @@ def track_segments(
     great circle; pairs exactly 180 degrees apart are joined directly. Pairs with any non-finite coordinate
     give no segment. Longitudes are wrapped into [-180, 180) first.
     """
+    return track_parts(true_lat, true_lon, pred_lat, pred_lon)[0]
+
+
+def track_parts(
+    true_lat: npt.ArrayLike, true_lon: npt.ArrayLike, pred_lat: npt.ArrayLike, pred_lon: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """`track_segments`, and for each segment the index of the pair it belongs to (one or two a pair)."""
     lat1, lon1, lat2, lon2 = _coordinates(true_lat, true_lon, pred_lat, pred_lon)
     ok = np.isfinite(lat1) & np.isfinite(lon1) & np.isfinite(lat2) & np.isfinite(lon2)
     la1, lo1, la2, lo2 = lat1[ok], _wrap(lon1[ok]), lat2[ok], _wrap(lon2[ok])
@@ -84,10 +92,12 @@ def track_segments(
     segs[:, 0, 1] = np.stack([np.where(crosses, edge, lo2), np.where(crosses, lat_cut, la2)], axis=1)
     segs[:, 1, 0] = np.stack([-edge, lat_cut], axis=1)
     segs[:, 1, 1] = np.stack([lo2, la2], axis=1)
-    keep = np.stack([np.ones(la1.size, dtype=bool), crosses], axis=1)
-    flat = segs.reshape(-1, 2, 2)[keep.reshape(-1)]
+    keep = np.stack([np.ones(la1.size, dtype=bool), crosses], axis=1).reshape(-1)
+    flat = segs.reshape(-1, 2, 2)[keep]
+    owner = np.repeat(np.flatnonzero(ok), 2)[keep]
     # A point on the date line itself leaves a zero-length part: drop it.
-    return flat[np.any(flat[:, 0] != flat[:, 1], axis=1)]
+    drawn = np.any(flat[:, 0] != flat[:, 1], axis=1)
+    return flat[drawn], owner[drawn]
 
 
 def plot_error_cdf(
@@ -144,13 +154,28 @@ def plot_world_map(
     """Writes an equirectangular world map (lon -180..180, lat -90..90) of truth and predictions as a PNG.
 
     Land is drawn as outlines (coasts and borders, unfilled) from the country polygons of the `countryinfo`
-    package (Natural Earth 1:110m, public domain; see `land_rings`). Truth points are blue, predictions red,
-    and a thin grey line joins each truth to its prediction for at most `max_lines` pairs, a fixed-seed
+    package (Natural Earth 1:110m, public domain; see `land_rings`). Truth points are open blue rings,
+    predictions small red dots drawn over them (so both stay visible where they coincide or crowd), and a
+    thin, faint grey line joins each truth to its prediction for at most `max_lines` pairs, a fixed-seed
     random sample when there are more (the same input always gives the same picture). Lines take the
     shorter way round in longitude and are cut at the date line into two segments (see `track_segments`).
     A photo without a prediction (NaN) gets its truth marker only; one without a finite truth is left out.
     Returns the path.
     """
+    fig = world_map_figure(true_lat, true_lon, pred_lat, pred_lon, title=title, max_lines=max_lines)
+    return _save(fig, path)
+
+
+def world_map_figure(
+    true_lat: npt.ArrayLike,
+    true_lon: npt.ArrayLike,
+    pred_lat: npt.ArrayLike,
+    pred_lon: npt.ArrayLike,
+    *,
+    title: str = "",
+    max_lines: int = 2000,
+) -> Figure:
+    """The figure `plot_world_map` saves (one axes, data coordinates lon / lat)."""
     lat1, lon1, lat2, lon2 = _coordinates(true_lat, true_lon, pred_lat, pred_lon)
     if max_lines < 0:
         raise EvaluationError(f"max_lines must be >= 0, got {max_lines}")
@@ -165,31 +190,37 @@ def plot_world_map(
 
     fig = _figure(MAP_FIGSIZE)
     ax = fig.add_subplot()
-    ax.add_collection(
-        LineCollection(list(_outline_edges(rings)), colors=_LAND_EDGE, linewidths=0.5, zorder=1)
-    )
+    ax.add_collection(LineCollection(land_outlines(rings), colors=_LAND_EDGE, linewidths=0.5, zorder=1))
     segments = track_segments(lat1[drawn], lon1[drawn], lat2[drawn], lon2[drawn])
-    ax.add_collection(LineCollection(list(segments), colors="0.35", linewidths=0.4, alpha=0.45, zorder=2))
+    ax.add_collection(
+        LineCollection(list(segments), colors=_LINE_COLOUR, linewidths=0.3, alpha=0.3, zorder=2)
+    )
     n_truth, n_pred = int(np.count_nonzero(has_truth)), int(paired.size)
-    # Truth over predictions: truth sits on few distinct places that predictions scatter around and hide.
+    # Truth as open rings under the predictions as small filled dots: a prediction on (or near) its truth
+    # shows as a dot inside a ring, and neither kind hides the other where they crowd (cities, cell centres).
+    ax.scatter(
+        _wrap(lon1[has_truth]),
+        lat1[has_truth],
+        s=18,
+        facecolors="none",
+        edgecolors=_TRUTH_COLOUR,
+        linewidths=0.7,
+        alpha=0.8,
+        zorder=3,
+        label=f"truth ({n_truth:,})",
+    )
     ax.scatter(
         _wrap(lon2[has_pred]),
         lat2[has_pred],
         s=5,
         color=_PRED_COLOUR,
         linewidths=0,
-        zorder=3,
-        label=f"prediction ({n_pred:,}; lines for {drawn.size:,})",
-    )
-    ax.scatter(
-        _wrap(lon1[has_truth]),
-        lat1[has_truth],
-        s=5,
-        color=_TRUTH_COLOUR,
-        linewidths=0,
+        alpha=0.85,
         zorder=4,
-        label=f"truth ({n_truth:,})",
+        label=f"prediction ({n_pred:,})",
     )
+    lines = f"truth \u2192 prediction ({drawn.size:,} lines)"
+    ax.plot([], [], color=_LINE_COLOUR, linewidth=0.8, label=lines)
     ax.set_xlim(-180.0, 180.0)
     ax.set_ylim(-90.0, 90.0)
     ax.set_aspect("equal")
@@ -201,10 +232,10 @@ def plot_world_map(
     ax.set_ylabel("latitude (\u00b0)")
     missing = n_truth - n_pred
     legend_title = f"{missing:,} without a prediction" if missing else None
-    ax.legend(loc="lower left", fontsize="small", title=legend_title, title_fontsize="small", markerscale=2.5)
+    ax.legend(loc="lower left", fontsize="small", title=legend_title, title_fontsize="small", markerscale=1.6)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 @functools.lru_cache(maxsize=1)
@@ -215,7 +246,8 @@ def land_rings() -> tuple[npt.NDArray[np.float64], ...]:
     A few territories come without geometry (Myanmar, Hungary, Serbia, Montenegro, Kosovo, Palestine and
     small islands): the map lacks Myanmar's coast and the borders inside the Hungary-Serbia block, which is
     why it draws outlines only. A ring circling a pole is closed along the map's edge (see
-    `_close_around_pole`), so every ring is a proper polygon. Loaded once per process.
+    `_close_around_pole`), so every ring is a proper polygon; `land_outlines` gives the lines to draw. Loaded
+    once per process.
     """
     try:
         import countryinfo
@@ -270,20 +302,24 @@ def _close_around_pole(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]
     return np.concatenate([rolled, np.asarray(closure), rolled[:1]])
 
 
-def _outline_edges(rings: Sequence[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
-    """The rings' edges as (m, 2, 2) segments, less those that only trace the map's frame.
+def land_outlines(rings: Sequence[npt.NDArray[np.float64]]) -> list[npt.NDArray[np.float64]]:
+    """Coasts and borders as polylines, (k, 2) arrays of (lon, lat): each ring cut where an edge only traces
+    the map's frame or jumps across it.
 
     Natural Earth cuts polygons at the date line and closes Antarctica at the pole; those edges lie on
     lon = +-180 or lat = +-90 and would draw the frame as if it were coast.
     """
-    if not rings:
-        return np.zeros((0, 2, 2))
-    edges = np.concatenate([np.stack([ring[:-1], ring[1:]], axis=1) for ring in rings])
-    a, b = edges[:, 0], edges[:, 1]
-    on_side = (np.abs(a[:, 0]) >= 180.0 - 1e-9) & (a[:, 0] == b[:, 0])
-    on_pole = (np.abs(a[:, 1]) >= 90.0 - 1e-9) & (a[:, 1] == b[:, 1])
-    jump = np.abs(a[:, 0] - b[:, 0]) > 180.0
-    return edges[~(on_side | on_pole | jump)]
+    out = []
+    for ring in rings:
+        a, b = ring[:-1], ring[1:]
+        on_side = (np.abs(a[:, 0]) >= 180.0 - 1e-9) & (a[:, 0] == b[:, 0])
+        on_pole = (np.abs(a[:, 1]) >= 90.0 - 1e-9) & (a[:, 1] == b[:, 1])
+        jump = np.abs(a[:, 0] - b[:, 0]) > 180.0
+        kept = np.flatnonzero(~(on_side | on_pole | jump))
+        if kept.size:
+            for run in np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1):
+                out.append(ring[run[0] : run[-1] + 2])
+    return out
 
 
 def _matplotlib() -> Any:

@@ -13,8 +13,19 @@ MAX_IDS_SHOWN = 20
 """Missing / extra / failed ids listed under a table; the JSON lists all."""
 
 
+REPORT_HEADER = ("metric", "value", "95% CI")
+COMPARISON_HEADER = ("metric", "A", "B", "A - B", "95% CI (paired)")
+
+
 def report_table(report: EvalReport, *, title: str, markdown: bool = False, digits: int = 1) -> str:
     """The report as a metric | value | 95% CI table, a title line above and counts and ids below."""
+    lines = [title, "", *_grid(REPORT_HEADER, report_rows(report, digits), markdown), ""]
+    lines += footer_lines(report)
+    return "\n".join(lines)
+
+
+def report_rows(report: EvalReport, digits: int = 1) -> list[list[str]]:
+    """The cells of `report_table` under `REPORT_HEADER`, as printed (and as `georag eval --html` shows)."""
     rows = [
         [f"acc @ {threshold_key(t)} km", _pct(a, digits), _ci_pct(report.accuracy_ci, t, digits)]
         for t, a in report.accuracy.items()
@@ -24,13 +35,19 @@ def report_table(report: EvalReport, *, title: str, markdown: bool = False, digi
         ["mean error", _km(report.mean_km), ""],
         ["GeoScore (mean)", _num(report.geoscore, 1), ""],
     ]
-    lines = [title, "", *_grid(["metric", "value", "95% CI"], rows, markdown), ""]
-    lines += _footer(report)
-    return "\n".join(lines)
+    return rows
 
 
 def comparison_table(comparison: Comparison, *, title: str, markdown: bool = False, digits: int = 1) -> str:
     """A and B side by side with A - B (percentage points) and its paired 95% CI."""
+    lines = [title, "", *_grid(COMPARISON_HEADER, comparison_rows(comparison, digits), markdown), ""]
+    lines += [f"A: {line}" for line in footer_lines(comparison.a)]
+    lines += [f"B: {line}" for line in footer_lines(comparison.b)]
+    return "\n".join(lines)
+
+
+def comparison_rows(comparison: Comparison, digits: int = 1) -> list[list[str]]:
+    """The cells of `comparison_table` under `COMPARISON_HEADER`, as printed."""
     a, b = comparison.a, comparison.b
     rows = [
         [
@@ -47,11 +64,7 @@ def comparison_table(comparison: Comparison, *, title: str, markdown: bool = Fal
         ["mean error", _km(a.mean_km), _km(b.mean_km), _km_diff(a.mean_km - b.mean_km), ""],
         ["GeoScore (mean)", _num(a.geoscore, 1), _num(b.geoscore, 1), f"{a.geoscore - b.geoscore:+.1f}", ""],
     ]
-    header = ["metric", "A", "B", "A - B", "95% CI (paired)"]
-    lines = [title, "", *_grid(header, rows, markdown), ""]
-    lines += [f"A: {line}" for line in _footer(a)]
-    lines += [f"B: {line}" for line in _footer(b)]
-    return "\n".join(lines)
+    return rows
 
 
 def denominator_text(denominator: str) -> str:
@@ -70,7 +83,8 @@ def counts_line(report: EvalReport) -> str:
     )
 
 
-def _footer(report: EvalReport) -> list[str]:
+def footer_lines(report: EvalReport) -> list[str]:
+    """The lines under a table: counts, the denominator rule, and the first missing / extra / failed ids."""
     c = report.counts
     lines = [
         counts_line(report),

@@ -28,6 +28,7 @@ import numpy as np
 from georag.config import Config
 from georag.errors import ConfigError, ImageLoadError, InputError, LLMError
 from georag.llm.image import llm_photo
+from georag.locate.api import GeolocatorAPI
 from georag.locate.exclusion import ExcludingSearch, QueryTruth
 from georag.store.store import EXACT, check_encoder
 from georag.strategies.registry import make_strategy
@@ -44,8 +45,11 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-class Geolocator:
-    """Locates photos with a store, an encoder and (for the routes that ask one) a multimodal LLM client."""
+class Geolocator(GeolocatorAPI):
+    """Locates photos with a store, an encoder and (for the routes that ask one) a multimodal LLM client.
+
+    `from_store`, `predict`, `predict_many` and `close` (the Python API, `georag.locate.api`) open one on a
+    store folder and locate a photo or a stream of them; `locate` is the batch driver under them."""
 
     def __init__(
         self,
@@ -80,6 +84,8 @@ class Geolocator:
                 "or use knn"
             )
         self.store, self.encoder, self.llm = store, encoder, llm
+        self._owns_llm = False  # True when `from_store` opened the client: `close` closes it
+        self._depths: dict[int, Geolocator] = {}  # `predict(top_k=...)`: Geolocators drawing on top_k rows
         self._lock = threading.Lock()
         self._llm_failed: dict[str, str] = {}  # photo id -> its last LLM error, until `locate` yields it
         self._k_near = max(self.config.search.k_near, self.strategy.k_near)
@@ -97,7 +103,7 @@ class Geolocator:
 
     def locate(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Path | bytes],
         *,
         skip: Iterable[str] = (),
         ids: Sequence[str] | None = None,
@@ -106,19 +112,24 @@ class Geolocator:
         """Predictions for ``paths`` in input order, skipping ids in ``skip`` (photos finished by an earlier
         run). Close the iterator to stop early.
 
+        ``paths`` may hold encoded images (bytes) too, when ``ids`` names them.
         ``ids``: one per path, unique (`photo_ids`); default the file names, which must then be unique.
         ``max_failures``: how many photos whose every LLM request failed may fall back before the run stops
         with `LLMFailureBudgetError` (raised in place of the prediction that exceeds it; the predictions
         yielded before it stand); -1 (default): never stop.
         """
+        todo: list[tuple[Path | bytes, str]]
         if ids is None:
-            todo = [(p, p.name) for p in unique_paths([Path(p) for p in paths])]
+            files = [Path(p) for p in paths if not isinstance(p, bytes)]
+            if len(files) < len(paths):
+                raise InputError("encoded images (bytes) need ids: pass ids=[...], one per photo")
+            todo = [(p, p.name) for p in unique_paths(files)]
         else:
             if len(ids) != len(paths):
                 raise InputError(f"{len(ids)} ids for {len(paths)} photos")
             if len(set(ids)) != len(ids):
                 raise InputError("photo ids must be unique")
-            todo = [(Path(p), i) for p, i in zip(paths, ids, strict=True)]
+            todo = [(_source(p), i) for p, i in zip(paths, ids, strict=True)]
         done = set(skip)
         todo = [(p, i) for p, i in todo if i not in done]
         with self._lock:
@@ -169,7 +180,7 @@ class Geolocator:
                     worker.join(0.05)
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _safely(self, found: Retrieved, path: Path, timings: dict[str, float]) -> Prediction:
+    def _safely(self, found: Retrieved, path: Path | bytes, timings: dict[str, float]) -> Prediction:
         """Runs one photo's route; an unexpected error becomes that photo's error, never the run's end."""
         try:
             return finish(self._route(found, path, timings), found, timings)
@@ -180,7 +191,7 @@ class Geolocator:
             )
             return finish(pred, found, timings)
 
-    def _route(self, found: Retrieved, path: Path, timings: dict[str, float]) -> Prediction:
+    def _route(self, found: Retrieved, path: Path | bytes, timings: dict[str, float]) -> Prediction:
         photo: Photo | None = None
         if self.strategy.needs_llm:
             try:
@@ -239,7 +250,7 @@ class Geolocator:
             fetch *= 2
 
     def _encode_and_search(
-        self, photos: list[tuple[Path, str]], out: queue.Queue[Any], stop: threading.Event
+        self, photos: list[tuple[Path | bytes, str]], out: queue.Queue[Any], stop: threading.Event
     ) -> None:
         """Producer thread: encode a batch, search it, hand each photo on (or its error), in input order."""
         try:
@@ -414,7 +425,14 @@ def unique_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _read(path: Path) -> bytes:
+def _source(p: str | Path | bytes) -> Path | bytes:
+    """A photo as the encoder and the LLM step read it: its path, or its encoded bytes as given."""
+    return p if isinstance(p, bytes) else Path(p)
+
+
+def _read(path: Path | bytes) -> bytes:
+    if isinstance(path, bytes):
+        return path
     try:
         return path.read_bytes()
     except OSError as exc:
