@@ -109,6 +109,10 @@ def load_vision_model(source: ModelSource) -> SiglipVisionModel:
     tower is not loaded.
     """
     transformers = _transformers()
+    if not source.local:
+        from georag.encoder.hub import check_hub_reachable
+
+        check_hub_reachable(source.ref)  # fails in seconds without a network, not after half a minute
     with hf_progress_follows_georag():  # their bars are off while ours are
         try:
             config = transformers.AutoConfig.from_pretrained(source.ref, trust_remote_code=False)
