@@ -27,7 +27,8 @@ from georag.cli.options import ENCODER, LLM, RAG, SEARCH, config_from, errors, u
     show_default=True,
     help="Format of --metadata (generic: columns id,lat,lon).",
 )
-@use("config", *ENCODER, *LLM, *SEARCH, *RAG, default_text={"encoder": "a tiny random SigLIP built here"})
+@use("config", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *RAG,
+     default_text={"encoder": "a tiny random SigLIP built here"})  # fmt: skip
 def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, **kw: Any) -> None:
     """Run the pipeline end to end offline: build a store, locate held-out photos, score them.
 

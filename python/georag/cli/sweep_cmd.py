@@ -23,7 +23,7 @@ def _ints(text: str) -> list[int]:
 
 @click.command("sweep")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@use("config", "store", *ENCODER, "truth", "truth-format", *LLM, required=("truth",),
+@use("config", "store", *ENCODER, "truth", "truth-format", *LLM, "llm-max-failures", required=("truth",),
      defaults={"truth-format": "im2gps3k"})  # fmt: skip
 @click.option("--strategies", default="knn,knn-medoid", show_default=True, help="Comma-separated strategies.")
 @click.option("--k-near", "k_near_grid", default="0,5,10,16", show_default=True, help="Similar rows (grid).")

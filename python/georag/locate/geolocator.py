@@ -107,7 +107,7 @@ class Geolocator(GeolocatorAPI):
         *,
         skip: Iterable[str] = (),
         ids: Sequence[str] | None = None,
-        max_failures: int = -1,
+        max_failures: int | None = None,
     ) -> Iterator[Prediction]:
         """Predictions for ``paths`` in input order, skipping ids in ``skip`` (photos finished by an earlier
         run). Close the iterator to stop early.
@@ -116,7 +116,7 @@ class Geolocator(GeolocatorAPI):
         ``ids``: one per path, unique (`photo_ids`); default the file names, which must then be unique.
         ``max_failures``: how many photos whose every LLM request failed may fall back before the run stops
         with `LLMFailureBudgetError` (raised in place of the prediction that exceeds it; the predictions
-        yielded before it stand); -1 (default): never stop.
+        yielded before it stand); -1: never stop; None (default): the config's ``llm.max_failures``.
         """
         todo: list[tuple[Path | bytes, str]]
         if ids is None:
@@ -134,7 +134,8 @@ class Geolocator(GeolocatorAPI):
         todo = [(p, i) for p, i in todo if i not in done]
         with self._lock:
             self._llm_failed.clear()
-        budget = _Budget(max_failures, self._llm_failed)
+        allowed = self.config.llm.max_failures if max_failures is None else max_failures
+        budget = _Budget(allowed, self._llm_failed)
         stop = threading.Event()
         retrieved: queue.Queue[Any] = queue.Queue(maxsize=4 * self.encoder.batch_size)
         worker = threading.Thread(target=self._encode_and_search, args=(todo, retrieved, stop), daemon=True)
