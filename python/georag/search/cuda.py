@@ -55,13 +55,16 @@ class CudaFlatIndex(CoreBacked):
 
     def __init__(
         self,
-        vectors: npt.NDArray[np.float32],
+        vectors: npt.NDArray[np.float32] | npt.NDArray[np.float16],
         normalize: bool = True,
         *,
         device: int = 0,
     ) -> None:
-        """Builds the index from an (N, d) float32 array on CUDA device ``device``."""
+        """Builds the index from an (N, d) float32 or float16 array on CUDA device ``device`` (as the CPU
+        `FlatIndex` takes them; the device keeps float32 rows for now, so float16 is widened, exactly)."""
         core = cuda_core()
+        if isinstance(vectors, np.ndarray) and vectors.dtype == np.float16:
+            vectors = vectors.astype(np.float32)
         self._core = core.CudaFlatIndex(vectors, normalize=normalize, device=device)
 
     @property
