@@ -6,7 +6,8 @@ Parts: driver and CUDA versions; georag._core's CUDA build and the device it fin
 (`pytest -m gpu`); compute-sanitizer memcheck and racecheck on a small CudaFlatIndex search; CudaFlatIndex
 against torch matmul + topk on the same card at N = 1M, d = 1152, B = 1 and 256 (ids equal, time ratio); a
 TensorRT engine built from a SigLIP-shaped ONNX (the tiny random SigLIP) with parity against
-onnxruntime; one request through a tritonserver with the TensorRT backend (NOT AUTOMATED yet: the part only says so).
+onnxruntime; one request through a tritonserver with the TensorRT backend (NOT AUTOMATED yet: the
+part only says so).
 """
 
 from __future__ import annotations
