@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from georag.errors import ModelLoadError
@@ -25,11 +26,20 @@ def offline_hint(repo_id: str) -> str:
     )
 
 
-def is_cached(repo_id: str) -> bool:
-    """Whether ``repo_id``'s config.json is in the local Hugging Face cache (HF_HOME / HF_HUB_CACHE)."""
+def cached_config(repo_id: str) -> Path | None:
+    """``repo_id``'s config.json in the local Hugging Face cache (HF_HOME / HF_HUB_CACHE), else None."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def is_cached(repo_id: str) -> bool:
+    """Whether ``repo_id``'s config.json is in the local Hugging Face cache."""
+    return cached_config(repo_id) is not None
 
 
 def _truthy(name: str) -> bool:
