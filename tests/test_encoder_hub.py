@@ -24,6 +24,7 @@ pytest.importorskip("torch")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
 
+
 SCRIPT = """
 import io, sys, numpy as np
 from PIL import Image

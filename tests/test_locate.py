@@ -238,11 +238,11 @@ def test_the_library_call_writes_what_the_command_writes(
     )
 
 
-def test_demo_with_an_unreachable_llm_says_every_photo_fell_back(tmp_path: Path) -> None:
+def test_demo_with_an_unreachable_llm_stops_before_building_anything(tmp_path: Path) -> None:
     need_shared()
     llm = "openai://127.0.0.1:1/v1?model=m"  # nothing listens on port 1
     args = ["demo", "--out", str(tmp_path / "demo"), "--llm", llm, "--llm-retries", "0"]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    assert "located 50 held-out photos with rag (0 failed, 50 fell back)" in result.output
-    assert "WARNING: 50 of 50 photos fell back to retrieval" in result.output
+    assert result.exit_code == 2, result.output  # checked first, as locate does (the same message)
+    assert "the LLM cannot be used" in result.output and "is the server up" in result.output
+    assert not (tmp_path / "demo" / "store").exists()

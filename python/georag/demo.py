@@ -87,7 +87,7 @@ def run_demo(
     from georag.encoder import load_encoder_from
     from georag.encoder.tiny import make_tiny_siglip
     from georag.evaluate import accuracy
-    from georag.llm.backends import open_llm_from
+    from georag.llm.backends import check_llm, open_llm_from
     from georag.locate.geolocator import Geolocator
     from georag.locate.output import PredictionWriter
     from georag.store.build import BuildRequest, build_source
@@ -97,6 +97,12 @@ def run_demo(
         {"store": str(out / "store")}
     )
     t0 = time.perf_counter()
+    client = open_llm_from(config.llm)
+    if client is not None and config.strategy.needs_llm:
+        try:
+            check_llm(client)  # an unreachable server or unknown model: one clear error, before any work
+        finally:
+            client.close()
     _fresh(out)
     if (images is None) != (metadata is None):
         raise ConfigError("give both --images and --metadata, or neither")

@@ -194,6 +194,15 @@ class Prediction:
         return [(float(c[0]), float(c[1])) for c in found if isinstance(c, list | tuple) and len(c) == 2]
 
     @property
+    def regions(self) -> list[dict[str, Any]]:
+        """Up to K places the LLM's answers crowd around, most populous first (`georag.geo.clusters`): each
+        ``{"lat", "lon", "radius_km", "count", "share"}``, share of the samples asked ("70 % here, 20 %
+        there"); empty for retrieval-only routes."""
+        rag = self.evidence.get("rag")
+        found = (rag if isinstance(rag, dict) else self.evidence).get("regions") or []
+        return [dict(r) for r in found if isinstance(r, dict)]
+
+    @property
     def neighbors(self) -> dict[str, list[dict[str, Any]]]:
         """The retrieved gallery rows: ``{"near": [...], "far": [...]}``, each ``{"row", "score", "lat",
         "lon"}``, near by descending score and far by ascending score (empty lists when none were kept)."""

@@ -38,13 +38,18 @@ def demo(out: Path, images: Path | None, metadata: Path | None, dataset: str, **
     `--encoder google/siglip-so400m-patch14-384` runs the same job with the real model, and --llm URL
     adds the multimodal LLM (the rag route).
     """
+    from georag.cli.locate_cmd import UsageClassError
     from georag.demo import run_demo
+    from georag.llm.backends import LLMCheckError
 
     with errors():
         config = config_from(kw)
-        report = run_demo(
-            out, images=images, metadata=metadata, dataset=dataset, config=config, progress=True
-        )
+        try:
+            report = run_demo(
+                out, images=images, metadata=metadata, dataset=dataset, config=config, progress=True
+            )
+        except LLMCheckError as exc:  # the --llm given cannot work: a usage error (exit 2), as in locate
+            raise UsageClassError(str(exc)) from exc
     click.echo(f"photos: {report.data}")
     click.echo(
         f"store of {report.gallery} photos; located {report.queries} held-out photos with {report.strategy} "

@@ -8,15 +8,17 @@ from typing import TYPE_CHECKING
 
 import click
 
+from georag.cli.eval_options import EXISTING_FILE, file_columns
 from georag.cli.options import errors, use
 from georag.errors import GeoRagError, MissingDependencyError
 from georag.evaluate.scoring import DEFAULT_DENOMINATOR
 
 if TYPE_CHECKING:
-    from georag.evaluate import EvalReport, Predictions
+    from georag.evaluate import EvalReport, Predictions, ScoreOptions, Truth
+    from georag.evaluate.calibration import CalibrationReport
     from georag.evaluate.html_report import Table
+    from georag.evaluate.records import Records
 
-_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 class _EvalGroup(click.Group):
@@ -34,25 +36,41 @@ def eval_command() -> None:
     (`georag eval sweep`). `georag eval score --help` lists the scoring options."""
 
 
+
+
 @eval_command.command("score")
-@click.argument("predictions", type=_FILE)
-@use("truth", "truth-format", required=("truth",), defaults={"truth-format": "im2gps3k"})
-@click.option("--truth-id-col", default=None, help="Truth id column [default: the format's].")
-@click.option("--truth-lat-col", default=None, help="Truth latitude column [default: the format's].")
-@click.option("--truth-lon-col", default=None, help="Truth longitude column [default: the format's].")
-@click.option("--id-col", default="id", show_default=True, help="Predictions' id column (JSONL key).")
-@click.option("--lat-col", default="lat", show_default=True, help="Predictions' latitude column.")
-@click.option("--lon-col", default="lon", show_default=True, help="Predictions' longitude column.")
+@click.argument("predictions", type=EXISTING_FILE)
+@file_columns
 @use("distance", defaults={"distance": "haversine"})
+@click.option(
+    "--convention",
+    type=click.Choice(["georag", "g3"]),
+    default="georag",
+    show_default=True,
+    help="georag: --distance, a hit is d <= t; g3: as G3's code scores (WGS-84 geodesic, d < t), to compare "
+    "with papers that used it.",
+)
 @click.option("--thresholds", default="1,25,200,750,2500", show_default=True, help="Thresholds in km.")
 @use("denominator", "bootstrap", defaults={"denominator": DEFAULT_DENOMINATOR, "bootstrap": 1000})
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
 @click.option(
     "--compare",
     "other",
-    type=_FILE,
+    type=EXISTING_FILE,
     default=None,
     help="A second predictions file (same columns): side by side, with a paired bootstrap of A - B.",
+)
+@click.option(
+    "--calibration-km",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Check uncalibrated confidences as P(error <= this many km) [default: the distance calibrated "
+    "predictions state, else 25].",
+)
+@click.option(
+    "--exclude-exif-gps",
+    is_flag=True,
+    help="Leave out the photos whose EXIF carries GPS (flagged in a georag JSONL; the answer is in them).",
 )
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table instead of the plain one.")
@@ -62,7 +80,8 @@ def eval_command() -> None:
     "plot_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write error_cdf.png and world_map.png here (needs: pip install matplotlib countryinfo).",
+    help="Write error_cdf.png, world_map.png (and reliability.png where predictions carry a confidence) here "
+    "(needs: pip install matplotlib countryinfo).",
 )
 @click.option(
     "--html",
@@ -83,11 +102,14 @@ def score(
     lat_col: str,
     lon_col: str,
     distance: str,
+    convention: str,
     thresholds: str,
     denominator: str,
     bootstrap: int,
     seed: int,
     other: Path | None,
+    calibration_km: float | None,
+    exclude_exif_gps: bool,
     json_out: Path | None,
     markdown: bool,
     digits: int,
@@ -102,6 +124,11 @@ def score(
     its first blank line. Ids join the truth's exactly, or when they differ only by an image extension
     ("x" and "x.jpg"). With --compare B, PREDICTIONS is A and both are scored on the same rows.
 
+    Where rows carry a confidence, its calibration is reported too (ECE, Brier, reliability bins; the
+    distance it speaks of: the predictions' calibration, else --calibration-km). A georag JSONL also gives
+    the headroom (the best LLM candidate and the best neighbour, oracles, and vpr-guided's prior alone) and
+    counts the photos whose EXIF carries GPS (--exclude-exif-gps leaves them out).
+
     \b
     georag eval preds.csv --truth im2gps3k_places365.csv
     georag eval results.csv --truth meta.csv --truth-format im2gps \\
@@ -109,22 +136,26 @@ def score(
     georag eval a.csv --compare b.csv --truth meta.csv --json ab.json
     """
     from georag.evaluate import (
-        ScoreOptions,
         compare,
         evaluate_predictions,
         parse_thresholds,
         read_predictions,
         read_truth,
     )
+    from georag.evaluate.extras import headroom_of
     from georag.evaluate.html_report import Table
+    from georag.evaluate.records import read_records
     from georag.evaluate.tables import (
         COMPARISON_HEADER,
         REPORT_HEADER,
+        calibration_note,
+        calibration_rows,
         comparison_rows,
         comparison_table,
         footer_lines,
+        grid,
+        headroom_table,
         report_rows,
-        report_table,
     )
 
     with errors():
@@ -132,34 +163,58 @@ def score(
         truth_rows = read_truth(
             truth, truth_format, id_col=truth_id_col, lat_col=truth_lat_col, lon_col=truth_lon_col
         )
-        options = ScoreOptions(distance, chosen, denominator, bootstrap, seed)
+        options = _options(convention, distance, chosen, denominator, bootstrap, seed)
         files = [predictions] if other is None else [predictions, other]
         preds = [read_predictions(f, id_col, lat_col, lon_col) for f in files]
+        records = [read_records(f, id_col) for f in files]
         for p in preds:
             for note in p.notes:
                 click.echo(f"note: {p.path}: {note}", err=True)
         failures = [line for p in preds for line in _failure_lines(p, len(preds) > 1)]
-        head = f"against {truth.name} ({truth_format}), {distance} distance"
+        leaks, truth_rows, leak_line = _leaks(records, truth_rows, exclude_exif_gps)
+        rule = (
+            "G3 convention: geodesic, d < t"
+            if convention == "g3"
+            else f"{options.distance} distance, {options.rule}"
+        )
+        head = f"against {truth.name} ({truth_format}), {rule}"
+        below: list[str] = []
         if other is None:
             report = evaluate_predictions(preds[0], truth_rows, options)
+            cal = _calibration(report, records[0], options, calibration_km)
             payload = {
                 **report.to_json(),
                 "predictions": str(predictions),
                 "truth": str(truth),
                 "prediction_failures": preds[0].failure_summary(),
+                "calibration": cal.to_json() if cal is not None else None,
             }
             title = f"{predictions.name} {head}"
-            text = report_table(report, title=title, markdown=markdown, digits=digits)
-            table = Table(REPORT_HEADER, report_rows(report, digits), footer_lines(report))
-            reports: dict[str, tuple[str, EvalReport]] = {"": (predictions.name, report)}
+            rows = report_rows(report, digits) + (calibration_rows(cal) if cal is not None else [])
+            notes = footer_lines(report) + ([calibration_note(cal)] if cal is not None else [])
+            text = "\n".join([title, "", *grid(REPORT_HEADER, rows, markdown), "", *notes])
+            table = Table(REPORT_HEADER, rows, notes)
+            reports: dict[str, tuple[str, EvalReport, CalibrationReport | None]] = {
+                "": (predictions.name, report, cal)
+            }
+            extra = headroom_of(records[0], truth_rows, options)
+            if extra:
+                below += ["", headroom_table(report, extra, markdown=markdown, digits=digits)]
+                payload["headroom"] = {name: _brief(r) for name, r in extra.items()}
         else:
             comparison = compare(preds[0], preds[1], truth_rows, options)
+            cals = [
+                _calibration(r, rec, options, calibration_km)
+                for r, rec in zip((comparison.a, comparison.b), records, strict=True)
+            ]
             payload = {
                 **comparison.to_json(),
                 "predictions": [str(predictions), str(other)],
                 "truth": str(truth),
                 "prediction_failures": [p.failure_summary() for p in preds],
             }
+            for key, cal in zip(("a", "b"), cals, strict=True):
+                payload[key]["calibration"] = cal.to_json() if cal is not None else None
             title = f"A = {predictions.name}, B = {other.name}, {head}"
             text = comparison_table(comparison, title=title, markdown=markdown, digits=digits)
             notes = [
@@ -167,20 +222,28 @@ def score(
                 for k, r in (("A", comparison.a), ("B", comparison.b))
                 for line in footer_lines(r)
             ]
-            table = Table(COMPARISON_HEADER, comparison_rows(comparison, digits), notes)
+            for k, cal in zip("AB", cals, strict=True):
+                if cal is not None:
+                    below.append(f"{k}: ECE {cal.ece:.3f}, Brier {cal.brier:.3f}; {calibration_note(cal)}")
+            table = Table(COMPARISON_HEADER, comparison_rows(comparison, digits), notes + below)
             reports = {
-                "a_": (f"A = {predictions.name}", comparison.a),
-                "b_": (f"B = {other.name}", comparison.b),
+                "a_": (f"A = {predictions.name}", comparison.a, cals[0]),
+                "b_": (f"B = {other.name}", comparison.b, cals[1]),
             }
+        if leaks is not None:
+            payload["exif_gps"] = leaks
+            below += ["", leak_line]
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         if plot_dir is not None:
-            for prefix, (name, rep) in reports.items():
-                _plot(rep, plot_dir, prefix, name)
+            for prefix, (name, rep, cal) in reports.items():
+                _plot(rep, cal, plot_dir, prefix, name)
         if html_out is not None:
-            _html(html_out, title, table, list(reports.values()))
+            _html(html_out, title, table, [(name, rep) for name, rep, _ in reports.values()])
     click.echo(text)
+    for line in below:
+        click.echo(line)
     for line in failures:
         click.echo(line)
     if json_out is not None:
@@ -191,6 +254,62 @@ def score(
         click.echo(f"wrote {html_out}")
 
 
+def _options(
+    convention: str, distance: str, thresholds: tuple[float, ...], denominator: str, bootstrap: int, seed: int
+) -> ScoreOptions:
+    """The scoring options of the command line; --convention g3 refuses a --distance other than geodesic
+    given on the command line (the default haversine gives way to it)."""
+    from georag.evaluate import ScoreOptions
+
+    given = (
+        click.get_current_context().get_parameter_source("distance") == click.core.ParameterSource.COMMANDLINE
+    )
+    kw = {"thresholds": thresholds, "denominator": denominator, "bootstrap": bootstrap, "seed": seed}
+    if convention == "georag" or given:
+        kw["distance"] = distance
+    return ScoreOptions.for_convention(convention, **kw)
+
+
+def _calibration(
+    report: EvalReport, records: Records, options: ScoreOptions, within_km: float | None
+) -> CalibrationReport | None:
+    from georag.evaluate.extras import calibration_of
+
+    return calibration_of(report, records, options, within_km)
+
+
+def _leaks(
+    records: list[Records], truth: Truth, exclude: bool
+) -> tuple[dict[str, object] | None, Truth, str]:
+    """The photos flagged for GPS in their EXIF: (the JSON entry, the truth to score, the line to print)."""
+    from georag.evaluate.extras import without_ids
+    from georag.evaluate.headroom import exif_gps_ids
+
+    if not any(r.has_evidence for r in records):
+        if exclude:
+            raise click.UsageError("--exclude-exif-gps needs a georag JSONL (its evidence flags the photos)")
+        return None, truth, ""
+    ids = tuple(sorted({i for r in records for i in exif_gps_ids(r)}))
+    out = without_ids(truth, ids) if exclude else truth
+    dropped = len(truth) - len(out)
+    line = (
+        f"EXIF GPS: {len(ids)} photo(s) carry GPS coordinates in their EXIF (the answer is in the file)"
+        + (
+            f"; {dropped} left out of the scores (--exclude-exif-gps)"
+            if exclude
+            else "; --exclude-exif-gps leaves them out"
+        )
+        + (f": {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else "") if ids else "")
+    )
+    return {"count": len(ids), "excluded": dropped if exclude else 0, "ids": list(ids)}, out, line
+
+
+def _brief(report: EvalReport) -> dict[str, object]:
+    """A headroom row in the JSON: n, accuracy, median_km and their intervals."""
+    full = report.to_json()
+    return {k: full[k] for k in ("n", "accuracy", "median_km", "ci", "counts")}
+
+
 def _failure_lines(preds: Predictions, named: bool) -> list[str]:
     """The rows of one predictions file without usable coordinates: counts by reason, examples, a hint."""
     lines = preds.failure_lines()
@@ -199,8 +318,8 @@ def _failure_lines(preds: Predictions, named: bool) -> list[str]:
     return ["", *lines] if lines else []
 
 
-def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:
-    """The error CDF and the world map of one report, through georag.evaluate.plots (matplotlib)."""
+def _plot(report: EvalReport, cal: CalibrationReport | None, out: Path, prefix: str, name: str) -> None:
+    """The error CDF and the world map of one report (and its reliability diagram), through matplotlib."""
     hint = "--plot needs matplotlib: pip install matplotlib countryinfo"
     try:
         from georag.evaluate import plots
@@ -223,6 +342,10 @@ def _plot(report: EvalReport, out: Path, prefix: str, name: str) -> None:
             out / f"{prefix}world_map.png",
             title=f"Truth vs prediction: {what}",
         )
+        if cal is not None:
+            from georag.evaluate.reliability_plot import plot_reliability
+
+            plot_reliability(cal, out / f"{prefix}reliability.png", title=f"Reliability: {name}")
     except GeoRagError:
         raise
     except ImportError as exc:  # a lazily imported matplotlib
@@ -236,10 +359,12 @@ def _html(out: Path, title: str, table: Table, reports: list[tuple[str, EvalRepo
     write_html_report(out, title=title, table=table, reports=reports)
 
 
-def _add_sweep() -> None:
+def _add_subcommands() -> None:
+    from georag.cli.calibrate_cmd import calibrate
     from georag.cli.sweep_cmd import sweep
 
     eval_command.add_command(sweep)
+    eval_command.add_command(calibrate)
 
 
-_add_sweep()
+_add_subcommands()

@@ -35,8 +35,8 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File of image paths.",
 )
-@use("config", "store", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *RAG, *VPR, *EXCLUSION, "truth",
-     "truth-format", defaults={"truth-format": "im2gps3k"})  # fmt: skip
+@use("config", "store", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *RAG, *VPR, "calibration", *EXCLUSION,
+     "truth", "truth-format", defaults={"truth-format": "im2gps3k"})  # fmt: skip
 @click.option(
     "--out",
     required=True,
@@ -96,11 +96,11 @@ def locate(images: tuple[Path, ...], listing: Path | None, **kw: Any) -> None:
         try:
             summary = run(paths, config, **kw)
         except LLMCheckError as exc:  # the --llm given cannot work: a usage error
-            raise _UsageClassError(str(exc)) from exc
+            raise UsageClassError(str(exc)) from exc
     click.echo(str(summary))
 
 
-class _UsageClassError(click.ClickException):
+class UsageClassError(click.ClickException):
     """An error in what the command line names (exit 2, as click's usage errors), without the usage text."""
 
     exit_code = 2

@@ -29,6 +29,7 @@ import click
 from georag.config import STRATEGY_NAMES, Config, describe, load_config, read_config_file
 from georag.errors import GeoRagError
 from georag.evaluate.scoring import DENOMINATOR_HELP, DENOMINATORS
+from georag.geo.selection import SELECTION_RULES
 from georag.llm.chat_templates import known_families
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,7 +153,17 @@ SHARED: dict[str, Shared] = {
            "Answer length cap."),
         _s("--seed", (f"{_RAG}.seed", f"{_VPR}.seed"), int, "Sampling seed, where the server honours one."),
         _s("--with-neighbors/--no-with-neighbors", "strategy.rag.with_neighbors", bool,
-           "Weigh the similar neighbors into the medoid of the answers."),
+           "Weigh the similar neighbors into the medoid (or geometric median) of the answers."),
+        _s("--select", "strategy.rag.select", click.Choice(SELECTION_RULES),
+           "Rule choosing among the answers: medoid, geomedian (geometric median on the sphere), cluster "
+           "(medoid of the densest --select-km ball), first, support (most neighbors within --select-km)."),
+        _s("--select-km", "strategy.rag.select_km", FiniteFloat(min=0.0),
+           "Radius of the cluster and support rules and of the reported regions, km."),
+        _s("--regions", "strategy.rag.regions", click.IntRange(min=0),
+           "Regions of the answers (centre, radius, share of the samples) reported per prediction."),
+        _s("--calibration", "strategy.calibration", _FILE,
+           "Calibration file (georag eval calibrate): confidence becomes the fitted probability of being "
+           "within its distance of the truth.", default_text="none: the raw agreement"),
         # vpr-guided
         _s("--prior-samples", f"{_VPR}.n", click.IntRange(min=1),
            "vpr-guided: samples of the prior request (they vote on the country and coordinates)."),
@@ -197,7 +208,8 @@ ENCODER = ("encoder", "backend", "device", "batch-size", "workers")
 LLM = ("llm", "llm-timeout-s", "llm-retries", "llm-concurrency")
 SEARCH = ("k-near", "k-far", "index")
 SAMPLING = ("samples", "temperature", "top-p", "max-tokens", "seed", "with-neighbors")
-RAG = ("strategy", "knn-k", "variants", *SAMPLING)
+SELECT = ("select", "select-km", "regions")
+RAG = ("strategy", "knn-k", "variants", *SAMPLING, *SELECT)
 VPR = ("prior-samples", "submap-by", "clusters", "min-submap-rows", "rerank-k", "prior-weight", "hybrid")
 EXCLUSION = ("exclude-same-author", "exclude-radius-km")
 SERVE = ("max-requests", "max-queue", "max-image-mb", "served-llm-timeout-s", "deadline-s")

@@ -72,7 +72,9 @@ def compare(a: Predictions, b: Predictions, truth: Truth, options: ScoreOptions 
     difference = {t: ra.accuracy[t] - rb.accuracy[t] for t in thresholds_km}
     ci: dict[float, Interval] | None = None
     if bootstrap > 0:
-        reps = paired_difference(sa.dist_km[rows], sb.dist_km[rows], thresholds_km, bootstrap, seed)
+        reps = paired_difference(
+            sa.dist_km[rows], sb.dist_km[rows], thresholds_km, bootstrap, seed, strict=options.strict
+        )
         lo, hi = percentile_interval(reps)
         ci = {t: (float(x), float(y)) for t, x, y in zip(thresholds_km, lo, hi, strict=True)}
     return Comparison(ra, rb, difference, ci)

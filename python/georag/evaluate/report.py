@@ -89,6 +89,8 @@ class EvalReport:
     extra_ids: tuple[str, ...]
     failed_ids: tuple[str, ...]
     rows: Rows
+    strict: bool = False
+    """True when accuracy counted d < t (G3's convention), False for d <= t."""
 
     @property
     def n(self) -> int:
@@ -122,6 +124,7 @@ class EvalReport:
             "counts": asdict(self.counts),
             "thresholds_km": list(self.thresholds_km),
             "distance": self.distance,
+            "accuracy_counts": "d < t" if self.strict else "d <= t",
             "denominator": self.denominator,
             "missing_ids": list(self.missing_ids),
             "extra_ids": list(self.extra_ids),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,10 @@ DENOMINATORS = ("truth", "predicted")
 
 DEFAULT_DENOMINATOR = "truth"
 """The denominator of `georag eval` and `georag eval sweep` alike (and of `ScoreOptions`)."""
+
+CONVENTIONS = ("georag", "g3")
+"""georag: the chosen distance, accuracy counts d <= t (default); g3: as G3's evaluation code scores
+(geopy's WGS-84 geodesic, d < t), so numbers compare with papers that used it."""
 
 DENOMINATOR_HELP = (
     "truth: every row of the truth file (a missing or failed prediction counts as wrong); "
@@ -69,6 +74,26 @@ class ScoreOptions:
     """Percentile-bootstrap resamples of the 95% intervals; default 1000 (0: no intervals)."""
     seed: int = 0
     """Seed of the resampling; default 0."""
+    strict: bool = False
+    """Accuracy counts d < t instead of d <= t (G3's convention; see `for_convention`); default False."""
+
+    @classmethod
+    def for_convention(cls, convention: str, **kw: Any) -> ScoreOptions:
+        """Options scoring as ``convention`` does: "georag" (as given, d <= t) or "g3" (geodesic, d < t;
+        a ``distance`` other than geodesic is refused)."""
+        if convention not in CONVENTIONS:
+            known = ", ".join(CONVENTIONS)
+            raise EvaluationError(f"unknown convention {convention!r}; choose one of {known}")
+        if convention == "g3":
+            if kw.get("distance", "geodesic") != "geodesic":
+                raise EvaluationError("--convention g3 measures the WGS-84 geodesic; drop --distance")
+            kw = {**kw, "distance": "geodesic", "strict": True}
+        return cls(**kw)
+
+    @property
+    def rule(self) -> str:
+        """How a hit is counted, in words: "d <= t" or "d < t"."""
+        return "d < t" if self.strict else "d <= t"
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
@@ -117,11 +142,12 @@ def summarize(scored: Scored, rows: npt.NDArray[np.bool_], options: ScoreOptions
         )
     d = scored.dist_km[rows]
     finite = d[np.isfinite(d)]
-    accuracy = {t: float(np.mean(d <= t)) for t in thresholds_km}
+    hit = np.less if options.strict else np.less_equal
+    accuracy = {t: float(np.mean(hit(d, t))) for t in thresholds_km}
     acc_ci: dict[float, tuple[float, float]] | None = None
     med_ci: tuple[float, float] | None = None
     if bootstrap > 0:
-        acc_rep, med_rep = bootstrap_replicates(d, thresholds_km, bootstrap, seed)
+        acc_rep, med_rep = bootstrap_replicates(d, thresholds_km, bootstrap, seed, strict=options.strict)
         lo, hi = percentile_interval(acc_rep)
         acc_ci = {t: (float(a), float(b)) for t, a, b in zip(thresholds_km, lo, hi, strict=True)}
         mlo, mhi = percentile_interval(med_rep)
@@ -161,6 +187,7 @@ def summarize(scored: Scored, rows: npt.NDArray[np.bool_], options: ScoreOptions
         extra_ids=tuple(preds.ids[j] for j in scored.extra.tolist()),
         failed_ids=_pick(truth.ids, failed),
         rows=_rows(scored, rows),
+        strict=options.strict,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from georag.evaluate.calibration import CalibrationReport
 from georag.evaluate.compare import Comparison
 from georag.evaluate.metrics import threshold_key
 from georag.evaluate.report import EvalReport, Interval
@@ -19,7 +20,7 @@ COMPARISON_HEADER = ("metric", "A", "B", "A - B", "95% CI (paired)")
 
 def report_table(report: EvalReport, *, title: str, markdown: bool = False, digits: int = 1) -> str:
     """The report as a metric | value | 95% CI table, a title line above and counts and ids below."""
-    lines = [title, "", *_grid(REPORT_HEADER, report_rows(report, digits), markdown), ""]
+    lines = [title, "", *grid(REPORT_HEADER, report_rows(report, digits), markdown), ""]
     lines += footer_lines(report)
     return "\n".join(lines)
 
@@ -38,9 +39,45 @@ def report_rows(report: EvalReport, digits: int = 1) -> list[list[str]]:
     return rows
 
 
+def calibration_rows(cal: CalibrationReport) -> list[list[str]]:
+    """ECE and Brier of a calibration report as rows under `REPORT_HEADER`."""
+    what = f"P(error <= {cal.within_km:g} km)"
+    ece_ci = "" if cal.ece_ci is None else f"[{cal.ece_ci[0]:.3f}, {cal.ece_ci[1]:.3f}]"
+    brier_ci = "" if cal.brier_ci is None else f"[{cal.brier_ci[0]:.3f}, {cal.brier_ci[1]:.3f}]"
+    return [
+        [f"ECE of confidence as {what}", f"{cal.ece:.3f}", ece_ci],
+        ["Brier score", f"{cal.brier:.3f}", brier_ci],
+    ]
+
+
+def calibration_note(cal: CalibrationReport) -> str:
+    """The line under the table that says what the calibration rows measured."""
+    kind = {
+        "calibrated": "calibrated probabilities",
+        "raw agreement": "the raw agreement taken as a probability; fit one with georag eval calibrate",
+    }.get(cal.source, "the confidence column as given")
+    return (
+        f"calibration: {cal.n} predictions with a confidence ({kind}); {100 * cal.base_rate:.1f} % within "
+        f"{cal.within_km:g} km; ECE over {len(cal.bins)} equal-width bins"
+    )
+
+
+def headroom_table(
+    achieved: EvalReport, rows: dict[str, EvalReport], *, markdown: bool = False, digits: int = 1
+) -> str:
+    """The achieved accuracy next to the oracle and baseline rows (`georag.evaluate.headroom`)."""
+    header = ["predictions", *[f"{threshold_key(t)} km" for t in achieved.thresholds_km], "median error"]
+    cells = [
+        [name, *[_pct(r.accuracy[t], digits) for t in achieved.thresholds_km], _km(r.median_km)]
+        for name, r in {"achieved (these predictions)": achieved, **rows}.items()
+    ]
+    title = "headroom: what the evidence held (oracles look at the truth: ceilings, not systems)"
+    return "\n".join([title, "", *grid(header, cells, markdown)])
+
+
 def comparison_table(comparison: Comparison, *, title: str, markdown: bool = False, digits: int = 1) -> str:
     """A and B side by side with A - B (percentage points) and its paired 95% CI."""
-    lines = [title, "", *_grid(COMPARISON_HEADER, comparison_rows(comparison, digits), markdown), ""]
+    lines = [title, "", *grid(COMPARISON_HEADER, comparison_rows(comparison, digits), markdown), ""]
     lines += [f"A: {line}" for line in footer_lines(comparison.a)]
     lines += [f"B: {line}" for line in footer_lines(comparison.b)]
     return "\n".join(lines)
@@ -104,7 +141,8 @@ def footer_lines(report: EvalReport) -> list[str]:
     return lines
 
 
-def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> list[str]:
+def grid(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> list[str]:
+    """The header and rows as aligned plain-text lines (first column left, the rest right), or markdown."""
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         return out + ["| " + " | ".join(r) + " |" for r in rows]

@@ -1,4 +1,7 @@
-"""Choosing one prediction from candidate coordinates: the geodesic medoid; a confidence from agreement."""
+"""The geodesic medoid of candidate coordinates, their pairwise distances, and a confidence from agreement.
+
+The selection rules that use them, chosen by name, are `georag.geo.selection`.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +47,30 @@ def agreement(
     chosen one (the chosen one included). Samples that failed or did not parse count against it."""
     la = np.asarray(lat, dtype=np.float64).ravel()
     lo = np.asarray(lon, dtype=np.float64).ravel()
+    if la.size == 0:
+        return 0.0
+    return agreement_at(la, lo, float(la[chosen]), float(lo[chosen]), asked, agree_km)
+
+
+def agreement_at(
+    lat: npt.ArrayLike,
+    lon: npt.ArrayLike,
+    at_lat: float,
+    at_lon: float,
+    asked: int,
+    agree_km: float = AGREE_KM,
+) -> float:
+    """`agreement` around any point (at_lat, at_lon), e.g. a geometric median that is no candidate."""
+    la = np.asarray(lat, dtype=np.float64).ravel()
+    lo = np.asarray(lon, dtype=np.float64).ravel()
     if asked <= 0 or la.size == 0:
         return 0.0
-    near = haversine_km(la, lo, la[chosen], lo[chosen]) <= agree_km
+    near = haversine_km(la, lo, at_lat, at_lon) <= agree_km
     return float(min(1.0, near.sum() / asked))
+
+
+def pairwise_km(lat: npt.ArrayLike, lon: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The (n, n) great-circle distances in km between the points (zero diagonal, symmetric)."""
+    la = np.asarray(lat, dtype=np.float64).ravel()
+    lo = np.asarray(lon, dtype=np.float64).ravel()
+    return haversine_km(la[:, None], lo[:, None], la[None, :], lo[None, :])

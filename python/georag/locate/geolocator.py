@@ -27,6 +27,8 @@ import numpy as np
 
 from georag.config import Config
 from georag.errors import ConfigError, ImageLoadError, InputError, LLMError
+from georag.geo.calibration import load_calibration
+from georag.geo.exif import flag_exif_gps
 from georag.llm.image import llm_photo
 from georag.locate.api import GeolocatorAPI
 from georag.locate.exclusion import ExcludingSearch, QueryTruth
@@ -78,6 +80,7 @@ class Geolocator(GeolocatorAPI):
         check_encoder(store, encoder.model_id, encoder.dim)
         # Resolved now, so a missing partition is one clear error before any photo, not one per photo.
         self.strategy = make_strategy(self.config.strategy, store)
+        self.calibration = load_calibration(self.config.strategy.calibration, self.strategy.name)
         if self.strategy.needs_llm and llm is None:
             raise ConfigError(
                 f"the {self.strategy.name} strategy needs an LLM (--llm triton://... or openai://...); "
@@ -182,9 +185,11 @@ class Geolocator(GeolocatorAPI):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _safely(self, found: Retrieved, path: Path | bytes, timings: dict[str, float]) -> Prediction:
-        """Runs one photo's route; an unexpected error becomes that photo's error, never the run's end."""
+        """Runs one photo's route; an unexpected error becomes that photo's error, never the run's end. The
+        prediction is flagged when the photo's EXIF carries GPS, and calibrated when a calibration is set."""
         try:
-            return finish(self._route(found, path, timings), found, timings)
+            pred = flag_exif_gps(finish(self._route(found, path, timings), found, timings), path)
+            return pred if self.calibration is None else self.calibration.apply(pred)
         except Exception as exc:  # a client or library bug must cost one photo, not the batch
             log.exception("%s: unexpected error", found.id)
             pred = Prediction(

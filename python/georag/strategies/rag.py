@@ -1,4 +1,4 @@
-"""The RAG route (Bicakci et al.; Img2Loc): the LLM sees neighbors' coordinates; parse; pick the medoid."""
+"""The RAG route (Bicakci et al.; Img2Loc): the LLM sees neighbors' coordinates; parse; choose by a rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 
 from georag.config import RagConfig
 from georag.errors import InputError
-from georag.geo.select import agreement, medoid
+from georag.geo.clusters import regions
+from georag.geo.select import agreement_at
+from georag.geo.selection import Candidates, choose
 from georag.llm.parse import parse_coordinates
 from georag.llm.prompts import build_prompt
 from georag.strategies.knn import as_fallback
@@ -35,11 +37,15 @@ def rag_route(item: Retrieved, image: Photo, cfg: RagConfig) -> Route:
 
 
 def rag_choose(item: Retrieved, prompts: tuple[Prompt, ...], answers: Answers, cfg: RagConfig) -> Prediction:
-    """Parses every answer and picks the geodesic medoid of the coordinates they state.
+    """Parses every answer and chooses among the coordinates they state by ``cfg.select``
+    (`georag.geo.selection`; default the geodesic medoid).
 
     Candidates are the parsed answers of all variants and samples. Confidence = the share of all requested
-    samples that answered within 100 km of the pick. When no answer parses (refusals, garbage, every
-    request failed), the prediction falls back to the top-1 neighbor and says so in ``fallback``.
+    samples that answered within 100 km of the pick (`georag.geo.select.agreement_at`; a calibration file
+    turns it into a probability, `georag.geo.calibration`). The evidence holds the candidates, the rule,
+    and up to ``cfg.regions`` regions of the answers (`georag.geo.clusters.regions`). When no answer
+    parses (refusals, garbage, every request failed), the prediction falls back to the top-1 neighbor and
+    says so in ``fallback``.
     """
     records: list[dict[str, Any]] = []
     cand_lat: list[float] = []
@@ -67,6 +73,7 @@ def rag_choose(item: Retrieved, prompts: tuple[Prompt, ...], answers: Answers, c
         "variants": [str(v) for v in cfg.variants],
         "answers": records,
         "llm_errors": errors,
+        "asked": asked,
     }
     if not cand_lat:
         reason = (
@@ -78,18 +85,21 @@ def rag_choose(item: Retrieved, prompts: tuple[Prompt, ...], answers: Answers, c
         pred.evidence.update(evidence)
         return pred
     lat, lon = np.array(cand_lat), np.array(cand_lon)
-    if cfg.with_neighbors:
-        valid = item.valid_near()
-        chosen = medoid(lat, lon, also_lat=item.near_lat[valid], also_lon=item.near_lon[valid])
-    else:
-        chosen = medoid(lat, lon)
+    valid = item.valid_near()
+    cands = Candidates.of(lat, lon, item.near_lat[valid], item.near_lon[valid])
+    pick = choose(cfg.select, cands, radius_km=cfg.select_km, with_neighbors=cfg.with_neighbors)
     evidence["candidates"] = [[float(a), float(b)] for a, b in zip(lat, lon, strict=True)]
-    evidence["chosen"] = chosen
+    evidence["chosen"] = pick.index
+    evidence["select"] = {"rule": pick.rule, "radius_km": cfg.select_km}
+    if pick.note is not None:
+        evidence["select"]["note"] = pick.note
+    found = regions(lat, lon, asked, k=cfg.regions, radius_km=cfg.select_km)
+    evidence["regions"] = [r.record() for r in found]
     return Prediction(
         item.id,
-        lat=float(lat[chosen]),
-        lon=float(lon[chosen]),
-        confidence=agreement(lat, lon, chosen, asked),
+        lat=pick.lat,
+        lon=pick.lon,
+        confidence=agreement_at(lat, lon, pick.lat, pick.lon, asked),
         strategy="rag",
         evidence=evidence,
     )
