@@ -147,3 +147,25 @@ def test_a_trickling_server_is_cut_at_the_attempt_deadline() -> None:
     stop.set()
     t.join(5)
     listener.close()
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_at_that_settings_default(tmp_path: Path) -> None:
+    import json
+
+    from georag.config import Config
+    from georag.errors import OutputError
+    from georag.locate.output import _check_settings, run_settings
+
+    path = tmp_path / "preds.settings.json"
+    settings = run_settings(Config(), llm="none", store=tmp_path, encoder="e")
+    older = {
+        k: v for k, v in json.loads(json.dumps(settings, default=str)).items() if k != "strategy.rag.select"
+    }
+    path.write_text(json.dumps(older))
+    _check_settings(path, settings, resuming=True)  # the missing key is at its default: resumes
+    path.write_text(json.dumps(older))
+    changed = run_settings(
+        Config().with_values({"strategy.rag.select": "first"}), llm="none", store=tmp_path, encoder="e"
+    )
+    with pytest.raises(OutputError, match=r"strategy\.rag\.select: was None, now 'first'"):
+        _check_settings(path, changed, resuming=True)

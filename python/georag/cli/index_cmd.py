@@ -278,19 +278,30 @@ def info_cmd(store: Path, as_json: bool) -> None:
 
 @index.command("verify")
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def verify_cmd(store: Path) -> None:
-    """Re-hash every file of STORE against its manifest; exit status 1 when anything is wrong."""
+@click.option(
+    "--expect-sha256",
+    metavar="HASH",
+    default=None,
+    help="The SHA-256 the store's manifest.json must have (one published with the store); the manifest "
+    "holds the SHA-256 of every other file, so a match vouches for the whole store.",
+)
+def verify_cmd(store: Path, expect_sha256: str | None) -> None:
+    """Check STORE completely: every file's SHA-256 and fingerprint, every manifest cross-reference, each
+    shard's rows; exit status 1 when anything is wrong or a source is unfinished."""
     from georag.store.inspect import verify_store
 
     with errors():
-        report = verify_store(store, progress=True)
+        report = verify_store(store, progress=True, expect_sha256=expect_sha256)
     for line in report.problems:
         click.echo(f"CORRUPT  {line}")
+    for line in report.unfinished:
+        click.echo(f"UNFINISHED {line}")
     for rel in report.unlisted:
         click.echo(f"unlisted {rel} (left by an interrupted step; the next writer to the store deletes it)")
-    click.echo(
-        f"checked {report.checked} files, {report.bytes / 2**20:.1f} MiB: {'OK' if report.ok else 'DAMAGED'}"
-    )
+    expected = expect_sha256 is not None and report.manifest_sha256 == expect_sha256.strip().lower()
+    matched = " (the expected hash)" if expected else ""
+    click.echo(f"manifest.json SHA-256 {report.manifest_sha256}{matched}")
+    click.echo(f"checked {report.checked} files, {report.bytes / 2**20:.1f} MiB: {report.state}")
     if not report.ok:
         raise SystemExit(1)
 

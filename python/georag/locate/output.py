@@ -20,6 +20,7 @@ from typing import IO, Any
 from georag.config import Config
 from georag.errors import OutputError
 from georag.geojson import iter_text
+from georag.store.files import write_json
 from georag.types import Prediction
 
 log = logging.getLogger(__name__)
@@ -225,20 +226,48 @@ def run_settings(
 
 
 def _check_settings(path: Path, settings: dict[str, Any], *, resuming: bool) -> None:
+    """Refuses to resume with settings other than those recorded in ``path``; then records ``settings``
+    there atomically (a kill leaves the old file or the new one, never half of one)."""
     now = json.loads(json.dumps(settings, default=str))
     if resuming and path.exists():
-        before = json.loads(path.read_text())
+        before = _read_settings(path)
+        # A setting newer than the earlier run is missing from its record: it ran with that setting's
+        # default, so the default now is no difference (upgrading georag mid-run does not block resuming).
+        defaults = json.loads(json.dumps(Config().values(("search", "strategy", "exclusion")), default=str))
         diff = [
             f"{k}: was {before.get(k)!r}, now {now.get(k)!r}"
             for k in sorted(set(before) | set(now))
-            if before.get(k) != now.get(k)
+            if before.get(k) != now.get(k) and not _new_at_default(k, before, now, defaults)
         ]
         if diff:
             raise OutputError(
                 f"{path.with_suffix('').with_suffix('.csv')} holds predictions made with other settings; "
                 "use --overwrite to start over, or another --out. Differences: " + "; ".join(diff)
             )
-    path.write_text(json.dumps(now, indent=1) + "\n")
+    write_json(path, now, indent=1)
+
+
+def _new_at_default(key: str, before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether ``key`` is a setting the earlier run did not record and this run leaves at its default."""
+    return key not in before and key in defaults and defaults[key] == now.get(key)
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """The settings recorded in ``path``; OutputError naming it, and saying how to recover without losing
+    the finished photos, when it is unreadable."""
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(before, dict):
+            return before
+        problem = f"holds a JSON {type(before).__name__}, not the settings object"
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        problem = f"is not readable JSON ({exc})"
+    jsonl = path.with_suffix("").with_suffix(".jsonl")
+    raise OutputError(
+        f"{path} {problem}: the settings of the earlier run cannot be compared. The finished photos in "
+        f"{jsonl} are intact: if this run uses the same settings, delete {path} and run again to resume "
+        "(the settings are recorded anew); --overwrite starts over and discards them"
+    )
 
 
 def _json_default(obj: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,18 +101,28 @@ class _Slice:
     failures: list[dict[str, Any]]
 
 
+SliceMaker = Callable[[DatasetRecords, SourceInfo, int], Iterator[_Slice]]
+"""Makes a source's slices somewhere else than this process (`georag.distributed.ray_build`): called with
+the records, the source (resume at ``next_input``) and ``shard_rows``, it yields the slices of the items
+from ``next_input`` on, in order, ``shard_rows`` items each (the last one shorter), made with
+`slice_from_encoded`. The build still commits each one here, the only writer of the manifest."""
+
+
 def build_source(
     req: BuildRequest,
     *,
     add: bool,
     encoder_factory: Callable[[], Encoder] | None = None,
     progress: bool = False,
+    slices: SliceMaker | None = None,
 ) -> BuildReport:
     """Builds (``add=False``) or adds (``add=True``) one source, resuming an interrupted run of it.
 
     ``encoder_factory`` loads the encoder when images must be encoded (not called with `embeddings`, nor
-    when the source is already complete). Raises StoreError when the request conflicts with the store
-    (another encoder or dimension, a changed metadata file, a build over an existing store).
+    when the source is already complete). ``slices``: the images are encoded elsewhere (see `SliceMaker`;
+    ``encoder_factory`` then only names the encoder and its dimension). Raises StoreError when the request
+    conflicts with the store (another encoder or dimension, a changed metadata file, a build over an
+    existing store).
     """
     t0 = time.perf_counter()
     _check_request(req)
@@ -169,7 +179,7 @@ def build_source(
             _check_same_encoder(manifest, *_identity(req, encoder, emb), store)
         if existing is None:
             existing = _register_source(store, manifest, req, records)
-        return _run(store, manifest, existing, records, encoder, emb, progress, t0)
+        return _run(store, manifest, existing, records, encoder, emb, progress, t0, slices)
 
 
 def _identity(req: BuildRequest, encoder: Encoder | None, emb: npt.NDArray[Any] | None) -> tuple[str, int]:
@@ -194,12 +204,14 @@ def _run(
     emb: npt.NDArray[Any] | None,
     progress: bool,
     t0: float,
+    slices: SliceMaker | None = None,
 ) -> BuildReport:
     report = BuildReport(
         source=src.name, resumed_at=src.next_input, input_rows=src.input_rows, rejected=dict(src.rejected)
     )
     catalog = None
-    if emb is None:
+    made = slices(records, src, manifest.shard_rows) if slices is not None and emb is None else None
+    if emb is None and made is None:
         from georag.store.image_catalog import open_catalog
 
         catalog = open_catalog(src.images)
@@ -221,7 +233,9 @@ def _run(
         while src.next_input < src.input_rows:
             start = src.next_input
             end = min(start + manifest.shard_rows, src.input_rows)
-            if emb is not None:
+            if made is not None:
+                part = next(made)
+            elif emb is not None:
                 part = _slice_from_embeddings(records, emb, start, end)
             else:
                 assert encoder is not None and catalog is not None
@@ -244,14 +258,13 @@ def _slice_from_images(
     table = records.table.slice(start, end - start)
     ids = table.column("image_id").to_pylist()
     names = table.column("image_name").to_pylist()
-    src = table.column("source_row").to_numpy()
-    failures: list[dict[str, Any]] = []
+    failed: list[tuple[str, str]] = []
     present: list[int] = []
     refs = []
     for pos, (image_id, name) in enumerate(zip(ids, names, strict=True)):
         ref = catalog.locate(name)
         if ref is None:
-            failures.append(_failure(start + pos, src[pos], image_id, f"image not found: {name} in {where}"))
+            failed.append((image_id, f"image not found: {name} in {where}"))
         else:
             present.append(pos)
             refs.append(ref)
@@ -266,18 +279,32 @@ def _slice_from_images(
                 yield b""
 
     result = encoder.encode(sources(), ids=[ids[p] for p in present], progress=False)
-    position = {ids[p]: p for p in present}
-    for f in result.failures:
-        pos = position[f.id]
-        failures.append(_failure(start + pos, src[pos], f.id, read_errors.get(f.id, f.reason)))
-    take = np.array([position[i] for i in result.ids], dtype=np.int64)
-    rows, bad = _normalized(result.embeddings)
+    failed += [(f.id, read_errors.get(f.id, f.reason)) for f in result.failures]
+    return slice_from_encoded(records, start, end, result.ids, result.embeddings, failed)
+
+
+def slice_from_encoded(
+    records: DatasetRecords,
+    start: int,
+    end: int,
+    ids: Sequence[str],
+    embeddings: npt.NDArray[np.float32],
+    failed: Iterable[tuple[str, str]],
+) -> _Slice:
+    """The slice of work-list items [start, end) from what encoding them gave: the raw ``embeddings`` of the
+    image ids ``ids`` (in item order), and an (image id, reason) pair for each other item of the slice."""
+    table = records.table.slice(start, end - start)
+    src = table.column("source_row").to_numpy()
+    position = {image_id: pos for pos, image_id in enumerate(table.column("image_id").to_pylist())}
+    failures = [_failure(start + position[i], src[position[i]], i, reason) for i, reason in failed]
+    take = np.array([position[i] for i in ids], dtype=np.int64)
+    rows, bad = _normalized(embeddings)
     for j in np.flatnonzero(bad):
         failures.append(
             _failure(
                 start + int(take[j]),
                 src[take[j]],
-                ids[int(take[j])],
+                ids[int(j)],
                 "the encoder returned a zero or non-finite embedding",
             )
         )
@@ -333,12 +360,11 @@ def _commit(
     (store / "shards").mkdir(exist_ok=True)
     first_row = manifest.num_rows
     rows = part.rows.astype(manifest.dtype)
+    npy = write_npy(store / f"{stem}.npy", rows)
+    table = shard_table(records.table, part.take, first_row, src.name)
     entries: dict[str, tuple[str, int]] = {
-        f"{stem}.npy": write_npy(store / f"{stem}.npy", rows),
-        f"{stem}.parquet": write_bytes(
-            store / f"{stem}.parquet",
-            to_parquet_bytes(shard_table(records.table, part.take, first_row, src.name)),
-        ),
+        f"{stem}.npy": npy,
+        f"{stem}.parquet": write_bytes(store / f"{stem}.parquet", to_parquet_bytes(table, npy[0])),
     }
     if part.failures:
         entries[f"{stem}.failures.jsonl"] = write_jsonl(store / f"{stem}.failures.jsonl", part.failures)

@@ -1,83 +1,19 @@
-"""Looking at a store without trusting it: a summary (`index info`), a full checksum pass (`index verify`)."""
+"""Looking at a store without trusting it: a summary (`index info`); the full check (`index verify`) is
+`georag.store.verify`, re-exported here."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from georag.errors import GeoRagError
-from georag.progress import progress as progress_display
-from georag.store.files import sha256_file
 from georag.store.manifest import MANIFEST, Manifest
+from georag.store.verify import VerifyReport, verify_store
+
+__all__ = ["VerifyReport", "store_info", "verify_store"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class VerifyReport:
-    """The result of re-hashing every file a store's manifest lists."""
-
-    store: Path
-    """The store checked."""
-    checked: int = 0
-    """Files hashed."""
-    bytes: int = 0
-    """Bytes hashed."""
-    problems: list[str] = field(default_factory=list)
-    """One line per missing, resized or changed file, or inconsistent shard."""
-    unlisted: list[str] = field(default_factory=list)
-    """Files in the store's folders that the manifest does not list (leftovers of an interrupted step)."""
-
-    @property
-    def ok(self) -> bool:
-        """True when every listed file is present and unchanged."""
-        return not self.problems
-
-
-def verify_store(path: str | Path, *, progress: bool = False) -> VerifyReport:
-    """Re-hashes every file of the store (SHA-256); checks each shard's array header against the manifest."""
-    root = Path(path)
-    manifest = Manifest.load(root)
-    report = VerifyReport(root)
-    total = sum(e.bytes for e in manifest.files.values())
-    with progress_display(total, desc="verify", unit="B", unit_scale=True, enabled=progress) as bar:
-        for rel, entry in sorted(manifest.files.items()):
-            p = root / rel
-            if not p.is_file():
-                report.problems.append(f"{rel}: missing")
-                continue
-            size = p.stat().st_size
-            if size != entry.bytes:
-                report.problems.append(
-                    f"{rel}: {size} bytes, the manifest says {entry.bytes} (truncated or replaced)"
-                )
-                bar.update(entry.bytes)
-                continue
-            if sha256_file(p) != entry.sha256:
-                report.problems.append(f"{rel}: content changed (SHA-256 differs from the manifest)")
-            report.checked += 1
-            report.bytes += size
-            bar.update(size)
-    for s in manifest.shards:
-        if s.embeddings in manifest.files and not any(s.embeddings in p for p in report.problems):
-            try:
-                arr = np.load(root / s.embeddings, mmap_mode="r" if s.rows else None, allow_pickle=False)
-                if arr.shape != (s.rows, manifest.dim) or arr.dtype != np.dtype(manifest.dtype):
-                    report.problems.append(
-                        f"{s.embeddings}: holds {arr.dtype} {arr.shape}, expected {s.rows} rows"
-                    )
-            except (OSError, ValueError) as exc:
-                report.problems.append(f"{s.embeddings}: not a readable .npy ({exc})")
-    for sub in ("shards", "sources", "ann", "submaps"):
-        if (root / sub).is_dir():
-            report.unlisted += sorted(
-                f"{sub}/{p.name}" for p in (root / sub).iterdir() if f"{sub}/{p.name}" not in manifest.files
-            )
-    return report
 
 
 def store_info(path: str | Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ of an interrupted step and are ignored, then removed by the next build.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import re
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from georag.errors import StoreError
 from georag.store.files import quick_fingerprint, sha256_file, write_json
+from georag.store.jsonread import parse_json, read_bounded
+from georag.store.references import check_references
 
 FORMAT = "georag-store"
 FORMAT_VERSION = 1
@@ -26,6 +28,7 @@ DTYPES = ("float16", "float32")
 FOLDERS = ("shards", "sources", "ann", "submaps")
 """The only folders a store writes into; every path the manifest names lies in one of them."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 Verify = Literal["quick", "full", "none"]
 """How much of a store file is checked: "quick" (size and a fingerprint), "full" (SHA-256), "none" (size)."""
@@ -214,40 +217,45 @@ class Manifest:
     def check_file(self, root: Path, rel: str, verify: Verify) -> None:
         """StoreError unless the store file ``rel`` is there, of its manifest size and (``verify`` "quick" or
         "full") of its recorded fingerprint or SHA-256."""
+        problem = self.file_problem(root, rel, verify)
+        if problem is not None:
+            raise StoreError(f"{root / rel} {problem}; run `georag index verify {root}`")
+
+    def file_problem(self, root: Path, rel: str, verify: Verify) -> str | None:
+        """What is wrong with the store file ``rel`` (see `check_file`), or None."""
         entry = self.files[rel]
         path = root / rel
         if not path.is_file():
-            raise StoreError(f"{path} is missing: the store is incomplete; run `georag index verify {root}`")
+            return "is missing: the store is incomplete"
         size = path.stat().st_size
         if size != entry.bytes:
-            raise StoreError(
-                f"{path} has {size} bytes but the manifest says {entry.bytes}: "
-                "the file was changed or truncated; "
-                f"run `georag index verify {root}`"
-            )
+            return f"has {size} bytes but the manifest says {entry.bytes}: the file was changed or truncated"
         if verify == "none":
-            return
+            return None
         actual = quick_fingerprint(path) if verify == "quick" else sha256_file(path)
-        expected = entry.quick if verify == "quick" else entry.sha256
-        if actual != expected:
+        if actual != (entry.quick if verify == "quick" else entry.sha256):
             kind = "fingerprint" if verify == "quick" else "SHA-256"
-            raise StoreError(
-                f"{path} was changed after the store was written (its {kind} differs from the manifest's); "
-                f"run `georag index verify {root}` and rebuild the affected source"
+            return (
+                f"was changed after the store was written (its {kind} differs from the manifest's); "
+                "rebuild the affected source"
             )
+        return None
 
     @classmethod
     def load(cls, store: Path) -> Manifest:
-        """Reads and validates ``store/manifest.json``; StoreError says what is wrong."""
+        """Reads and validates ``store/manifest.json`` (bounded: see `georag.store.jsonread`; every
+        cross-reference: see `georag.store.references`); StoreError names the file and what is wrong."""
+        return cls.load_hashed(store)[0]
+
+    @classmethod
+    def load_hashed(cls, store: Path) -> tuple[Manifest, str]:
+        """As `load`, with the SHA-256 of the manifest file's bytes that were parsed."""
         path = store / MANIFEST
         if not path.is_file():
             what = "does not exist" if not store.exists() else "has no manifest.json"
             raise StoreError(f"{store} {what}: not a georag store (build one with `georag index build`)")
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{path} is not readable JSON ({exc}); the store is damaged") from exc
-        return cls.from_json(raw, path)
+        data = read_bounded(path, "store manifest")
+        return cls.from_json(parse_json(data, path, "store manifest"), path), hashlib.sha256(data).hexdigest()
 
     @classmethod
     def from_json(cls, raw: Any, origin: Path | str = "manifest") -> Manifest:
@@ -274,34 +282,23 @@ class Manifest:
                 submaps={k: SubmapInfo(**v) for k, v in raw["submaps"].items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StoreError(f"{origin} is malformed ({type(exc).__name__}: {exc})") from exc
+            raise StoreError(f"{origin} is malformed ({type(exc).__name__}: {_short(str(exc))})") from exc
         _check_types(m, origin)
         for rel in m.files:
             check_path(rel, origin)
         for what, entries in (("ANN index", m.ann), ("submaps", m.submaps)):
-            for name, entry in entries.items():
+            for name in entries:
                 check_name(name, what)
-                if entry.file not in m.files:
-                    raise StoreError(
-                        f"{origin} is malformed: {what} {name!r} file {entry.file} has no checksum"
-                    )
         for src in m.sources:
             check_name(src.name, "source name")
-            for rel in [*src.failure_files, *([src.rejections_file] if src.rejections_file else [])]:
-                if rel not in m.files:
-                    raise StoreError(f"{origin} is malformed: {rel} has no checksum entry")
         if m.dtype not in DTYPES or m.dim < 1 or m.shard_rows < 1:
             raise StoreError(
-                f"{origin} is malformed: dtype {m.dtype!r}, dim {m.dim}, shard_rows {m.shard_rows}"
+                f"{origin} is malformed: dtype {_short(m.dtype)}, dim {m.dim}, shard_rows {m.shard_rows}"
             )
-        expected = 0
-        for s in m.shards:
-            if s.first_row != expected or s.rows < 0:
-                raise StoreError(f"{origin} is malformed: shard {s.embeddings} starts at row {s.first_row}")
-            expected += s.rows
-            for rel in (s.embeddings, s.metadata):
-                if rel not in m.files:
-                    raise StoreError(f"{origin} is malformed: {rel} has no checksum entry")
+        for rel, entry in m.files.items():
+            if entry.bytes < 0 or not (_HEX64.fullmatch(entry.sha256) and _HEX64.fullmatch(entry.quick)):
+                raise StoreError(f"{origin} is malformed: the checksum entry of {rel} is {_short(entry)}")
+        check_references(m, origin)
         return m
 
 
@@ -311,11 +308,17 @@ def _check_types(obj: Any, origin: object) -> None:
     for f in fields(obj):
         value = getattr(obj, f.name)
         if not _matches(value, hints[f.name]):
-            raise StoreError(f"{origin} is malformed: {type(obj).__name__}.{f.name} = {value!r}")
+            raise StoreError(f"{origin} is malformed: {type(obj).__name__}.{f.name} = {_short(value)}")
         items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
         for item in items:
             if is_dataclass(item):
                 _check_types(item, origin)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters (a damaged manifest may hold a huge value)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from georag.errors import StoreError
@@ -50,10 +51,17 @@ def shard_table(records: pa.Table, take: npt.NDArray[np.int64], first_row: int, 
     )
 
 
-def to_parquet_bytes(table: pa.Table) -> bytes:
-    """The table as Parquet (zstd) in memory, for an atomic write."""
+EMBEDDINGS_SHA256 = b"georag.embeddings_sha256"
+"""Key of the Parquet schema metadata holding the SHA-256 of the shard's embeddings file: it binds the two
+files of a shard, so that embeddings exchanged with another shard's (checksums included) are caught."""
+
+
+def to_parquet_bytes(table: pa.Table, embeddings_sha256: str) -> bytes:
+    """The table as Parquet (zstd) in memory, for an atomic write, bound to the shard's embeddings file by
+    its SHA-256 (see `EMBEDDINGS_SHA256`)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    bound = table.replace_schema_metadata({EMBEDDINGS_SHA256: embeddings_sha256.encode()})
+    pq.write_table(bound, sink, compression="zstd")
     return sink.getvalue()
 
 
@@ -74,10 +82,39 @@ def read_checked(path: str | os.PathLike[str], sha256: str) -> pa.Table:
             f"{path} was changed after the store was written (SHA-256 {actual[:12]}..., manifest says "
             f"{sha256[:12]}...); run `georag index verify` and rebuild the affected source"
         )
-    table = pq.read_table(io.BytesIO(data))
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise StoreError(f"{path} is not a readable Parquet file ({exc}); the store is damaged") from exc
     if not table.schema.equals(SCHEMA, check_metadata=False):
         raise StoreError(f"{path} does not have the store's metadata columns: {table.schema.names}")
     return table
+
+
+def shard_table_problem(
+    table: pa.Table, first_row: int, rows: int, source: str, embeddings_sha256: str
+) -> str | None:
+    """What makes ``table`` not the metadata of the shard of ``rows`` rows from store row ``first_row`` of
+    source ``source`` ("*": reordered, rows of any source) whose embeddings file has ``embeddings_sha256``,
+    or None. The rows' ``row_id`` must run from ``first_row`` one by one (a metadata file put in another
+    shard's place is caught here), and the embeddings SHA-256 the file records, where it records one
+    (stores written before it did not), must be that one."""
+    if table.num_rows != rows:
+        return f"holds {table.num_rows} rows, the manifest's shard {rows}"
+    ids = table.column("row_id").to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(ids != np.arange(first_row, first_row + rows, dtype=np.int64))
+    if wrong.size:
+        i = int(wrong[0])
+        return f"row {i} has row_id {ids[i]}, expected {first_row + i}: it is another shard's metadata"
+    if source != "*" and rows and not pc.all(pc.equal(table.column("source"), source)).as_py():
+        return f"holds rows of another source than {source!r}"
+    bound = (table.schema.metadata or {}).get(EMBEDDINGS_SHA256)
+    if bound is not None and bound.decode(errors="replace") != embeddings_sha256:
+        return (
+            f"belongs with embeddings of SHA-256 {bound[:12].decode(errors='replace')}..., not the shard's "
+            f"{embeddings_sha256[:12]}...: the embeddings files of two shards were exchanged"
+        )
+    return None
 
 
 def empty_table() -> pa.Table:

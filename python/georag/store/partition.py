@@ -128,11 +128,12 @@ def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int6
         meta = store.rows(take).set_column(
             0, "row_id", pa.array(np.arange(start, start + len(take), dtype=np.int64))
         )
+        npy = write_npy(store.path / f"{stem}.npy", emb)
         for rel, (sha, size) in (
-            (f"{stem}.npy", write_npy(store.path / f"{stem}.npy", emb)),
+            (f"{stem}.npy", npy),
             (
                 f"{stem}.parquet",
-                write_bytes(store.path / f"{stem}.parquet", to_parquet_bytes(meta.cast(SCHEMA))),
+                write_bytes(store.path / f"{stem}.parquet", to_parquet_bytes(meta.cast(SCHEMA), npy[0])),
             ),
         ):
             manifest.files[rel] = FileEntry(sha, size, quick_fingerprint(store.path / rel))

@@ -51,7 +51,13 @@ class StorePartitions:
                     f"recompute them with `georag index submaps {self.path} --by {info.scheme}`"
                 )
             self.manifest.check_file(self.path, info.file, "full")
-            self._loaded[name] = load_submaps(self.path / info.file, expected_rows=self.ntotal)
+            sub = load_submaps(self.path / info.file, expected_rows=self.ntotal)
+            if (sub.scheme, len(sub)) != (info.scheme, info.count):
+                raise StoreError(
+                    f"{self.path / info.file} holds {len(sub)} {sub.scheme} submaps, the manifest says "
+                    f"{info.count} {info.scheme}: the store is damaged; run `georag index verify {self.path}`"
+                )
+            self._loaded[name] = sub
         return self._loaded[name]
 
     # The vpr-guided route's view of a store (`georag.strategies.vpr_guided.SubmapSource`).

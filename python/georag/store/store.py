@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from georag.errors import GeoRagError, MissingDependencyError, StoreError
 from georag.store.manifest import Manifest, Verify
-from georag.store.metadata import empty_table, read_checked
+from georag.store.metadata import empty_table, read_checked, shard_table_problem
 from georag.store.partitions import StorePartitions
+from georag.store.rowcheck import check_served_rows, sample_error
 from georag.types import Neighbors
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from georag.search.flat import FlatIndex
     from georag.search.protocol import Index, IndexBase
     from georag.search.validate import RowRanges
+    from georag.store.background import BackgroundVerify
     from georag.store.submaps import Submaps
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class GeoStore:
         self._cuda: CudaFlatIndex | None = None
         self._ann: dict[str, FaissIndex] = {}
         self._partitions = StorePartitions(path, manifest)
+        self._verified: Verify = "none"
+        self._background: BackgroundVerify | None = None
         self.index_name = self._check_index_name(index_name)
         """The index :meth:`search` and :meth:`index` use unless told another."""
 
@@ -82,7 +86,11 @@ class GeoStore:
         naming both). ``verify``: "quick" (default) checks every file's size and a fingerprint of 16 spread
         blocks, and the full SHA-256 of the metadata (which is read anyway); "full" hashes everything
         (minutes for a 10M-row store; `georag index verify` does it with a report); "none" only checks
-        sizes. faiss files are always fully hashed before they are parsed, when first used.
+        sizes. faiss files are always fully hashed before they are parsed, when first used. Whatever
+        ``verify``, every cross-reference of the manifest is checked (`georag.store.references`) and each
+        shard's metadata rows are matched to the shard (row ids from its first row, its row count, its
+        source). A long-running reader that opened with "quick" can hash the rest later:
+        :meth:`verify_in_background`; :meth:`integrity` says what was checked.
 
         ``index``: what :meth:`search` uses by default (``store.index_name``): "exact" (default; the C++ core
         on the CPU), "cuda" (the exact search on a GPU) or the name of a faiss index of the store. Only the
@@ -114,14 +122,12 @@ class GeoStore:
         for rel in manifest.files:
             if rel.startswith(("shards/", "sources/")):
                 manifest.check_file(root, rel, "none" if rel.endswith(".parquet") else verify)
-        tables = [read_checked(root / s.metadata, manifest.files[s.metadata].sha256) for s in manifest.shards]
+        tables = [_read_shard_table(root, manifest, i) for i in range(len(manifest.shards))]
         metadata = pa.concat_tables(tables) if tables else empty_table()
         shards = [_open_shard(root, manifest, i) for i in range(len(manifest.shards))]
-        if metadata.num_rows != manifest.num_rows:
-            raise StoreError(
-                f"{root}: metadata has {metadata.num_rows} rows, the manifest {manifest.num_rows}"
-            )
-        return cls(root, manifest, metadata, shards, index)
+        store = cls(root, manifest, metadata, shards, index)
+        store._verified = verify
+        return store
 
     @property
     def ntotal(self) -> int:
@@ -140,6 +146,23 @@ class GeoStore:
     def encoder(self) -> str:
         """Model id of the encoder the store was built with."""
         return self.manifest.encoder
+
+    def verify_in_background(self) -> BackgroundVerify:
+        """Starts (once; later calls return the same) the full check of every file against the manifest the
+        store was opened with, in a daemon thread: see `georag.store.background.BackgroundVerify`."""
+        if self._background is None:
+            from georag.store.background import BackgroundVerify
+
+            self._background = BackgroundVerify(self.path, self.manifest)
+        return self._background
+
+    def integrity(self) -> dict[str, Any]:
+        """What was checked of the store's files, JSON-ready for a readiness answer: ``check`` "quick",
+        "full" or "none" (the open's ``verify``) and ``state`` "passed"; or, once :meth:`verify_in_background`
+        ran, its status (``check`` "full", ``state`` "running" / "passed" / "failed", bytes, problems)."""
+        if self._background is not None:
+            return self._background.status()
+        return {"check": self._verified, "state": "passed"}
 
     def __repr__(self) -> str:
         sources = ", ".join(f"{s.name}={s.rows}" for s in self.manifest.sources)
@@ -191,9 +214,7 @@ class GeoStore:
             try:
                 self._flat = FlatIndex.from_normalized(self._shards, num_threads=num_threads)
             except ValueError as exc:
-                raise StoreError(
-                    f"{self.path}: {exc}; the store is damaged: run `georag index verify {self.path}`"
-                ) from exc
+                raise sample_error(self, exc) from exc
         return self._flat
 
     def ann_index(self, name: str) -> FaissIndex:
@@ -217,6 +238,17 @@ class GeoStore:
                 index = FaissIndex.load(self.path / info.file, self.manifest.files[info.file].sha256)
             except GeoRagError as exc:
                 raise StoreError(str(exc)) from exc
+            except (RuntimeError, ValueError, MemoryError) as exc:  # what faiss raises for a non-index
+                raise StoreError(
+                    f"{self.path / info.file} is not a faiss index ({type(exc).__name__}); the store is "
+                    f"damaged: run `georag index verify {self.path}`, then `georag index build-ann`"
+                ) from exc
+            if (index.ntotal, index.dim) != (self.ntotal, self.dim):
+                raise StoreError(
+                    f"{self.path / info.file} indexes {index.ntotal} rows of dimension {index.dim}, the "
+                    f"store has {self.ntotal} of {self.dim}: it is another store's index; rebuild it with "
+                    f"`georag index build-ann {self.path} --factory '{info.factory}' --name {name}`"
+                )
             index.factory = info.factory
             self._ann[name] = index
         return self._ann[name]
@@ -290,7 +322,8 @@ class GeoStore:
         ``submap=(partition, name)``, e.g. ``("country", "FR")``: only that submap's rows (not with
         ``row_ranges``). ``index``: the index by name (see :meth:`index`); default ``index_name``.
         ``num_threads``: worker threads of the exact index for this call (None: its default); the other
-        indexes refuse it (TypeError).
+        indexes refuse it (TypeError). Every row returned is checked (finite, unit norm): a damaged one is a
+        StoreError naming its shard file (`georag.store.rowcheck`), never an answer.
         """
         if submap is not None:
             if row_ranges is not None:
@@ -299,6 +332,7 @@ class GeoStore:
         res = self._index(index).search(
             queries, k_near, k_far, row_ranges=row_ranges, num_threads=num_threads
         )
+        check_served_rows(self, np.concatenate([res.near_ids.ravel(), res.far_ids.ravel()]))
         return res.with_coordinates(self.coordinates(res.near_ids), self.coordinates(res.far_ids))
 
     def _check_index_name(self, name: str) -> str:
@@ -334,6 +368,19 @@ def check_encoder(store: GeoStore, model_id: str, dim: int) -> None:
             f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
             f"{model_id!r} (d={dim}); use the store's encoder"
         )
+
+
+def _read_shard_table(root: Path, manifest: Manifest, i: int) -> pa.Table:
+    """Shard ``i``'s metadata, hashed, parsed and matched to the shard (StoreError naming the file)."""
+    info = manifest.shards[i]
+    table = read_checked(root / info.metadata, manifest.files[info.metadata].sha256)
+    sha = manifest.files[info.embeddings].sha256
+    problem = shard_table_problem(table, info.first_row, info.rows, info.source, sha)
+    if problem is not None:
+        raise StoreError(
+            f"{root / info.metadata} {problem}; the store is damaged: run `georag index verify {root}`"
+        )
+    return table.replace_schema_metadata(None)
 
 
 def _open_shard(root: Path, manifest: Manifest, i: int) -> npt.NDArray[Any]:
