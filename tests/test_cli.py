@@ -136,6 +136,7 @@ def _commands(
 
 OTHER_MEANINGS = {
     ("encoder", "export", "--encoder"): "the checkpoint to export (required; no store to default to)",
+    ("index", "set-encoder", "--encoder"): "the encoder's new place (required; compared with the store's)",
     ("eval", "score", "--seed"): "the bootstrap's seed",
     ("index", "build-ann", "--seed"): "faiss training's seed",
     ("index", "submaps", "--seed"): "k-means' seed",

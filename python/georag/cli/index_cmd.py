@@ -306,6 +306,30 @@ def verify_cmd(store: Path, expect_sha256: str | None) -> None:
         raise SystemExit(1)
 
 
+@index.command("set-encoder")
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--encoder",
+    "model",
+    required=True,
+    help="The encoder's new place: a model folder, or a hub id in the local Hugging Face cache.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Re-point a store that recorded no fingerprint when its old encoder cannot be found to compare.",
+)
+def set_encoder_cmd(store: Path, model: str, force: bool) -> None:
+    """Re-point STORE at a copy of its encoder in another place (a moved or copied model folder): allowed
+    only when the model files are the same as the store's encoder's (configs, weight headers and sampled
+    blocks); otherwise the store's embeddings would not match the encoder's."""
+    from georag.store.repoint import set_encoder
+
+    with errors():
+        manifest = set_encoder(store, model, force=force)
+    click.echo(f"{store}: encoder is now {manifest.encoder} ({manifest.encoder_fingerprint})")
+
+
 @index.command("near-duplicates")
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))

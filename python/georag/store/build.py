@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from georag.datasets import ColumnMap, DatasetRecords, read_dataset
+from georag.encoder.identity import model_fingerprint
 from georag.errors import StoreError
 from georag.progress import progress as progress_display
 from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_jsonl, write_npy
@@ -173,6 +174,7 @@ def build_source(
                 dim=dim,
                 dtype=req.dtype or "float16",
                 shard_rows=req.shard_rows or DEFAULT_SHARD_ROWS,
+                encoder_fingerprint=model_fingerprint(req.encoder) or "",
             )
         elif encoder is not None or emb is not None:
             # Resuming a source whose every slice is committed embeds nothing, so it needs no identity check.

@@ -186,6 +186,10 @@ class Manifest:
     """faiss indexes by name."""
     submaps: dict[str, SubmapInfo] = field(default_factory=dict)
     """Submap partitions by name."""
+    encoder_fingerprint: str = ""
+    """`georag.encoder.identity.model_fingerprint` of the encoder's files when the store was made or
+    re-pointed ("" when unknown: stores made before georag recorded it), so that an identical copy of the
+    model elsewhere is recognised (`georag index set-encoder`)."""
     format: str = FORMAT
     """Always "georag-store"."""
     format_version: int = FORMAT_VERSION
@@ -280,6 +284,7 @@ class Manifest:
                 files={k: FileEntry(**v) for k, v in raw["files"].items()},
                 ann={k: AnnInfo(**v) for k, v in raw["ann"].items()},
                 submaps={k: SubmapInfo(**v) for k, v in raw["submaps"].items()},
+                encoder_fingerprint=raw.get("encoder_fingerprint", ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"{origin} is malformed ({type(exc).__name__}: {_short(str(exc))})") from exc

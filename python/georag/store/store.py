@@ -102,8 +102,8 @@ class GeoStore:
         if encoder is not None and encoder != manifest.encoder:
             raise StoreError(
                 f"{root} was built with encoder {manifest.encoder!r}, not {encoder!r}: "
-                "its embeddings are not "
-                "comparable with this encoder's; build a store with this encoder or use the store's"
+                "its embeddings are not comparable with this encoder's; build a store with this encoder or "
+                "use the store's (a copy of it elsewhere: `georag index set-encoder`)"
             )
         if dim is not None and dim != manifest.dim:
             raise StoreError(f"{root} holds {manifest.dim}-dimensional embeddings, not {dim}")
@@ -366,7 +366,9 @@ def check_encoder(store: GeoStore, model_id: str, dim: int) -> None:
     if model_id != store.encoder or dim != store.dim:
         raise StoreError(
             f"the store was built with {store.encoder!r} (d={store.dim}) but the encoder is "
-            f"{model_id!r} (d={dim}); use the store's encoder"
+            f"{model_id!r} (d={dim}); use the store's encoder (if {model_id!r} is a copy of it in another "
+            f"place, `georag index set-encoder {store.path} --encoder {model_id}` re-points the store after "
+            "comparing their files)"
         )
 
 
