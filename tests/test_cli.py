@@ -137,6 +137,8 @@ def _commands(
 OTHER_MEANINGS = {
     ("encoder", "export", "--encoder"): "the checkpoint to export (required; no store to default to)",
     ("index", "set-encoder", "--encoder"): "the encoder's new place (required; compared with the store's)",
+    ("index", "build", "--ray"): "the cluster that encodes (a flag, optionally an address), not a search's",
+    ("index", "add", "--ray"): "the cluster that encodes (a flag, optionally an address), not a search's",
     ("eval", "score", "--seed"): "the bootstrap's seed",
     ("index", "build-ann", "--seed"): "faiss training's seed",
     ("index", "submaps", "--seed"): "k-means' seed",

@@ -186,3 +186,19 @@ def test_float32_in_place_rows_of_any_width_match_the_copied_index() -> None:
     want = FlatIndex(unit[3:], normalize=False).search_raw(q, 7, 7, **F32_KERNEL)
     assert_same(index.search_raw(q, 7, 7, **F32_KERNEL), want)
     check_neighbors(index.search(q, 7, 7, blas_min_batch=1), unit[3:], q, 7, 7, normalize_db=False)
+
+
+def test_arrays_that_went_through_pickle_are_accepted_and_foreign_byte_order_refused() -> None:
+    import pickle
+
+    db, q = data(300, 12, 4, seed=2)
+    half = unit_half(db)
+    # pickle (as Ray ships arrays to actors) gives dtypes equal to, but not the same objects as, numpy's own
+    q2, half2 = pickle.loads(pickle.dumps(q)), pickle.loads(pickle.dumps(half))
+    assert_same(
+        FlatIndex.from_normalized(half2).search_raw(q2, 5, 5),
+        FlatIndex.from_normalized(half).search_raw(q, 5, 5),
+    )
+    assert_same(FlatIndex(half2).search_raw(q2, 5, 5), FlatIndex(half).search_raw(q, 5, 5))
+    with pytest.raises(TypeError, match="must be float32"):
+        FlatIndex(db.astype(">f4"))

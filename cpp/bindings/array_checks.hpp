@@ -22,6 +22,13 @@ struct Matrix {
   int64_t cols;
 };
 
+// Whether `a` holds native-order elements of `want`'s type. Compared by type number, not identity: an array
+// that went through pickle (e.g. to a Ray actor) carries an equal but distinct dtype object.
+inline bool has_dtype(const py::array& a, const py::dtype& want) {
+  const py::dtype got = a.dtype();
+  return got.num() == want.num() && got.attr("isnative").cast<bool>();
+}
+
 inline std::string shape_of(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
@@ -31,7 +38,7 @@ inline std::string shape_of(const py::array& a) {
 // Accepts only float32 (no silent casts of float64 or ints) and exactly 2 dimensions; expected_cols < 0
 // accepts any width. Non-contiguous float32 input is copied to a contiguous buffer.
 inline Matrix as_matrix(const py::array& a, const char* what, int64_t expected_cols) {
-  if (!a.dtype().is(py::dtype::of<float>()))
+  if (!has_dtype(a, py::dtype::of<float>()))
     throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())) +
                          "; convert with .astype(numpy.float32)");
   if (a.ndim() != 2)
@@ -69,7 +76,7 @@ inline HalfMatrix as_half_matrix(const py::array& a, const char* what, int64_t e
 inline bool as_ranges(const py::object& obj, std::vector<RowRange>* out) {
   if (obj.is_none()) return false;
   auto a = py::array::ensure(obj);
-  if (!a || !a.dtype().is(py::dtype::of<int64_t>()) || a.ndim() != 2 || a.shape(1) != 2)
+  if (!a || !has_dtype(a, py::dtype::of<int64_t>()) || a.ndim() != 2 || a.shape(1) != 2)
     throw py::value_error("row_ranges must be an (R, 2) int64 array of [start, end) pairs");
   auto c = py::array_t<int64_t, py::array::c_style>::ensure(a);
   const int64_t* p = c.data();

@@ -55,7 +55,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<FlatIndex>(m, "FlatIndex", py::dynamic_attr())
       .def(py::init([](const py::array& vectors, bool normalize, int num_threads) {
-             if (vectors.dtype().is(py::dtype("float16"))) {
+             if (georag::bindings::has_dtype(vectors, py::dtype("float16"))) {
                HalfMatrix h = as_half_matrix(vectors, "vectors", -1);
                py::gil_scoped_release release;
                return FlatIndex::from_half(h.data, h.rows, h.cols, normalize, num_threads).release();
@@ -75,8 +75,8 @@ PYBIND11_MODULE(_core, m) {
             bool any = false, half = false;
             for (std::size_t i = 0; i < segments.size(); ++i) {
               py::array a = segments[i].cast<py::array>();
-              const bool is_half = a.dtype().is(py::dtype("float16"));
-              if (!is_half && !a.dtype().is(py::dtype::of<float>()))
+              const bool is_half = georag::bindings::has_dtype(a, py::dtype("float16"));
+              if (!is_half && !georag::bindings::has_dtype(a, py::dtype::of<float>()))
                 throw py::type_error("segment " + std::to_string(i) + " must be float16 or float32, got " +
                                      std::string(py::str(a.dtype())));
               if (any && is_half != half)

@@ -104,10 +104,17 @@ class SearchConfig:
     index: str = "exact"
     """"exact" (the C++ core on the CPU, default), "cuda" (the exact search on a GPU), or the name of a
     faiss index of the store (`georag index build-ann`)."""
+    shards: int = 0
+    """Search the store split into this many row ranges, each held by a Ray actor
+    (`georag.distributed`); default 0: one process. The results are those of one process, exactly."""
+    ray: str = ""
+    """The Ray cluster of a sharded search: its head's address, or "local" for one started here; default ""
+    (the same as "local")."""
 
     def __post_init__(self) -> None:
         _at_least(self, "k_near", 1)
         _at_least(self, "k_far", 0)
+        _at_least(self, "shards", 0)
         if not self.index:
             raise ConfigError("search.index must be exact, cuda or the name of a faiss index of the store")
 

@@ -58,6 +58,22 @@ def _source_options(fn: F) -> F:
             is_flag=True,
             help="Keep rows at exactly (0, 0) (by default they are rejected as 'unknown location').",
         ),
+        click.option(
+            "--ray",
+            "ray_address",
+            is_flag=False,
+            flag_value="local",
+            default=None,
+            metavar="[ADDRESS]",
+            help="Decode and encode on a Ray cluster (its head's host:port; no value: one started here for "
+            "the build); this process still commits every shard. Needs the extra ray (pip install '.[ray]').",
+        ),
+        click.option(
+            "--ray-encoders",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Encoder actors on Ray [default: one per GPU of the cluster, else 1].",
+        ),
     ]
     fn = use("config", *ENCODER, default_text={"encoder": "the store's, when it exists"})(fn)
     for option in reversed(options):
@@ -111,6 +127,8 @@ def _run_build(
     embeddings: Path | None,
     source: str | None,
     keep_zero: bool,
+    ray_address: str | None = None,
+    ray_encoders: int | None = None,
     **kw: Any,
 ) -> None:
     from dataclasses import replace
@@ -143,7 +161,14 @@ def _run_build(
 
             return load_encoder_from(e)
 
-        report = build_source(req, add=add, encoder_factory=load, progress=True)
+        if ray_address is not None:
+            from georag.distributed.ray_build import RayBuildOptions, build_source_ray
+
+            address = None if ray_address == "local" else ray_address
+            options = RayBuildOptions(address=address, encoders=ray_encoders)
+            report = build_source_ray(req, add=add, encoder=e, options=options, progress=True)
+        else:
+            report = build_source(req, add=add, encoder_factory=load, progress=True)
     if report.already_complete:
         click.echo(f"{report.source}: already complete in {store} ({report.store_rows} rows); nothing to do")
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from georag.cli.options import ENCODER, EXCLUSION, LLM, RAG, SEARCH, VPR, config_from, errors, use
+from georag.cli.options import ENCODER, EXCLUSION, LLM, RAG, SEARCH, SHARDED, VPR, config_from, errors, use
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -35,8 +35,8 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File of image paths.",
 )
-@use("config", "store", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *RAG, *VPR, "calibration", *EXCLUSION,
-     "truth", "truth-format", defaults={"truth-format": "im2gps3k"})  # fmt: skip
+@use("config", "store", *ENCODER, *LLM, "llm-max-failures", *SEARCH, *SHARDED, *RAG, *VPR, "calibration",
+     *EXCLUSION, "truth", "truth-format", defaults={"truth-format": "im2gps3k"})  # fmt: skip
 @click.option(
     "--out",
     required=True,

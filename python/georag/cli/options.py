@@ -139,6 +139,10 @@ SHARED: dict[str, Shared] = {
         _s("--k-far", "search.k_far", click.IntRange(min=0), "Dissimilar rows retrieved per photo."),
         _s("--index", "search.index", str, "Index searched: exact (C++ core, CPU), cuda (a GPU) or the name "
            "of a faiss index of the store (georag index build-ann)."),
+        _s("--shards", "search.shards", click.IntRange(min=0), "Split the exact search over this many Ray "
+           "actors, each holding a range of the store's rows (0: one process; exact either way)."),
+        _s("--ray", "search.ray", str, "The Ray cluster of --shards: its head's address, or local (one "
+           "started here). Needs the extra ray.", default_text="local"),
         # the route
         _s("--strategy", STRATEGY, click.Choice(STRATEGY_NAMES), "The route.",
            default_text="rag with an LLM, else knn"),
@@ -207,6 +211,7 @@ SHARED: dict[str, Shared] = {
 ENCODER = ("encoder", "backend", "device", "batch-size", "workers")
 LLM = ("llm", "llm-timeout-s", "llm-retries", "llm-concurrency")
 SEARCH = ("k-near", "k-far", "index")
+SHARDED = ("shards", "ray")
 SAMPLING = ("samples", "temperature", "top-p", "max-tokens", "seed", "with-neighbors")
 SELECT = ("select", "select-km", "regions")
 RAG = ("strategy", "knn-k", "variants", *SAMPLING, *SELECT)

@@ -94,16 +94,17 @@ class GeolocatorAPI:
         dotted keys over it (``{"strategy.rag.sampling.n": 3, "llm.timeout_s": 30}``). ConfigError for
         impossible settings, StoreError for a store that is missing or was built with another encoder.
         """
+        from georag.distributed.sharded_store import open_store
         from georag.encoder import load_encoder_from
         from georag.llm.backends import check_llm, open_llm_from
-        from georag.store.store import GeoStore
 
         cfg = api_config(store, llm, encoder=encoder, strategy=strategy, config=config, settings=settings)
         client = open_llm_from(cfg.llm)
         try:
             if client is not None and cfg.strategy.needs_llm:
                 check_llm(client)
-            opened = GeoStore.open(cfg.store, index=cfg.search.index)
+            search = cfg.search
+            opened = open_store(cfg.store, ray=search.ray, shards=search.shards, index=search.index)
             geo = cls(opened, load_encoder_from(cfg.encoder, opened.encoder), client, cfg)
         except BaseException:
             if client is not None:

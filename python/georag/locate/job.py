@@ -101,12 +101,12 @@ def run(
     Raises GeoRagError (ConfigError for impossible settings), OSError; KeyboardInterrupt stops the run with
     the finished photos kept.
     """
+    from georag.distributed.sharded_store import open_store
     from georag.encoder import load_encoder_from
     from georag.llm.backends import check_llm, open_llm_from
     from georag.locate.geolocator import Geolocator, photo_ids
     from georag.locate.output import PredictionWriter, geojson_path, output_paths, run_settings, write_geojson
     from georag.locate.truth import load_truth
-    from georag.store.store import GeoStore
 
     if not config.store:
         raise ConfigError("no store: give one (--store, or store in the config file)")
@@ -122,7 +122,9 @@ def run(
     try:
         if client is not None and config.strategy.needs_llm:
             check_llm(client)  # an unreachable server or unknown model: one clear error, before any photo
-        store = GeoStore.open(config.store, index=config.search.index)
+        store = open_store(
+            config.store, ray=config.search.ray, shards=config.search.shards, index=config.search.index
+        )
         model = config.encoder.model or store.encoder
         truths = load_truth(truth, truth_format) if truth is not None else None
         llm = client.name if client is not None else "none"

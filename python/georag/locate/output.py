@@ -210,6 +210,8 @@ def run_settings(
     credentials), the store (``config.store`` unless given) and the encoder's model id (``encoder``, else
     ``config.encoder.model``). Not: request limits, concurrency, the encoder's backend or batch size."""
     settings = config.values(("search", "strategy", "exclusion"))
+    for how in ("search.shards", "search.ray"):  # how the search runs, not what it answers (exact either way)
+        settings.pop(how, None)
     name = config.strategy.name
     if name.startswith("knn"):  # retrieval only: the LLM settings do not matter
         settings = {k: v for k, v in settings.items() if not k.startswith(("strategy.rag.", "strategy.vpr."))}
