@@ -166,12 +166,21 @@ def test_format_geojson_and_the_evidence(locate_env: dict[str, Any], tmp_path: P
         mine = [f for f in features if f["properties"]["id"] == rec["id"]]
         roles = [f["properties"]["role"] for f in mine]
         near, far = rec["evidence"]["neighbors"]["near"], rec["evidence"]["neighbors"]["far"]
-        assert roles == ["prediction"] + ["candidate"] * 3 + ["near"] * len(near) + ["far"] * len(far)
+        regions = rec["evidence"]["regions"]
+        assert regions, "three answers make at least one region"
+        r = len(regions)
+        assert roles == (
+            ["prediction"] + ["region"] * r + ["candidate"] * 3 + ["near"] * len(near) + ["far"] * len(far)
+        )
         assert mine[0]["geometry"]["coordinates"] == [rec["lon"], rec["lat"]]
-        assert [f["geometry"]["coordinates"] for f in mine[1:4]] == [[b, a] for a, b in PARIS]
+        assert [
+            (*f["geometry"]["coordinates"], f["properties"]["share"], f["properties"]["radius_km"])
+            for f in mine[1 : 1 + r]
+        ] == [(g["lon"], g["lat"], g["share"], g["radius_km"]) for g in regions]
+        assert [f["geometry"]["coordinates"] for f in mine[1 + r : 4 + r]] == [[b, a] for a, b in PARIS]
         got = [
             (f["properties"]["row"], f["properties"]["score"], *f["geometry"]["coordinates"])
-            for f in mine[4:]
+            for f in mine[4 + r :]
         ]
         assert got == [(n["row"], n["score"], n["lon"], n["lat"]) for n in near + far]
 

@@ -274,9 +274,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _brute_force(store: Any, query: np.ndarray, rows: np.ndarray, k_near: int, k_far: int) -> dict[str, Any]:
-    """The top k_near and bottom k_far of ``rows`` (ascending, unique) by cosine, in numpy: ties to the
-    lower row id, as every index orders them."""
-    s = _unit(store.embeddings(rows)) @ _unit(query)
+    """The top k_near and bottom k_far of ``rows`` (ascending, unique) by score against the stored
+    (normalized) rows as they are, in numpy: ties to the lower row id, as every index orders them."""
+    s = np.asarray(store.embeddings(rows), dtype=np.float64) @ _unit(query)
     near = rows[np.argsort(-s, kind="stable")[:k_near]]
     far = rows[np.argsort(s, kind="stable")[:k_far]]
     score = dict(zip(rows.tolist(), s.tolist(), strict=True))
@@ -505,7 +505,7 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
     params = {k: v.string_value for k, v in pipeline.parameters.items()}
     assert sorted(params) == [
         "encoder_model", "family", "georag_config", "image_size", "llm_model", "max_requests",
-        "retrieval_model", "store",
+        "retrieval_model",
     ]  # fmt: skip
     assert (params["encoder_model"], params["llm_model"], params["family"]) == (
         "siglip_python",
@@ -513,7 +513,9 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
         "qwen2-vl",
     )
     assert (params["image_size"], params["max_requests"]) == ("32", "64")
-    assert params["store"] == str(Path(locate_env["store"]).resolve())
+    # The store's path is in a file beside model.py, not in a parameter any client reads (GET .../config).
+    private = json.loads((tmp_path / "repo" / "georag" / "1" / "store.json").read_text())
+    assert private == {"store": str(Path(locate_env["store"]).resolve())}
     served = _served_config(tmp_path / "repo" / "georag" / "config.pbtxt")
     expected = Config().with_values(_served_values())
     assert (served.search, served.strategy, served.serve) == (
@@ -523,7 +525,9 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
     )
     assert served.serve.allow_test_markers and served.serve.max_image_bytes == int(MAX_IMAGE_MB * (1 << 20))
     stored = {k: v.string_value for k, v in retrieval.parameters.items()}
-    assert stored["store"] == str(Path(locate_env["store"]).resolve())
+    assert "store" not in stored and "encoder" not in stored
+    private = json.loads((tmp_path / "repo" / "retrieval" / "1" / "store.json").read_text())
+    assert private["store"] == str(Path(locate_env["store"]).resolve())
     assert (stored["k_near"], stored["k_far"], stored["index"]) == ("16", "16", "exact")
 
 

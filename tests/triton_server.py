@@ -263,6 +263,7 @@ def _launch(
     startup_timeout_s: float,
     log_verbose: int,
     shm_prefix: str,
+    extra_args: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], TritonServer]:
     """Starts the server and waits until it is ready; a port taken meanwhile by someone else is retried."""
     for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -282,6 +283,7 @@ def _launch(
             f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             "--exit-timeout-secs=2",  # a stalled HTTP request is not cancelled; do not wait long for it
             f"--log-verbose={log_verbose}",
+            *extra_args,
         ]
         start = time.monotonic()
         with log_path.open("wb") as log_file:
@@ -339,8 +341,11 @@ def run_triton_server(
     *,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
     log_verbose: int = 0,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[TritonServer]:
     """Starts tritonserver on 127.0.0.1 over a temporary copy of ``model_repository``; stops it on exit.
+
+    ``extra_args``: more tritonserver options (e.g. ``--model-control-mode=explicit``).
 
     Raises RuntimeError (with the log tail) if the server exits or is not ready within ``startup_timeout_s``.
     """
@@ -360,7 +365,7 @@ def run_triton_server(
         shm_prefix = f"georag-test-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
         try:
             process, server = _launch(
-                env, root, models, backends, log_path, startup_timeout_s, log_verbose, shm_prefix
+                env, root, models, backends, log_path, startup_timeout_s, log_verbose, shm_prefix, extra_args
             )
             try:
                 yield server

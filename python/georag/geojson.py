@@ -23,8 +23,9 @@ from georag.types import Prediction
 
 MEDIA_TYPE = "application/geo+json"
 """The media type of GeoJSON (RFC 7946, section 12)."""
-ROLES = ("prediction", "candidate", "near", "far")
-"""The ``role`` of a Feature: the photo's prediction, an LLM candidate, a similar or a dissimilar row."""
+ROLES = ("prediction", "region", "candidate", "near", "far")
+"""The ``role`` of a Feature: the photo's prediction, a region its LLM answers crowd around, an LLM
+candidate, a similar or a dissimilar row."""
 
 
 def point(lat: float | None, lon: float | None) -> dict[str, Any] | None:
@@ -58,9 +59,16 @@ def prediction_feature(pred: Prediction) -> dict[str, Any]:
 
 
 def evidence_features(pred: Prediction) -> list[dict[str, Any]]:
-    """The photo's LLM candidates, then its near and far gallery rows, as Features (those without valid
-    coordinates are left out)."""
+    """The photo's regions (centre, ``radius_km``, ``count``, ``share`` of the samples asked), its LLM
+    candidates, then its near and far gallery rows, as Features (those without valid coordinates are left
+    out)."""
     out: list[dict[str, Any]] = []
+    for rank, region in enumerate(pred.regions):
+        geometry = point(region.get("lat"), region.get("lon"))
+        if geometry is not None:
+            props = {"id": pred.id, "role": "region", "rank": rank}
+            props.update({k: region.get(k) for k in ("radius_km", "count", "share")})
+            out.append(_feature(geometry, props))
     for rank, (lat, lon) in enumerate(pred.candidates):
         geometry = point(lat, lon)
         if geometry is not None:

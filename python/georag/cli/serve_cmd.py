@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 LLM_GRACE_S = 0.5
 """How much longer than the LLM step's time limit the LLM client waits (default 0.5 s): the step gives up
-first, so that a stalled LLM is always a 504, and the client's thread is free soon after."""
+first, so that a stalled LLM is always a 504 (and ends the client's call at once, freeing its thread)."""
 
 
 @click.command("serve")
@@ -40,7 +41,8 @@ def serve(host: str, port: int, family: str, **kw: Any) -> None:
     The server holds at most --max-requests + --max-queue requests, uploads
     included; one more is answered 503 before its body is read. Each LLM
     request is sent once, bounded by --llm-timeout-s: a stalled or failing
-    LLM ends the request with 504 / 502, and the client may retry.
+    LLM ends the request with 504 / 502, and the client may retry; after 3
+    in a row the LLM is refused at once for 5 s (503; knn still served).
 
     \b
     Routes: POST /v1/locate (the photo as the body or as the multipart part
@@ -70,10 +72,12 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
     default strategy of requests). ``family``: the chat format of a triton:// LLM whose URL names none.
 
     The LLM client sends each request once (no retries), bounded by ``config.serve.llm_timeout_s`` (plus
-    `LLM_GRACE_S`, so that the pipeline's 504 comes first): a call the pipeline gave up on ends then and
-    frees its thread, and the client of georag, which gets the 502 / 504, decides whether to retry. The
-    client and the LLM threads take ``max_requests * MAX_VARIANTS`` calls at once: each running request
-    sends one call per prompt variant, all together. MissingDependencyError without FastAPI.
+    `LLM_GRACE_S`, so that the pipeline's 504 comes first): a call the pipeline gave up on is ended at
+    once (its connection shut) and frees its thread, and the client of georag, which gets the 502 / 504,
+    decides whether to retry; an LLM that keeps failing is refused at once for a while (503, and
+    /health/ready says so). The client and the LLM threads take ``max_requests * MAX_VARIANTS`` calls at
+    once: each running request sends one call per prompt variant, all together. MissingDependencyError
+    without FastAPI.
     """
     from georag.serving.http_app import require_fastapi
 
@@ -99,7 +103,7 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
     if url.strip().lower() != "none":
         timeout_s = config.serve.llm_timeout_s + LLM_GRACE_S
         client = open_llm(with_family(url, family), timeout_s=timeout_s, retries=0, concurrency=calls)
-    steps = None
+    steps = pipeline = None
     try:
         steps = LocalSteps(enc.backend, store, client, llm_threads=calls)
         pipeline = Pipeline(config, enc.spec, steps, store, has_llm=client is not None)
@@ -107,14 +111,28 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
         if "vpr-guided" in pipeline.strategies:
             store.index("exact")  # submap searches are exact whatever --index: built now, not in a request
         return create_app(
-            pipeline, on_close=steps.close, family=llm_family(url, family) if client is not None else None
+            pipeline,
+            on_close=_closer(pipeline, steps),
+            family=llm_family(url, family) if client is not None else None,
         )
     except BaseException:
+        if pipeline is not None:
+            pipeline.close()
         if steps is not None:
             steps.close()
         elif client is not None:
             client.close()
         raise
+
+
+def _closer(pipeline: Any, steps: Any) -> Callable[[], None]:
+    """What the app runs at shutdown: the steps' threads and client, then the pipeline's threads."""
+
+    def close() -> None:
+        steps.close()
+        pipeline.close()
+
+    return close
 
 
 def _check_served(pipeline: Any, store: Any, *, has_llm: bool) -> None:

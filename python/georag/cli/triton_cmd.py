@@ -6,6 +6,7 @@ others are about the Triton deployment only.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 
 @click.group()
 def triton() -> None:
-    """Serve georag with Triton Inference Server: generate model repositories."""
+    """Serve georag with Triton Inference Server: generate model repositories, probe a server."""
 
 
 @triton.command("repo")
@@ -142,3 +143,50 @@ def triton_example(out: Path, overwrite: bool) -> None:
     with errors():
         models = write_example_repository(out, overwrite=overwrite)
     click.echo(f"wrote {out}: {', '.join(models)}")
+
+
+@triton.command("probe")
+@click.argument("url")
+@click.option("--model", default="georag", show_default=True, help="The pipeline model to ask.")
+@click.option(
+    "--rag",
+    "rag",
+    is_flag=True,
+    help="Ask for strategy rag (an LLM call too) instead of knn (decoding, the encoder, the retrieval).",
+)
+@click.option(
+    "--requests",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Requests sent at once (at least the georag instances, so that each is likely to get one).",
+)
+@click.option(
+    "--timeout-s",
+    default=10.0,
+    show_default=True,
+    type=FiniteFloat(0.0, 600.0, min_open=True),
+    help="Time each request has to be answered (keep it under the livenessProbe's timeoutSeconds).",
+)
+def triton_probe(url: str, model: str, rag: bool, requests: int, timeout_s: float) -> None:
+    """Liveness probe: locate a tiny generated photo through the served pipeline; exit 0 when every
+    request is answered within --timeout-s, 1 otherwise (what failed goes to stderr).
+
+    URL is Triton's HTTP address (http://HOST:8000). Triton's /v2/health/ready stays 200 while a model's
+    process is dead or the pipeline is wedged; this probe is answered only when the pipeline works. As a
+    Kubernetes livenessProbe: exec `georag triton probe http://127.0.0.1:8000`.
+    """
+    from georag.triton.probe import probe
+
+    strategy = "rag" if rag else "knn"
+    with errors():
+        results = probe(url, model=model, strategy=strategy, requests=requests, timeout_s=timeout_s)
+    failed = [r for r in results if not r.ok]
+    slowest = max(r.seconds for r in results)
+    if not failed:
+        click.echo(f"ok: {model} answered {len(results)} {strategy} request(s), slowest in {slowest:.2f} s")
+        return
+    for r in failed:
+        click.echo(f"probe failed after {r.seconds:.2f} s: {r.message}", err=True)
+    click.echo(f"FAILED: {len(failed)} of {len(results)} {strategy} request(s) to {model}", err=True)
+    sys.exit(1)

@@ -9,23 +9,34 @@ Rules, in order:
 - the pixels are decoded completely (``load()``), so a truncated file fails here, not later;
 - the EXIF orientation is applied; animated files (GIF, MPO) give their first frame;
 - every pixel mode ends as 8-bit RGB (see ``to_rgb``): transparency is composited on WHITE, the same
-  choice as transformers' ``convert_to_rgb``, so that a checkpoint sees what it saw in training.
+  choice as transformers' ``convert_to_rgb``, so that a checkpoint sees what it saw in training;
+- decoded pixels are bounded (the same rule for `georag locate`, store builds and both serving fronts): a
+  JPEG is decoded reduced (Pillow's ``draft``: 1/2, 1/4 or 1/8 scale) while both its sides stay at least
+  `DRAFT_SIDE`, an image that still decodes to more than `MAX_DECODE_PIXELS` is refused from its header,
+  and the decodes running at once in this process hold at most `DECODE_BUDGET_PIXELS` between them (a
+  decode waits for room; `decoding` holds its share until the caller is done with the image). After a
+  large decode the freed memory is handed back to the operating system (glibc's ``malloc_trim``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import os
 import re
 import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
 from typing import BinaryIO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from georag.errors import ImageLoadError
+from georag.errors import GeoRagError, ImageLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -44,29 +55,169 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 # through this lock. It only covers Image.open, which reads the header, so decoding stays parallel.
 _OPEN_LOCK = threading.Lock()
 
+PIXELS_ENV = "GEORAG_MAX_IMAGE_PIXELS"
+"""Environment variable overriding `MAX_DECODE_PIXELS` (a whole number of pixels)."""
+DRAFT_SIDE = 1536
+"""A JPEG is decoded at 1/2, 1/4 or 1/8 scale as long as both its sides stay at least this many pixels
+(default 1536: the long side the LLM gets, four times SigLIP's 384)."""
+TRIM_PIXELS = 4_000_000
+"""Decodes of at least this many pixels hand freed memory back to the OS when they end (default 4 MP)."""
+
+
+def _env_pixels(default: int) -> int:
+    raw = os.environ.get(PIXELS_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageLoadError(f"{PIXELS_ENV} must be a whole number of pixels >= 1, got {raw!r}")
+    return value
+
+
+MAX_DECODE_PIXELS = _env_pixels(40_000_000)
+"""Most pixels one image may decode to, after a JPEG's reduced decode (default 40 MP, about 160 MB of
+decoded RGB; `PIXELS_ENV` overrides it). Larger images are refused from their header, nothing decoded."""
+DECODE_BUDGET_PIXELS = 2 * MAX_DECODE_PIXELS
+"""Most pixels the decodes running at once in this process hold between them (default twice
+`MAX_DECODE_PIXELS`); a decode that does not fit waits for the others to end."""
+
+
+class DecodeWaitTimeout(GeoRagError):
+    """A decode waited longer than it was allowed for room in the process's pixel budget (the server is
+    busy decoding other images; not a fault of the image)."""
+
+
+class PixelBudget:
+    """The decoded pixels held at once across the threads of a process; `hold` waits for room."""
+
+    def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError(f"a pixel budget must be >= 1, got {total}")
+        self.total = total
+        self._used = 0
+        self._room = threading.Condition()
+
+    @property
+    def used(self) -> int:
+        """Pixels held right now."""
+        return self._used
+
+    @contextmanager
+    def hold(self, pixels: int, wait_s: float | None = None) -> Iterator[None]:
+        """Holds ``pixels`` (at most the whole budget) for the block, waiting up to ``wait_s`` (None: as
+        long as it takes) for room; DecodeWaitTimeout when none came in time."""
+        wanted = min(max(pixels, 0), self.total)
+        end = None if wait_s is None else time.monotonic() + max(wait_s, 0.0)
+        with self._room:
+            while self._used + wanted > self.total:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise DecodeWaitTimeout(
+                        f"no room to decode {pixels / 1e6:.1f} MP: other images hold "
+                        f"{self._used / 1e6:.1f} of {self.total / 1e6:.1f} MP"
+                    )
+                self._room.wait(left)
+            self._used += wanted
+        try:
+            yield
+        finally:
+            with self._room:
+                self._used -= wanted
+                self._room.notify_all()
+
+
+PROCESS_BUDGET = PixelBudget(DECODE_BUDGET_PIXELS)
+"""The budget every decode of this process shares (`DECODE_BUDGET_PIXELS`)."""
+
 
 def load_image(src: ImageSource) -> Image.Image:
-    """Decode ``src`` into a fully loaded RGB image; every failure is an ``ImageLoadError``."""
+    """Decode ``src`` into a fully loaded RGB image; every failure is an ``ImageLoadError``.
+
+    The decode holds its share of `PROCESS_BUDGET` while it runs (not while the caller uses the image:
+    `decoding` holds it until then)."""
+    with decoding(src) as image:
+        return image
+
+
+@contextmanager
+def decoding(
+    src: ImageSource, *, budget: PixelBudget = PROCESS_BUDGET, wait_s: float | None = None
+) -> Iterator[Image.Image]:
+    """`load_image`'s RGB image, its pixels counted against ``budget`` until the block ends (then large
+    decodes return their memory to the OS). ``wait_s``: how long to wait for room in the budget
+    (DecodeWaitTimeout past it; None: as long as it takes). ImageLoadError for a bad or too large image."""
     fp, label = _as_openable(src)
     image = _open_checked(fp, label)
+    pixels = 0
     try:
-        fmt = image.format or "image"
-        try:
-            image.load()  # for GIF/MPO this is the first frame: the file opens positioned on it
-        except Image.DecompressionBombError as exc:
-            raise ImageLoadError(_bomb_message(exc, label)) from exc
-        except MemoryError as exc:
-            raise ImageLoadError(f"out of memory decoding {fmt}{label}") from exc
-        except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, EOFError, ...
-            raise ImageLoadError(f"truncated or corrupt {fmt}{label}: {exc}") from exc
-        oriented = _exif_transpose(image, label)
-        try:
-            rgb = to_rgb(oriented)
-        except (OSError, ValueError) as exc:
-            raise ImageLoadError(f"cannot convert {fmt} pixel mode {oriented.mode!r} to RGB{label}") from exc
-        return rgb.copy() if rgb is image else rgb  # never hand out the image closed below
+        pixels = _reduced_pixels(image, label)
+        with budget.hold(pixels, wait_s):
+            decoded = _decode(image, label)
+            image.close()
+            yield decoded
+            del decoded
     finally:
         image.close()
+        if pixels >= TRIM_PIXELS:
+            return_memory()
+
+
+def _reduced_pixels(image: Image.Image, label: str) -> int:
+    """Sets a JPEG to decode reduced (see `DRAFT_SIDE`); the pixels it will decode to, ImageLoadError
+    past `MAX_DECODE_PIXELS`."""
+    if image.format in ("JPEG", "MPO") and min(image.size) >= 2 * DRAFT_SIDE:
+        try:
+            image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
+        except Exception as exc:  # a decoder that cannot scale decodes at full size, checked below
+            logger.debug("no reduced decode%s: %s", label, exc)
+    width, height = image.size
+    pixels = width * height
+    if pixels > MAX_DECODE_PIXELS:
+        raise ImageLoadError(
+            f"the image is {width}x{height} ({pixels / 1e6:.1f} MP) and decodes to more than the "
+            f"{MAX_DECODE_PIXELS / 1e6:g} MP allowed{label}; send it downscaled (or as a JPEG, which is "
+            "decoded reduced)"
+        )
+    return pixels
+
+
+def _decode(image: Image.Image, label: str) -> Image.Image:
+    """The opened ``image`` fully decoded, oriented and converted to RGB (a new image)."""
+    fmt = image.format or "image"
+    try:
+        image.load()  # for GIF/MPO this is the first frame: the file opens positioned on it
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(_bomb_message(exc, label)) from exc
+    except MemoryError as exc:
+        raise ImageLoadError(f"out of memory decoding {fmt}{label}") from exc
+    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageLoadError(f"truncated or corrupt {fmt}{label}: {exc}") from exc
+    oriented = _exif_transpose(image, label)
+    try:
+        rgb = to_rgb(oriented)
+    except (OSError, ValueError) as exc:
+        raise ImageLoadError(f"cannot convert {fmt} pixel mode {oriented.mode!r} to RGB{label}") from exc
+    return rgb.copy() if rgb is image else rgb  # never hand out the image the caller closes
+
+
+def return_memory() -> None:
+    """Hands memory freed by large decodes back to the OS (glibc's ``malloc_trim``; nothing elsewhere):
+    a freed decode buffer otherwise stays in the process's heap."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
-from georag.encoder.images import load_image, to_rgb
+from PIL import Image
+
+from georag.encoder.images import decoding
 from georag.types import Photo
 
 MAX_BYTES = 4 << 20
@@ -15,14 +17,29 @@ max_pixels default is about 1280 x 1280; the server downsizes further as configu
 _SENT_AS_IS = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png"}
 
 
-def llm_photo(data: bytes) -> Photo:
-    """The photo for an LLM request from its file's bytes; ImageLoadError for an unreadable image."""
+def llm_photo(data: bytes, decoded: Image.Image | None = None) -> Photo:
+    """The photo for an LLM request from its file's bytes; ImageLoadError for an unreadable image.
+
+    ``decoded``: the same file already decoded by `georag.encoder.images` (the served pipeline decodes
+    once for the encoder and the LLM); None: decoded here when it must be re-encoded, under the same
+    pixel budget."""
     if len(data) <= MAX_BYTES:
         for magic, mime in _SENT_AS_IS.items():
             if data.startswith(magic):
                 return Photo(data, mime)
-    image = to_rgb(load_image(data))
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    if decoded is not None:
+        return _jpeg(decoded)
+    with decoding(data) as image:
+        return _jpeg(image)
+
+
+def _jpeg(image: Image.Image) -> Photo:
+    """``image`` as a JPEG with its long side at most MAX_SIDE (a new, small image: ``image`` is kept)."""
+    width, height = image.size
+    scale = MAX_SIDE / max(width, height)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
     return Photo(out.getvalue(), "image/jpeg")

@@ -5,6 +5,9 @@ A `Transport` owns what the OpenAI-compatible and the Triton clients share:
 * slots: at most ``concurrency`` attempts open at once across threads (a retry's wait holds none);
 * state: `Transport.close` and `Transport.cancel` (no request or retry starts any more, a backoff wait ends at
   once; an attempt in flight ends within its deadline);
+* abandoning one call: a caller that stops waiting for a `generate` running on another thread fires that
+  call's `Abort` (`abortable` binds it to the call); the attempt in flight ends AT ONCE (its socket is shut,
+  a gRPC stream cancelled), no retry starts, and the thread is free (`CallAbandoned`);
 * retries (`georag.llm.retry`, the only retry loop): a `TransientError` (connection refused or reset, a
   timeout, HTTP 429/500/502/503/504, gRPC UNAVAILABLE...) is retried with backoff and jitter, a server's
   ``Retry-After`` honoured up to ``policy.max_backoff_s``; any other `LLMError` is raised at once;
@@ -23,6 +26,7 @@ GET (the clients' ``check``: a model listing, a readiness endpoint).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import email.utils
 import http.client
 import json
@@ -32,7 +36,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypedDict, TypeVar
@@ -69,6 +73,75 @@ class Limits(TypedDict, total=False):
     """How transient failures are retried; default `RetryPolicy()` (2 retries)."""
     concurrency: int
     """Requests open at once across threads; default 16."""
+
+
+class CallAbandoned(LLMError):
+    """The caller fired the call's `Abort`: it no longer waits for the answer."""
+
+
+class Abort:
+    """Ends one call of a client from another thread (thread-safe; fires once).
+
+    Bind it to the call with `abortable` on the thread that runs the call; `fire` from any thread then
+    shuts the attempt in flight (its socket, its gRPC stream) and stops the call's retries and slot wait.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        """Set once fired."""
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+
+    @property
+    def fired(self) -> bool:
+        return self.event.is_set()
+
+    def fire(self) -> None:
+        """Ends the call: runs what its attempt in flight registered (`on_fire`)."""
+        with self._lock:
+            if self.event.is_set():
+                return
+            self.event.set()
+            hooks = list(self._hooks)
+        for hook in hooks:
+            try:
+                hook()
+            except Exception as exc:  # ending a call must not fail the caller that gave up on it
+                log.debug("aborting a call: %r", exc)
+
+    @contextlib.contextmanager
+    def on_fire(self, hook: Callable[[], None]) -> Iterator[None]:
+        """Runs ``hook`` if the abort fires during the block (at once if it already has)."""
+        with self._lock:
+            fired = self.event.is_set()
+            if not fired:
+                self._hooks.append(hook)
+        if fired:
+            hook()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if hook in self._hooks:
+                    self._hooks.remove(hook)
+
+
+_ABORT: contextvars.ContextVar[Abort | None] = contextvars.ContextVar("georag_llm_abort", default=None)
+
+
+@contextlib.contextmanager
+def abortable(abort: Abort) -> Iterator[None]:
+    """Binds ``abort`` to the client calls made in the block on this thread (see `Abort`)."""
+    token = _ABORT.set(abort)
+    try:
+        yield
+    finally:
+        _ABORT.reset(token)
+
+
+def current_abort() -> Abort | None:
+    """The `Abort` bound to this thread's call, if any."""
+    return _ABORT.get()
 
 
 class HttpStatusError(LLMError):
@@ -166,22 +239,46 @@ class Transport:
     def call(self, attempt: Callable[[], T], what: str | None = None) -> tuple[T, int]:
         """Runs ``attempt`` in a slot, retrying it on `TransientError`; returns (result, attempts).
 
-        ``what`` names the request in errors and logs (default: the transport's name).
+        ``what`` names the request in errors and logs (default: the transport's name). Under `abortable`,
+        firing the abort ends the call (`CallAbandoned`); its backoff waits end on the abort (not on
+        `cancel`, which still stops the next attempt).
         """
-        self._check_open()
+        abort = current_abort()
+        self._check_open(abort)
 
         def in_slot() -> T:
-            with self._slots:
-                self._check_open()  # the client may have been cancelled while this waited for a slot
+            with self._slot(abort):
+                self._check_open(abort)  # the client may have been cancelled while this waited for a slot
                 return attempt()
 
-        return with_retries(in_slot, self._policy, what or self._name, self._cancelled)
+        stop = abort.event if abort is not None else self._cancelled
+        return with_retries(in_slot, self._policy, what or self._name, stop)
 
-    def _check_open(self) -> None:
+    @contextlib.contextmanager
+    def _slot(self, abort: Abort | None) -> Iterator[None]:
+        """One of the ``concurrency`` slots; the wait for it ends when ``abort`` fires."""
+        if abort is None:
+            self._slots.acquire()
+        else:
+            while not self._slots.acquire(timeout=0.05):
+                if abort.fired:
+                    raise self.abandoned()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _check_open(self, abort: Abort | None = None) -> None:
         if self._closed:
             raise LLMError(f"{self._name}: the client is closed")
         if self._cancelled.is_set():
             raise LLMError(f"{self._name}: cancelled")
+        if abort is not None and abort.fired:
+            raise self.abandoned()
+
+    def abandoned(self) -> CallAbandoned:
+        """The error of a call whose caller fired its `Abort` (not retried)."""
+        return CallAbandoned(f"{self._name}: abandoned by its caller")
 
     def deadline(self) -> Deadline:
         """The deadline of an attempt starting now."""
@@ -270,36 +367,47 @@ class Transport:
         else:
             conn = http.client.HTTPConnection(target.host, target.port, timeout=self._timeout_s)
         # The socket timeout bounds each step; the watchdog bounds the whole attempt (a server trickling
-        # bytes would otherwise keep it alive): at the deadline it shuts the socket under the reader.
+        # bytes would otherwise keep it alive): at the deadline it shuts the socket under the reader. The
+        # call's abort (when its caller gives up) does the same at once.
         expired = threading.Event()
+        aborted = threading.Event()
         guard = threading.Lock()
         done = False
 
-        def expire() -> None:
+        def shut(flag: threading.Event) -> None:
             with guard:
                 if done:
                     return
-                expired.set()
+                flag.set()
                 if conn.sock is not None:
                     with contextlib.suppress(OSError):
                         conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read, unlike close()
 
-        watchdog = threading.Timer(self._timeout_s, expire)
+        def ended() -> None:
+            """Raises when the attempt was shut (a shut socket reads as the end of the body)."""
+            if aborted.is_set():
+                raise self.abandoned()
+            if expired.is_set():
+                raise self.timed_out()
+
+        abort = current_abort()
+        watchdog = threading.Timer(self._timeout_s, shut, (expired,))
         watchdog.daemon = True
         watchdog.start()
         try:
-            conn.connect()
-            if expired.is_set():  # passed during the connect, before there was a socket to shut
-                raise self.timed_out()
-            log.debug("%s: %s %s (%d bytes)", self._name, method, path, len(body or b""))
-            conn.request(method, path, body=body, headers=dict(headers))
-            response = conn.getresponse()
-            data = _read_capped(response)
-            if expired.is_set():  # a shut socket reads as the end of the body
-                raise self.timed_out()
-            return response.status, response.getheader("Retry-After"), data
+            with abort.on_fire(lambda: shut(aborted)) if abort is not None else contextlib.nullcontext():
+                conn.connect()
+                ended()  # shut during the connect, before there was a socket to shut
+                log.debug("%s: %s %s (%d bytes)", self._name, method, path, len(body or b""))
+                conn.request(method, path, body=body, headers=dict(headers))
+                response = conn.getresponse()
+                data = _read_capped(response)
+                ended()
+                return response.status, response.getheader("Retry-After"), data
         except (OSError, http.client.HTTPException) as exc:
-            # Refused, reset, timed out, cut mid-response, or shut by the watchdog.
+            # Refused, reset, timed out, cut mid-response, or shut by the watchdog or the abort.
+            if aborted.is_set():
+                raise self.abandoned() from exc
             if expired.is_set() or isinstance(exc, TimeoutError):
                 raise self.timed_out() from exc
             if isinstance(exc, ssl.SSLError):

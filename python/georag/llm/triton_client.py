@@ -36,6 +36,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import ModuleType
@@ -53,6 +54,7 @@ from georag.llm.transport import (
     Transport,
     TransportClient,
     completion,
+    current_abort,
 )
 from georag.types import Completion, Prompt
 
@@ -69,6 +71,8 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 _QUERY_KEYS = frozenset({"family", "protocol"})
 _TRANSIENT_GRPC = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 _STREAM_GRACE_S = 1.0  # the gRPC deadline backs up our own wait, so it expires just after it
+_ABANDONED = object()
+"""Put in a call's response queue when its caller fires the call's abort."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,7 @@ class TritonClient(TransportClient):
             responses.put((result, error))
 
         healthy = False
+        abort = current_abort()
         try:
             client.start_stream(
                 callback=on_response,
@@ -327,7 +332,9 @@ class TritonClient(TransportClient):
                 outputs=[grpc.InferRequestedOutput("text_output")],
                 enable_empty_final_response=True,
             )
-            texts = self._collect(responses, deadline)
+            # An abandoned call stops waiting at once; the stream is then cancelled like a timed-out one.
+            with abort.on_fire(lambda: responses.put((None, _ABANDONED))) if abort else nullcontext():
+                texts = self._collect(responses, deadline)
             healthy = True
             return texts
         except grpc.InferenceServerException as exc:
@@ -348,6 +355,8 @@ class TritonClient(TransportClient):
                 result, error = responses.get(timeout=deadline.left())
             except Empty:
                 raise self._transport.timed_out() from None  # the stream is stopped, cancelling the request
+            if error is _ABANDONED:
+                raise self._transport.abandoned()
             if error is not None:
                 raise self._grpc_error(error)
             output = result.as_numpy("text_output")

@@ -16,6 +16,10 @@ from georag.serving.errors import BadRequest
 
 Outputs = tuple[npt.NDArray[np.generic], ...]
 
+MIN_NORM = 1e-12
+"""Smallest norm of a row that must have a direction (an embedding, with ``nonzero``): a smaller one (a
+denormal such as 1e-45) normalizes to NaN in float32 and would come back as ids -1 and NaN scores."""
+
 
 def run_batched(
     arrays: Sequence[npt.NDArray[np.generic]],
@@ -27,7 +31,8 @@ def run_batched(
     """For each request's (b, *row_shape) array: its slice of ``call``'s outputs, or why it was refused.
 
     ``call`` takes the stacked (n, *row_shape) float32 rows and returns arrays with n leading rows.
-    ``nonzero``: refuse rows whose values are all zero (an embedding with no direction).
+    ``nonzero``: refuse rows whose values are all zero or whose norm is under `MIN_NORM` (an embedding
+    with no direction).
     """
     results: list[Outputs | BadRequest | None] = []
     good: list[npt.NDArray[np.float32]] = []
@@ -55,6 +60,14 @@ def _problem(array: npt.NDArray[np.generic], row_shape: tuple[int, ...], nonzero
     values = np.asarray(array, dtype=np.float32)
     if not np.isfinite(values).all():
         return "the input holds NaN or infinite values"
-    if nonzero and not np.any(values.reshape(len(values), -1), axis=1).all():
-        return "the input holds an all-zero row"
+    if nonzero:
+        rows = values.reshape(len(values), -1)
+        if not np.any(rows, axis=1).all():
+            return "the input holds an all-zero row"
+        norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+        if (norms < MIN_NORM).any():
+            return (
+                f"the input holds a row of norm {float(norms.min()):.3g}: too close to zero to have a "
+                f"direction (at least {MIN_NORM:g} is needed)"
+            )
     return None

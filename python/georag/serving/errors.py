@@ -38,12 +38,17 @@ def public_message(text: str) -> str:
 
 
 class ServingError(GeoRagError):
-    """A request the pipeline cannot answer; ``code`` is the Triton error code it is returned with."""
+    """A request the pipeline cannot answer; ``code`` is the Triton error code it is returned with.
+
+    ``down``: the failure says that the model the step calls is not serving (it stalled past its limit,
+    cannot be reached, or its process is gone); `georag.serving.health` counts these.
+    """
 
     code = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, down: bool = False) -> None:
         super().__init__(public_message(message))
+        self.down = down
 
 
 class BadRequest(ServingError):
@@ -58,7 +63,24 @@ class StepTimeout(ServingError):
     code = "UNAVAILABLE"
 
 
+class StepStalled(StepTimeout):
+    """A step did not answer within its own time limit (a sign that its model is not serving)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, down=True)
+
+
 class StepFailed(ServingError):
     """A model the pipeline calls answered with an error."""
 
     code = "INTERNAL"
+
+
+class DependencyDown(ServingError):
+    """A model the pipeline calls is down: its process is gone, it is unloaded or not ready, or it failed
+    or stalled several times in a row (`georag.serving.health`); the request is refused at once."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, down=True)

@@ -28,9 +28,10 @@ Status codes (error body ``{"error": MESSAGE, "code": INVALID_ARG | UNAVAILABLE 
 free of paths and addresses): 400 a bad request (image, parameters, or a strategy this server cannot
 answer; also a client that hung up mid-upload, logged at info level, though no answer reaches it), 408 the
 body did not arrive within the deadline, 413 too large an image, 503 the server is busy (full, or no slot
-within the deadline) or shutting down, 504 a step (encoder, retrieval, LLM) or the deadline ran out while
-the pipeline ran, 502 a model the pipeline calls answered with an error, 500 a bug (the detail goes to the
-log only).
+within the deadline), shutting down, or a model the request needs is down (failed or stalled several
+times in a row: refused at once, `georag.serving.health`; /health/ready says which), 504 a step (encoder,
+retrieval, LLM) or the deadline ran out while the pipeline ran, 502 a model the pipeline calls answered
+with an error, 500 a bug (the detail goes to the log only).
 """
 
 import asyncio
@@ -46,7 +47,14 @@ from typing import TYPE_CHECKING, Any
 
 from georag.config import StrategyConfig
 from georag.errors import MissingDependencyError, extra_hint
-from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout, public_message
+from georag.serving.errors import (
+    BadRequest,
+    DependencyDown,
+    ServingError,
+    StepFailed,
+    StepTimeout,
+    public_message,
+)
 from georag.serving.forms import TooLarge, boundary_of, multipart, parse_form, too_large
 from georag.serving.gallery import GalleryImages
 from georag.serving.page import add_page
@@ -259,10 +267,14 @@ def create_app(
 
     @app.get("/health/ready")
     async def ready() -> Response:
-        """200 once started and until shutdown begins, else 503."""
-        if state.ready:
-            return Response(b'{"status":"ready"}', media_type="application/json")
-        return _error(503, "not ready", "UNAVAILABLE")
+        """200 once started and until shutdown begins while every model the pipeline calls is serving,
+        else 503 saying which is down (`georag.serving.health`: refused at once meanwhile)."""
+        if not state.ready:
+            return _error(503, "not ready", "UNAVAILABLE")
+        down = pipeline.health.down()
+        if down:
+            return _error(503, f"not ready: {'; '.join(down.values())}", "UNAVAILABLE")
+        return Response(b'{"status":"ready"}', media_type="application/json")
 
     add_page(app, gallery)
     return app
@@ -406,7 +418,7 @@ def _status(exc: ServingError) -> int:
         return 413
     if isinstance(exc, _SlowBody):
         return 408
-    if isinstance(exc, _Busy):
+    if isinstance(exc, (_Busy, DependencyDown)):
         return 503
     if isinstance(exc, (BadRequest, StepTimeout, StepFailed)):
         return _STATUS[exc.code]

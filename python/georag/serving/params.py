@@ -89,6 +89,8 @@ def parse_params(raw: bytes | str | None, *, allow_test_markers: bool = False) -
         given = json.loads(text)
     except ValueError:
         raise BadRequest("parameters must be a JSON object") from None
+    except RecursionError:  # thousands of nested brackets: no parameter nests at all
+        raise BadRequest("parameters must be a flat JSON object (nested too deeply)") from None
     if not isinstance(given, dict):
         raise BadRequest("parameters must be a JSON object")
     unknown = sorted(set(given) - set(KEYS))

@@ -8,15 +8,17 @@ Triton (`pipeline_config`, `answer_retrieval`, `submap_source`, `request_params`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import json
 import logging
+import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -26,11 +28,11 @@ import numpy.typing as npt
 
 from georag.config import Config, Sampling, load_config
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
-from georag.errors import ConfigError
+from georag.errors import ConfigError, GeoRagError
 from georag.llm.triton_client import VllmRequest
 from georag.serving.batching import Outputs, run_batched
-from georag.serving.errors import BadRequest, ServingError, StepFailed, public_message
-from georag.serving.params import MAX_PARAMETERS_BYTES, RequestParams, parse_params
+from georag.serving.errors import BadRequest, DependencyDown, ServingError, StepFailed, public_message
+from georag.serving.params import MAX_PARAMETERS_BYTES, MAX_VARIANTS, RequestParams, parse_params
 from georag.serving.pipeline import Embedding, Ranges
 from georag.serving.retrieval import (
     MAX_K,
@@ -39,6 +41,7 @@ from georag.serving.retrieval import (
     check_row_ranges,
     search_outputs,
 )
+from georag.serving.workers import Lane
 from georag.store.partitions import StorePartitions
 from georag.types import Completion, Neighbors, Prompt
 
@@ -57,10 +60,26 @@ def pb() -> ModuleType:
     return importlib.import_module("triton_python_backend_utils")
 
 
-def model_parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    """The ``parameters`` of a parsed config.pbtxt as plain strings."""
+PRIVATE_SETTINGS = "store.json"
+"""The file beside a model's model.py holding the settings no client may read (GET /v2/models/NAME/config
+shows every parameter of config.pbtxt): the store's path, the encoder it was built with."""
+
+
+def model_parameters(model_config: dict[str, Any], folder: Path | None = None) -> dict[str, str]:
+    """The ``parameters`` of a parsed config.pbtxt as plain strings, over the settings of ``folder``'s
+    `PRIVATE_SETTINGS` file (where there is one; a parameter of the same name wins)."""
     raw = model_config.get("parameters") or {}
-    return {key: str(value.get("string_value", "")) for key, value in raw.items()}
+    params = {key: str(value.get("string_value", "")) for key, value in raw.items()}
+    path = None if folder is None else folder / PRIVATE_SETTINGS
+    if path is None or not path.is_file():
+        return params
+    try:
+        private = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the model's {PRIVATE_SETTINGS} cannot be read: {exc}") from None
+    if not isinstance(private, dict):
+        raise ConfigError(f"the model's {PRIVATE_SETTINGS} must hold a JSON object")
+    return {**{key: str(value) for key, value in private.items()}, **{k: v for k, v in params.items() if v}}
 
 
 def pipeline_config(params: dict[str, str]) -> Config:
@@ -106,7 +125,7 @@ def request_params(raw: bytes | str | None, default: str, *, allow_test_markers:
     if raw is None or (len(raw) <= MAX_PARAMETERS_BYTES and not raw.strip()):
         given = {}
     elif len(raw) <= MAX_PARAMETERS_BYTES:
-        with contextlib.suppress(ValueError):  # parse_params refuses it with its own message
+        with contextlib.suppress(ValueError, RecursionError):  # parse_params refuses it with its message
             given = json.loads(raw)
     if isinstance(given, dict) and "strategy" not in given:
         raw = json.dumps({**given, "strategy": default})
@@ -129,6 +148,33 @@ def input_array(request: Any, name: str) -> npt.NDArray[Any] | None:
 def bytes_tensor(name: str, values: list[bytes], shape: tuple[int, ...]) -> Any:
     """A TYPE_STRING output tensor."""
     return pb().Tensor(name, np.array(values, dtype=np.object_).reshape(shape))
+
+
+def guarded_initialize(
+    model: str, body: Callable[[Any, dict[str, str]], None]
+) -> Callable[[Any, dict[str, str]], None]:
+    """A model's ``initialize`` running ``body``; a failure is raised as `load_failure` (no paths, no
+    traceback of georag's code) from a frame named ``<MODEL model>`` rather than a file path: Triton
+    appends the frames a load error passed through to the message it returns (the repository API)."""
+
+    def initialize(self: Any, args: dict[str, str]) -> None:
+        try:
+            body(self, args)
+        except Exception as exc:
+            raise load_failure(model, exc) from None
+
+    initialize.__code__ = initialize.__code__.replace(co_filename=f"<{model} model>")
+    return initialize
+
+
+def load_failure(model: str, exc: BaseException) -> Exception:
+    """What a model's ``initialize`` raises instead of ``exc``: the message without paths, addresses or a
+    traceback (Triton returns it to whoever asked for the load), the detail in the server log only."""
+    pb().Logger.log_error(f"{model}: failed to load: {exc!r}")
+    text = str(exc) if isinstance(exc, GeoRagError) else f"{type(exc).__name__}: {exc}"
+    return pb().TritonModelException(
+        f"{model} failed to load: {public_message(text)} (the server log has the detail)"
+    )
 
 
 def error_response(exc: ServingError) -> Any:
@@ -263,18 +309,81 @@ def _ranges(given: npt.NDArray[Any], rows: int, ntotal: int) -> list[npt.NDArray
 
 # The georag model's steps.
 
+BACKEND_POOL_DEFAULT = 32
+"""Triton's default ``thread-pool-size`` of the Python backend: the threads of the server process that
+carry one model instance's BLS calls, each held until its call's (first) answer, and its responses."""
+RESPONSE_THREADS = 2
+"""Backend threads left free of BLS calls for sending the instance's responses (default 2)."""
+
+
+def backend_pool_size(cmdline: Sequence[str] | None = None) -> int:
+    """The Python backend's ``thread-pool-size`` of the server running this stub: read from the
+    ``--backend-config=python,thread-pool-size=N`` of its command line (the stub's parent process);
+    `BACKEND_POOL_DEFAULT` when it gives none or cannot be read."""
+    if cmdline is None:
+        try:
+            raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        except OSError:
+            return BACKEND_POOL_DEFAULT
+        cmdline = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+    found = BACKEND_POOL_DEFAULT
+    values = [arg.split("=", 1)[1] for arg in cmdline if arg.startswith("--backend-config=")]
+    values += [b for a, b in pairwise(cmdline) if a == "--backend-config"]
+    for value in values:
+        backend, _, setting = value.partition(",")
+        key, _, number = setting.partition("=")
+        if backend == "python" and key == "thread-pool-size" and number.strip().isdigit():
+            found = max(1, int(number))
+    return found
+
+
+@dataclass(frozen=True)
+class BlsLanes:
+    """How many BLS calls of each kind one `georag` instance makes at once."""
+
+    encoder: int
+    retrieval: int
+    llm: int
+
+    @classmethod
+    def fit(cls, pool: int, max_requests: int) -> BlsLanes:
+        """Lanes within a backend ``pool`` (`backend_pool_size`): an eighth each for the encoder and the
+        retrieval calls (short ones), `RESPONSE_THREADS` for the responses, the rest for the LLM, at most
+        every call ``max_requests`` requests can make at once. The calls of one kind can then never take
+        the backend threads another kind needs: a stalled LLM cannot wedge knn requests."""
+        side = max(1, min(max_requests, pool // 8))
+        llm = max(1, min(max_requests * MAX_VARIANTS, pool - 2 * side - RESPONSE_THREADS))
+        return cls(side, side, llm)
+
 
 class BlsSteps:
     """The pipeline's steps as BLS calls to the models of the same server.
 
+    Each call blocks a thread until its model answers (``InferenceRequest.exec``), here and in the server
+    process (one of the Python backend's ``thread-pool-size`` threads of this instance, default 32). The
+    calls run on lanes of the model's own, sized by `BlsLanes.fit` so that together they never take every
+    backend thread: the event loop's default executor, which ``async_exec`` would use and every caller
+    shares, is not used, and a stalled LLM can only take the LLM lane (knn requests never wait behind it).
+    For more LLM calls in flight per instance, start tritonserver with a larger
+    ``--backend-config=python,thread-pool-size=N`` (read here from its command line).
+
+    Triton 2.51's Python backend cannot cancel a BLS request: an LLM call the pipeline gave up on holds
+    its threads until the LLM answers or fails; the LLM lane bounds how many can be held so.
+
     Each request also carries its step's time limit (``timeout``, microseconds): Triton enforces it while
     the request waits in a dynamic-batching queue (the encoder's ``allow_timeout_override``), not while a
-    model runs it, so `georag.serving.pipeline` bounds every call itself as well.
+    model runs it, so `georag.serving.pipeline` bounds every call itself as well. A model whose process is
+    gone, or that is unloaded or not ready, fails the call as DependencyDown (UNAVAILABLE).
     """
 
-    def __init__(self, encoder: str, retrieval: str, llm: str, family: str, config: Config) -> None:
+    def __init__(
+        self, encoder: str, retrieval: str, llm: str, family: str, config: Config, *, lanes: BlsLanes
+    ) -> None:
         self.encoder, self.retrieval, self.llm, self.family = encoder, retrieval, llm, family
-        self.config = config
+        self.config, self.lanes = config, lanes
+        self._encoder = Lane("bls-encoder", lanes.encoder, what="encoder model")
+        self._retrieval = Lane("bls-retrieval", lanes.retrieval, what="retrieval model")
+        self._llm = Lane("bls-llm", lanes.llm, what="LLM")
 
     async def embed(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         utils = pb()
@@ -284,7 +393,7 @@ class BlsSteps:
             inputs=[utils.Tensor("pixel_values", np.ascontiguousarray(pixels[None], dtype=np.float32))],
             timeout=_us(self.config.serve.encoder_timeout_s),
         )
-        response = await request.async_exec()
+        response = await self._encoder.run(lambda: _exec(request, "encoder"))
         (embedding,) = _outputs(response, ["embeddings"], "encoder")
         return np.asarray(embedding[0], dtype=np.float32)
 
@@ -307,7 +416,7 @@ class BlsSteps:
             inputs=inputs,
             timeout=_us(self.config.serve.retrieval_timeout_s),
         )
-        response = await request.async_exec()
+        response = await self._retrieval.run(lambda: _exec(request, "retrieval"))
         return as_neighbors(tuple(_outputs(response, list(NEIGHBOR_OUTPUTS), "retrieval")))
 
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
@@ -334,14 +443,13 @@ class BlsSteps:
             ],
             timeout=_us(self.config.serve.llm_timeout_s),
         )
-        first = await request.async_exec(decoupled=True)
-        # The awaited call returns once the first response is in; the rest (often only the empty final
-        # flag) is read off the event loop, since the iterator blocks.
-        responses = await asyncio.to_thread(list, first)
+        # exec returns once the first response is in; the rest (often only the empty final flag) is read
+        # on the same thread.
+        responses = await self._llm.run(lambda: list(_exec(request, "LLM", decoupled=True)))
         texts: list[str] = []
         for response in responses:
             if response.has_error():
-                raise _failed("LLM", response.error().message())
+                raise _failed("LLM", response.error())
             output = utils.get_output_tensor_by_name(response, "text_output")
             if output is not None:
                 texts.extend(_text(item) for item in output.as_numpy().reshape(-1))
@@ -349,10 +457,27 @@ class BlsSteps:
             raise StepFailed("the LLM step answered no text")
         return wire.completion(texts, time.monotonic() - start)
 
+    def close(self) -> None:
+        """Stops the lanes (calls in line are cancelled; running ones end when their model answers)."""
+        for lane in (self._llm, self._retrieval, self._encoder):
+            lane.close()
+
+
+_GONE = re.compile(r"not healthy|not ready|unknown model|not found|unavailable|unloaded", re.IGNORECASE)
+"""What a BLS error says when its model is not serving (its stub process died, it is unloaded)."""
+
+
+def _exec(request: Any, step: str, *, decoupled: bool = False) -> Any:
+    """``request.exec()``; an exception it raises (the model is unknown, say) as the step's error."""
+    try:
+        return request.exec(decoupled=decoupled)
+    except Exception as exc:
+        raise _failed(step, exc) from None
+
 
 def _outputs(response: Any, names: list[str], step: str) -> list[npt.NDArray[Any]]:
     if response.has_error():
-        raise _failed(step, response.error().message())
+        raise _failed(step, response.error())
     found = []
     for name in names:
         tensor = pb().get_output_tensor_by_name(response, name)
@@ -362,8 +487,15 @@ def _outputs(response: Any, names: list[str], step: str) -> list[npt.NDArray[Any
     return found
 
 
-def _failed(step: str, message: str) -> StepFailed:
+def _failed(step: str, error: Any) -> StepFailed | DependencyDown:
+    """The step's error for a BLS failure (a TritonError or an exception): DependencyDown when its model
+    is not serving (its code UNAVAILABLE or NOT_FOUND, or its message says so), else StepFailed."""
+    message = error.message() if hasattr(error, "message") else str(error)
     log.warning("georag: the %s step failed: %s", step, message)
+    code = error.code() if hasattr(error, "code") else None
+    gone = {getattr(pb().TritonError, name, None) for name in ("UNAVAILABLE", "NOT_FOUND")} - {None}
+    if code in gone or _GONE.search(message):
+        return DependencyDown(f"the {step} model is not serving: {public_message(message)}")
     return StepFailed(f"the {step} step failed: {public_message(message)}")
 
 

@@ -19,6 +19,7 @@ time each request by its stage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -141,12 +142,16 @@ async def run_route_async(
     ask: Callable[[Ask], Awaitable[Answers]],
     search: Callable[[Search], Awaitable[Found]],
     timings: dict[str, float],
+    *,
+    offload: Callable[[Callable[[], tuple[bool, Any]]], Awaitable[tuple[bool, Any]]] | None = None,
 ) -> Prediction:
     """`run_route` for a driver whose requests are awaited. The route's own work between requests (parsing,
-    the medoid, reverse geocoding a prior) runs in a worker thread, so the event loop goes on serving."""
+    the medoid, reverse geocoding a prior) runs in a worker thread, so the event loop goes on serving:
+    ``offload`` runs it (a server's own bounded pool, under its deadline); default `asyncio.to_thread`."""
+    run = offload if offload is not None else asyncio.to_thread
     reply: Any = None
     while True:
-        done, value = await asyncio.to_thread(_advance, route, reply)
+        done, value = await run(functools.partial(_advance, route, reply))
         if done:
             return value  # type: ignore[no-any-return]
         request: Request = value

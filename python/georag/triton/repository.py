@@ -10,6 +10,10 @@ A repository holds exactly one encoder model (Triton refuses to start when a mod
 ``siglip_python`` with ``python_encoder`` (the same ONNX file in the Python backend, for Triton builds
 without the onnxruntime backend). The LLM is ``mllm`` on the vLLM backend, or a copy of ``llm_standin``
 (a model folder with the vLLM backend's interface, as the tests use).
+
+The store's path (and the encoder it was built with) are written to ``<model>/1/store.json``
+(`PRIVATE_SETTINGS`) of the retrieval and georag models, not into their config.pbtxt, whose parameters
+any client reads (``GET /v2/models/NAME/config``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from georag.encoder.backends.onnx_backend import find_onnx
 from georag.encoder.preprocess import CONFIG_NAME
 from georag.serving.retrieval import MAX_K
+from georag.serving.triton_glue import PRIVATE_SETTINGS
 from georag.triton.inputs import EncoderFacts, read_engine, read_facts, standin_name
 from georag.triton.model_config import (
     LLM_MODEL,
@@ -119,6 +124,8 @@ def _render(
         models.append(llm)
         if facts.preprocessor is not None:
             (stage / PIPELINE_MODEL / "1" / CONFIG_NAME).write_text(facts.preprocessor, encoding="utf-8")
+        _write_private(stage / RETRIEVAL_MODEL / "1", {"store": facts.store, "encoder": facts.model_id})
+        _write_private(stage / PIPELINE_MODEL / "1", {"store": facts.store})
         for rel, src in files.items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / rel)
@@ -153,8 +160,6 @@ def _values(config: RepositoryConfig, facts: EncoderFacts, encoder: str, llm: st
         "dim": facts.dim,
         "height": facts.height,
         "width": facts.width,
-        "store": _pb_string(facts.store),
-        "encoder_id": _pb_string(facts.model_id),
         "index": _pb_string(cfg.search.index),
         "max_batch": max_batch,
         "preferred_batch_sizes": ", ".join(map(str, preferred)),
@@ -234,6 +239,12 @@ def _copy_tree(src: Traversable, dst: Path, values: dict[str, str]) -> None:
             (dst / entry.name).write_text(text, encoding="utf-8")
         else:
             (dst / entry.name).write_bytes(entry.read_bytes())
+
+
+def _write_private(folder: Path, settings: dict[str, str]) -> None:
+    """The model's settings no client may read (`PRIVATE_SETTINGS`, beside its model.py)."""
+    text = json.dumps(settings, indent=2) + "\n"
+    (folder / PRIVATE_SETTINGS).write_text(text, encoding="utf-8")
 
 
 def _write_engine_args(config: RepositoryConfig, path: Path) -> None:

@@ -10,7 +10,10 @@ needs georag in the server's Python environment.
 Every request is answered from a task of its own through its response sender, and `execute` returns at
 once: the instance takes the next requests while earlier ones wait for the LLM (a non-decoupled model,
 so clients use plain /infer). At most ``max_requests`` run at once; the others wait for a slot within
-their deadline.
+their deadline. Blocking work runs on the pipeline's own lanes sized from ``max_requests`` (never the
+event loop's default executor), every await is under the request's deadline, and a model that is down is
+refused at once (UNAVAILABLE): see `georag.serving.pipeline` and `georag.serving.triton_glue.BlsSteps`.
+A failed load says why without paths or a traceback (the server log has the detail).
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from georag.errors import ConfigError
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout
 from georag.serving.pipeline import Pipeline, result_json
 from georag.serving.triton_glue import (
+    BlsLanes,
     BlsSteps,
+    backend_pool_size,
     bytes_tensor,
     default_strategy,
     error_response,
+    guarded_initialize,
     input_array,
     max_requests,
     model_parameters,
@@ -45,12 +51,20 @@ from georag.strategies.registry import make_strategy
 class TritonPythonModel:
     """Builds the pipeline from the config's parameters; answers each request or a clean error."""
 
-    def initialize(self, args: dict[str, str]) -> None:
-        params = model_parameters(json.loads(args["model_config"]))
+    def _initialize(self, args: dict[str, str]) -> None:
         folder = Path(args["model_repository"]) / args["model_version"]
-        self.config = config = pipeline_config(params)
-        steps = BlsSteps(
-            params["encoder_model"], params["retrieval_model"], params["llm_model"], params["family"], config
+        params = model_parameters(json.loads(args["model_config"]), folder)
+        slots = max_requests(params)
+        self.config = config = pipeline_config(params).with_values({"serve.max_requests": slots})
+        pool = backend_pool_size()
+        lanes = BlsLanes.fit(pool, slots)
+        self.steps = steps = BlsSteps(
+            params["encoder_model"],
+            params["retrieval_model"],
+            params["llm_model"],
+            params["family"],
+            config,
+            lanes=lanes,
         )
         spec = processor_spec(folder, int(params.get("image_size", "224")))
         store = submap_source(params.get("store", ""))
@@ -60,11 +74,16 @@ class TritonPythonModel:
             raise ConfigError(f"the configured strategy {config.strategy.name} cannot be served here")
         self.default_strategy = default_strategy(config, self.pipeline.strategies)
         pb_utils.Logger.log_info(
-            f"georag: serving {', '.join(self.pipeline.strategies)} (default {self.default_strategy})"
+            f"georag: serving {', '.join(self.pipeline.strategies)} (default {self.default_strategy}), "
+            f"{slots} requests at once; of the backend's {pool} threads (tritonserver --backend-config="
+            f"python,thread-pool-size), BLS calls take {lanes.encoder} encoder, {lanes.retrieval} "
+            f"retrieval and {lanes.llm} LLM"
         )
-        self.slots = asyncio.Semaphore(max_requests(params))
+        self.slots = asyncio.Semaphore(slots)
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    initialize = guarded_initialize("georag", _initialize)
 
     async def execute(self, requests: list[Any]) -> None:
         self.loop = loop = asyncio.get_running_loop()
@@ -115,3 +134,5 @@ class TritonPythonModel:
         if self.loop is not None and not self.loop.is_closed():
             for task in list(self.tasks):
                 self.loop.call_soon_threadsafe(task.cancel)
+        self.pipeline.close()
+        self.steps.close()

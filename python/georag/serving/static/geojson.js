@@ -1,6 +1,7 @@
 // A served result as GeoJSON (RFC 7946), exactly as georag.geojson writes it in Python (the tests compare
 // the two): the prediction as a Point [lon, lat] with id, role, confidence, strategy, error, fallback; with
-// evidence, the LLM candidates (role "candidate") and the gallery rows (role "near" / "far") after it.
+// evidence, the regions of the LLM's answers (role "region"), the LLM candidates (role "candidate") and the
+// gallery rows (role "near" / "far") after it.
 
 /** A Point at (lat, lon) degrees, the longitude wrapped into [-180, 180]; null when not a valid position. */
 export function point(lat, lon) {
@@ -19,6 +20,13 @@ export function candidates(result) {
   return (rag.candidates || [])
     .filter((c) => Array.isArray(c) && c.length === 2)
     .map((c) => [Number(c[0]), Number(c[1])]);
+}
+
+/** The places the LLM's answers crowd around: [{lat, lon, radius_km, count, share}], most populous first. */
+export function regions(result) {
+  const evidence = result.evidence || {};
+  const rag = evidence.rag && typeof evidence.rag === "object" && !Array.isArray(evidence.rag) ? evidence.rag : evidence;
+  return (rag.regions || []).filter((r) => r && typeof r === "object" && !Array.isArray(r));
 }
 
 /** The retrieved gallery rows: {near: [{row, score, lat, lon}], far: [...]}. */
@@ -48,6 +56,12 @@ export function features(result, evidence) {
     }),
   ];
   if (!evidence) return out;
+  regions(result).forEach((region, rank) => {
+    const g = point(region.lat, region.lon);
+    const pick = (k) => (region[k] === undefined ? null : region[k]);
+    const props = { id, role: "region", rank, radius_km: pick("radius_km"), count: pick("count"), share: pick("share") };
+    if (g !== null) out.push(feature(g, props));
+  });
   candidates(result).forEach(([lat, lon], rank) => {
     const g = point(lat, lon);
     if (g !== null) out.push(feature(g, { id, role: "candidate", rank }));

@@ -7,6 +7,9 @@ It answers like the Triton vLLM backend does when ``stream`` is false: one final
 - ``[[stall]]``: wait 30 s before answering (a stalled server; the client must time out);
 - ``[[echo]]``: prepend the prompt even when ``exclude_input_in_output`` is true (a misbehaving server);
 - ``[[slow]]``: take 0.2 s, counting how many such requests run at once (``received.slow_in_flight``);
+- ``[[hold]]``: wait until 64 ``[[hold]]`` requests are waiting at once (10 s at most), reporting the most
+  seen at once (``received.hold_peak``): a burst of 64 that the server lets through reaches the LLM whole
+  however slowly it trickles in, and is answered together; one that the server caps never passes the cap;
 - ``[[garbage]]``: answer ``I cannot tell.`` n times;
 - ``[[error]]``: fail the request with an error response;
 - a prior prompt (the vpr-guided route's, asking for an "ISO 3166-1" country code): n JSON answers
@@ -34,6 +37,8 @@ import triton_python_backend_utils as pb_utils
 
 STALL_S = 30.0
 SLOW_S = 0.2
+HOLD_COUNT = 64
+HOLD_MAX_S = 10.0
 PARIS = (48.8566, 2.3522)
 NEW_YORK = (40.7128, -74.006)
 PRIOR_COUNTRY = "US"
@@ -92,6 +97,9 @@ class TritonPythonModel:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._slow_in_flight = 0
+        self._holding = 0
+        self._hold_peak = 0
+        self._hold_full = threading.Condition(self._lock)
         self._log = pb_utils.Logger
 
     def execute(self, requests: list[Any]) -> None:
@@ -143,6 +151,7 @@ class TritonPythonModel:
         if "[[echo]]" in prompt:
             prepend = True
         slow_in_flight = self._slow(prompt)
+        hold_peak = self._hold(prompt)
 
         received = {
             "sampling_parameters": params,
@@ -154,6 +163,7 @@ class TritonPythonModel:
             "image_sha256": [hashlib.sha256(image).hexdigest() for image in images],
             "prompt_chars": len(prompt),
             "slow_in_flight": slow_in_flight,
+            "hold_peak": hold_peak,
         }
         texts = [(prompt + a if prepend else a) for a in _answers(prompt, params, received)]
         output = pb_utils.Tensor(
@@ -185,6 +195,28 @@ class TritonPythonModel:
         finally:
             with self._lock:
                 self._slow_in_flight -= 1
+
+    def _hold(self, prompt: str) -> int | None:
+        """For ``[[hold]]`` prompts: waits until HOLD_COUNT of them wait at once (HOLD_MAX_S at most) and
+        returns the most seen at once since the first of them arrived (reset when none is waiting)."""
+        if "[[hold]]" not in prompt:
+            return None
+        end = time.monotonic() + HOLD_MAX_S
+        with self._hold_full:
+            self._holding += 1
+            self._hold_peak = max(self._hold_peak, self._holding)
+            self._hold_full.notify_all()
+            try:
+                while self._hold_peak < HOLD_COUNT and not self._stop.is_set():
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._hold_full.wait(min(left, 0.1))
+                return self._hold_peak
+            finally:
+                self._holding -= 1
+                if self._holding == 0:
+                    self._hold_peak = 0
 
     def finalize(self) -> None:
         # Wake stalled requests so the server can shut down without waiting out STALL_S.

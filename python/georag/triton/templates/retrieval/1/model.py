@@ -14,16 +14,19 @@ Written by `georag triton repo`; needs georag in the server's Python environment
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from georag.errors import ConfigError
 from georag.serving.errors import ServingError
 from georag.serving.retrieval import NEIGHBOR_OUTPUTS
 from georag.serving.triton_glue import (
     RetrievalRequest,
     answer_retrieval,
     error_response,
+    guarded_initialize,
     input_array,
     model_parameters,
 )
@@ -34,9 +37,12 @@ class TritonPythonModel:
     """Opens the store once (checked against its manifest, its index built or read now) and answers
     batches of queries."""
 
-    def initialize(self, args: dict[str, str]) -> None:
-        params = model_parameters(json.loads(args["model_config"]))
+    def _initialize(self, args: dict[str, str]) -> None:
+        folder = Path(args["model_repository"]) / args["model_version"]
+        params = model_parameters(json.loads(args["model_config"]), folder)
         self.k_near, self.k_far = int(params["k_near"]), int(params["k_far"])
+        if not params.get("store"):
+            raise ConfigError("no store named: regenerate the repository with `georag triton repo`")
         self.store = GeoStore.open(
             params["store"], encoder=params.get("encoder") or None, index=params.get("index") or "exact"
         )
@@ -45,6 +51,8 @@ class TritonPythonModel:
             # Restricted (submap) searches of the vpr-guided route are exact whatever the index: the exact
             # index is built now too, not within a request's time limit.
             self.store.index("exact")
+
+    initialize = guarded_initialize("retrieval", _initialize)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batch = [

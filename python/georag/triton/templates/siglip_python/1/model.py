@@ -16,17 +16,19 @@ import triton_python_backend_utils as pb_utils
 from georag.encoder.backends.onnx_backend import OnnxBackend
 from georag.serving.batching import run_batched
 from georag.serving.errors import ServingError, StepFailed
-from georag.serving.triton_glue import error_response, model_parameters
+from georag.serving.triton_glue import error_response, guarded_initialize, model_parameters
 
 
 class TritonPythonModel:
     """Loads the ONNX encoder beside this file and embeds every batch in one call."""
 
-    def initialize(self, args: dict[str, str]) -> None:
+    def _initialize(self, args: dict[str, str]) -> None:
         params = model_parameters(json.loads(args["model_config"]))
         folder = Path(args["model_repository"]) / args["model_version"]
         self.backend = OnnxBackend(folder / params.get("onnx_file", "encoder.onnx"))
         self.row_shape = (3, self.backend.height, self.backend.width)
+
+    initialize = guarded_initialize("siglip_python", _initialize)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [pb_utils.get_input_tensor_by_name(r, "pixel_values").as_numpy() for r in requests]
