@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import click
 
-from georag.cli.options import RAG, SEARCH, SERVE, VPR, config_from, errors, use
+from georag.cli.options import RAG, SEARCH, SERVE, SHARDED, VPR, config_from, errors, use
 from georag.config import Config
 from georag.errors import ConfigError, GeoRagError
 
@@ -24,9 +24,44 @@ first, so that a stalled LLM is always a 504 (and ends the client's call at once
 @click.command("serve")
 @use("config", "store", "encoder", "backend", "device", "llm", "family", *SEARCH, *RAG, *VPR, *SERVE,
      defaults={"family": "qwen2-vl"})  # fmt: skip
+@use(*SHARDED)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-def serve(host: str, port: int, family: str, **kw: Any) -> None:
+@click.option(
+    "--verify",
+    "store_check",
+    type=click.Choice(["quick", "full", "background"]),
+    default="quick",
+    show_default=True,
+    help="Store check: quick (sizes and 16 sampled blocks per file), full (every byte hashed before "
+    "serving), background (hashed while serving starts; /health/ready and /v1/locate answer 503 until it "
+    "passes).",
+)
+@click.option(
+    "--api-key",
+    envvar="GEORAG_API_KEY",
+    metavar="KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' on every route but the health probes (16+ characters). "
+    "Prefer the environment variable GEORAG_API_KEY: a command line is visible to other users.",
+)
+@click.option("--docs", is_flag=True, help="Also serve FastAPI's /docs, /redoc and /openapi.json (off: the "
+              "docs pages load scripts from a CDN).")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The private key of --ssl-certfile (PEM).")
+def serve(
+    host: str,
+    port: int,
+    family: str,
+    store_check: str,
+    api_key: str | None,
+    docs: bool,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    **kw: Any,
+) -> None:
     """Serve the pipeline over HTTP: POST a photo, get where it was taken as JSON.
 
     Without --llm only the retrieval strategies knn (then the default) and knn-medoid are served; with
@@ -45,25 +80,46 @@ def serve(host: str, port: int, family: str, **kw: Any) -> None:
     in a row the LLM is refused at once for 5 s (503; knn still served).
 
     \b
-    Routes: POST /v1/locate (the photo as the body or as the multipart part
-    "file"; query or form fields: id, strategy, samples, variants, seed,
-    temperature), GET /v1/info, GET /health/live, GET /health/ready.
+    Routes: GET / (the map page), POST /v1/locate (the photo as the body or
+    as the multipart part "file"; query or form fields: id, strategy,
+    samples, variants, seed, temperature; query: format=geojson, evidence=1),
+    GET /v1/info, GET /v1/gallery/ROW/thumbnail, GET /health/live,
+    GET /health/ready; /docs and /openapi.json only with --docs.
     Errors: 400 bad request, 408 slow upload, 413 too large, 502 model
     error, 503 busy, 504 timed out; body {"error": ..., "code": ...}.
     """
     from georag.serving.http_app import require_fastapi
 
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    if api_key is not None and len(api_key) < 16:
+        raise click.UsageError("the API key (--api-key or GEORAG_API_KEY) must be 16 characters or more")
     with errors():
         config = config_from(kw, require=("store",))
         require_fastapi(server=True)  # before loading models
-        app = build_app(config, family=family)
+        app = build_app(config, family=family, store_check=store_check, api_key=api_key, docs=docs)
     import uvicorn
 
-    click.echo(f"georag serve: http://{host}:{port}/v1/locate (Ctrl-C stops)", err=True)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(config.serve.deadline_s) + 1)
+    scheme = "https" if ssl_certfile else "http"
+    click.echo(f"georag serve: {scheme}://{host}:{port}/ (the map page; Ctrl-C stops)", err=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=int(config.serve.deadline_s) + 1,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
-def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
+def build_app(
+    config: Config,
+    *,
+    family: str = "qwen2-vl",
+    store_check: str = "quick",
+    api_key: str | None = None,
+    docs: bool = False,
+) -> FastAPI:
     """Opens the store (searched with ``config.search.index``), the encoder (``config.encoder.model``, or
     the store's own; checked against the store) and the LLM (``config.llm.url``), and returns the app.
 
@@ -76,24 +132,36 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
     once (its connection shut) and frees its thread, and the client of georag, which gets the 502 / 504,
     decides whether to retry; an LLM that keeps failing is refused at once for a while (503, and
     /health/ready says so). The client and the LLM threads take ``max_requests * MAX_VARIANTS`` calls at
-    once: each running request sends one call per prompt variant, all together. MissingDependencyError
+    once: each running request sends one call per prompt variant, all together. ``store_check``: "quick",
+    "full" (every byte hashed before serving) or "background" (hashed while serving starts; 503 until it
+    passes); ``api_key`` and ``docs``: see `georag.serving.http_app.create_app`. MissingDependencyError
     without FastAPI.
     """
     from georag.serving.http_app import require_fastapi
 
     require_fastapi()  # before loading models
+    from georag.distributed.sharded_store import open_store
     from georag.encoder import load_encoder_from
     from georag.llm.backends import open_llm
     from georag.serving.http_app import create_app
     from georag.serving.local_steps import LocalSteps
     from georag.serving.params import MAX_VARIANTS, check_served
     from georag.serving.pipeline import Pipeline
-    from georag.store.store import GeoStore, check_encoder
+    from georag.store.store import check_encoder
 
     if not config.store:
         raise ConfigError("no store: give one (--store, or store in the config file)")
     check_served(config)  # before loading models
-    store = GeoStore.open(config.store, index=config.search.index)
+    search = config.search
+    store = open_store(
+        config.store,
+        ray=search.ray,
+        shards=search.shards,
+        index=search.index,
+        verify="full" if store_check == "full" else "quick",
+    )
+    if store_check == "background":
+        store.verify_in_background()
     enc = load_encoder_from(config.encoder, store.encoder)
     check_encoder(store, enc.model_id, enc.dim)  # before the index is built: a wrong encoder fails at once
     store.index()  # built or read now (a missing or damaged one fails here), not in a request's time limit
@@ -114,6 +182,8 @@ def build_app(config: Config, *, family: str = "qwen2-vl") -> FastAPI:
             pipeline,
             on_close=_closer(pipeline, steps),
             family=llm_family(url, family) if client is not None else None,
+            api_key=api_key,
+            docs=docs,
         )
     except BaseException:
         if pipeline is not None:

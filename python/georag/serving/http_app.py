@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from georag.config import StrategyConfig
 from georag.errors import MissingDependencyError, extra_hint
+from georag.serving.auth import require_key
 from georag.serving.errors import (
     BadRequest,
     DependencyDown,
@@ -129,6 +130,8 @@ def create_app(
     *,
     on_close: Callable[[], Any] | None = None,
     family: str | None = None,
+    api_key: str | None = None,
+    docs: bool = False,
 ) -> "FastAPI":
     """The HTTP app serving ``pipeline``: POST /v1/locate, GET /v1/info, /health/live, /health/ready, and
     the map page (GET /, /static/..., /v1/gallery/{row}/thumbnail: thumbnails where ``pipeline.store`` is a
@@ -142,7 +145,12 @@ def create_app(
     ``config.strategy.name`` if served, else the first served one. ``family``: the chat format the LLM is
     driven with, as /v1/info reports it (default None: no LLM, or an openai:// server applying its own);
     /v1/info says ``"llm": false`` and ``"family": null`` whatever ``family`` where no strategy served needs
-    an LLM. MissingDependencyError without FastAPI.
+    an LLM. ``api_key``: when given, every route but the health routes and the page's own files needs
+    ``Authorization: Bearer <api_key>`` (compared in constant time; 401 without detail otherwise).
+    ``docs``: serve FastAPI's /docs, /redoc and /openapi.json (off by default: the docs pages load scripts
+    from a CDN, and the schema need not be public). While ``pipeline.store`` checks its files in the
+    background (`GeoStore.verify_in_background`), /v1/locate and /health/ready answer 503 until the check
+    passes. MissingDependencyError without FastAPI.
     """
     require_fastapi()
     from fastapi import FastAPI, Request, Response
@@ -184,7 +192,23 @@ def create_app(
                 on_close()
             log.info("georag serve: stopped")
 
-    app = FastAPI(title="georag", summary="Where on Earth was this photo taken?", lifespan=lifespan)
+    app = FastAPI(
+        title="georag",
+        summary="Where on Earth was this photo taken?",
+        lifespan=lifespan,
+        **({} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
+    )
+    integrity = getattr(getattr(pipeline, "store", None), "integrity", None)
+
+    def store_problem() -> str | None:
+        """Why the store may not be served yet (its background check has not passed), else None."""
+        if integrity is None:
+            return None
+        status = integrity()
+        return None if status["state"] in ("passed", "not run") else f"store check {status['state']}"
+
+    if api_key:
+        require_key(app, api_key)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -192,7 +216,7 @@ def create_app(
         code = "INVALID_ARG" if exc.status_code < 500 else "INTERNAL"
         return _error(exc.status_code, str(exc.detail), code, dict(exc.headers) if exc.headers else None)
 
-    @app.post("/v1/locate")
+    @app.post("/v1/locate", response_model=None)
     async def locate(request: Request) -> Response:
         """The photo in the body: raw bytes, or multipart/form-data (the part named ``file`` or the only
         file part; other fields may carry parameters). Parameters in the query string. The result as
@@ -206,6 +230,8 @@ def create_app(
             slots = state.slots
             if not state.ready or slots is None:
                 raise _Busy("the server is not ready or is shutting down")
+            if store_problem() is not None:
+                raise _Busy(f"the server is not ready: {store_problem()}")
             asked, geojson, evidence = _output_options(request.query_params.multi_items())
             query = _given(asked, "query parameter", (*known, *OUTPUT_KEYS))
             params = checked(query)  # the query's parameters are refused before the body is read
@@ -265,7 +291,7 @@ def create_app(
         """200 while the process runs."""
         return {"status": "live"}
 
-    @app.get("/health/ready")
+    @app.get("/health/ready", response_model=None)
     async def ready() -> Response:
         """200 once started and until shutdown begins while every model the pipeline calls is serving,
         else 503 saying which is down (`georag.serving.health`: refused at once meanwhile)."""
@@ -274,6 +300,9 @@ def create_app(
         down = pipeline.health.down()
         if down:
             return _error(503, f"not ready: {'; '.join(down.values())}", "UNAVAILABLE")
+        problem = store_problem()
+        if problem is not None:
+            return _error(503, f"not ready: {problem}", "UNAVAILABLE")
         return Response(b'{"status":"ready"}', media_type="application/json")
 
     add_page(app, gallery)

@@ -48,7 +48,7 @@ def add_page(app: FastAPI, gallery: GalleryImages | None) -> None:
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
     made = asyncio.Semaphore(THUMBNAIL_THREADS)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, response_model=None)
     async def page() -> FileResponse:
         """The map page."""
         return FileResponse(
@@ -57,7 +57,7 @@ def add_page(app: FastAPI, gallery: GalleryImages | None) -> None:
             headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
         )
 
-    @app.get("/v1/gallery/{row}/thumbnail")
+    @app.get("/v1/gallery/{row}/thumbnail", response_model=None)
     async def thumbnail(row: str) -> Response:
         """A JPEG of gallery row ``row``'s image, at most 256 pixels a side; 404 where there is none."""
         if not _ROW.fullmatch(row):

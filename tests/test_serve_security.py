@@ -1,0 +1,125 @@
+"""`georag serve`'s access controls: an optional API key (health probes open), the docs routes off by
+default, a store checked in the background before requests are served, and TLS with a certificate the test
+makes (openssl). Everything on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("torch")
+from fastapi.testclient import TestClient
+
+from georag.cli.serve_cmd import build_app
+from georag.serving.auth import authorized
+from test_serve import _free_port, _photo, serve_config
+
+KEY = "k" * 24
+
+
+def _client(locate_env: dict[str, Any], **kw: Any) -> TestClient:
+    return TestClient(build_app(serve_config(locate_env), **kw))
+
+
+def test_an_api_key_guards_every_route_but_the_probes(locate_env: dict[str, Any]) -> None:
+    with _client(locate_env, api_key=KEY) as client:
+        photo = _photo(locate_env)
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+            answer = client.post("/v1/locate", content=photo, headers=headers)
+            assert answer.status_code == 401 and answer.json() == {
+                "error": "unauthorized",
+                "code": "UNAUTHENTICATED",
+            }
+            assert client.get("/v1/info", headers=headers).status_code == 401
+            assert client.get("/", headers=headers).status_code == 401
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/health/ready").status_code == 200
+        ok = client.post("/v1/locate?id=a.jpg", content=photo, headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200 and ok.json()["id"] == "a.jpg"
+    assert authorized(f"bearer {KEY}", KEY.encode()) and not authorized(None, KEY.encode())
+
+
+def test_the_docs_routes_are_off_unless_asked_for(locate_env: dict[str, Any]) -> None:
+    with _client(locate_env) as client:
+        for route in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(route).status_code == 404
+    with _client(locate_env, docs=True) as client:
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_a_background_store_check_holds_requests_until_it_passes(locate_env: dict[str, Any]) -> None:
+    with _client(locate_env, store_check="background") as client:
+        end = time.monotonic() + 60
+        while client.get("/health/ready").status_code != 200:
+            answer = client.get("/health/ready").json()
+            assert "store check" in answer["error"] or "not ready" in answer["error"]
+            assert time.monotonic() < end, "the background check never passed"
+            time.sleep(0.05)
+        assert client.post("/v1/locate", content=_photo(locate_env)).status_code == 200
+
+
+def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = _free_port()
+    cli = [
+        sys.executable,
+        "-c",
+        "from georag.cli import main; main()",
+        "serve",
+        "--store",
+        str(locate_env["store"]),
+    ]
+    args = ["--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    log = tmp_path / "serve.log"
+    env = {**__import__("os").environ, "GEORAG_API_KEY": KEY}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*cli, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        end = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < end, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/health/ready", context=trusted, timeout=5
+                ):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.3)
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/v1/locate?id=t.jpg", data=_photo(locate_env), method="POST",
+            headers={"Authorization": f"Bearer {KEY}"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, context=trusted, timeout=30) as answer:
+            assert json.loads(answer.read())["id"] == "t.jpg"
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the key from GEORAG_API_KEY is required
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/v1/info", context=trusted, timeout=10)
+        assert refused.value.code == 401
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP is not served
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=5)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
