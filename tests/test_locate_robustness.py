@@ -169,3 +169,41 @@ def test_a_run_recorded_before_a_setting_existed_resumes_at_that_settings_defaul
     )
     with pytest.raises(OutputError, match=r"strategy\.rag\.select: was None, now 'first'"):
         _check_settings(path, changed, resuming=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_or_a_folder_named_as_a_photo_is_a_failure_not_a_hang(
+    locate_env: dict[str, object], tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = Path(str(locate_env["queries"][0]))  # type: ignore[index]
+    shutil.copy(good, photos / "a.jpg")
+    os.mkfifo(photos / "b.jpg")  # opened, it would wait for a writer forever
+    (photos / "c.jpg").mkdir()
+    os.mkfifo(tmp_path / "d.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'd.jpg'}\n")
+    out = tmp_path / "p.csv"
+    args = [
+        "locate",
+        str(photos),
+        "--list",
+        str(listing),
+        "--store",
+        str(locate_env["store"]),
+        "--out",
+        str(out),
+    ]
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(CliRunner().invoke(main, args)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert done, "georag locate hung on a FIFO"
+    result = done[0]
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    rows = {r.split(",")[0]: r for r in out.read_text().splitlines()[1:]}
+    assert set(rows) == {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}
+    assert rows["a.jpg"].split(",")[1] != ""
+    assert "is a FIFO, not a regular file" in rows["b.jpg"] and "is a FIFO" in rows["d.jpg"]
+    assert "is a directory, not an image file" in rows["c.jpg"]

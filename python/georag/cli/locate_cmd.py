@@ -17,7 +17,9 @@ def expand_images(images: tuple[Path, ...], listing: Path | None) -> list[Path]:
     out: list[Path] = []
     for p in images:
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            # Every entry named like a photo, regular file or not: a FIFO or folder among them becomes a
+            # failure with its reason (never a hang, never silently dropped).
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
         else:
             out.append(p)
     if listing is not None:

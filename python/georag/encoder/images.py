@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import warnings
@@ -265,11 +266,26 @@ def _as_openable(src: ImageSource) -> tuple[str | BinaryIO, str]:
         path = os.fspath(src)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
+        _check_regular(path)
         return path, f" ({path})"
     if hasattr(src, "read"):
         return src, ""
     kind = type(src).__name__
     raise ImageLoadError(f"not an image source: expected a path, bytes or a binary file, got {kind}")
+
+
+def _check_regular(path: str) -> None:
+    """ImageLoadError unless ``path`` is a regular file: opening a FIFO would wait for a writer forever,
+    and a device or socket is no photo (a missing file is left to the open, which says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        raise ImageLoadError(f"is a directory, not an image file ({path})")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ImageLoadError(f"is {kind}, not a regular file ({path})")
 
 
 def _open_checked(fp: str | BinaryIO, label: str) -> Image.Image:

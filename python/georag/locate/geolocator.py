@@ -440,6 +440,8 @@ def _read(path: Path | bytes) -> bytes:
     if isinstance(path, bytes):
         return path
     try:
+        if not path.is_file():  # never open a FIFO (it would wait for a writer) or a device
+            raise ImageLoadError(f"cannot read {path}: not a regular file")
         return path.read_bytes()
     except OSError as exc:
         raise ImageLoadError(f"cannot read {path}: {exc}") from exc
