@@ -113,6 +113,7 @@ def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: 
             assert json.loads(answer.read())["id"] == "t.jpg"
         with pytest.raises(urllib.error.HTTPError) as refused:  # the key from GEORAG_API_KEY is required
             urllib.request.urlopen(f"https://127.0.0.1:{port}/v1/info", context=trusted, timeout=10)
+        refused.value.close()
         assert refused.value.code == 401
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP is not served
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=5)
