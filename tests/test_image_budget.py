@@ -32,7 +32,6 @@ from georag.errors import ImageLoadError
 from georag.llm.image import MAX_SIDE, llm_photo
 
 
-
 def big_png(width: int, height: int) -> bytes:
     """A valid all-black 1-bit PNG of any size, written streaming (never holds its pixels): a file of a
     few hundred KiB that would decode to ``width * height`` pixels."""
