@@ -124,3 +124,47 @@ def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "length_headers",
+    [b"Content-Length: abc\r\n", b"Content-Length: -3\r\n", b"Content-Length: 5\r\nContent-Length: 7\r\n"],
+    ids=["not-a-number", "negative", "two-values"],
+)
+def test_a_bad_content_length_gets_400_not_a_reset(
+    locate_env: dict[str, Any], tmp_path: Path, length_headers: bytes
+) -> None:
+    import socket
+
+    port = _free_port()
+    cli = [
+        sys.executable,
+        "-c",
+        "from georag.cli import main; main()",
+        "serve",
+        "--store",
+        str(locate_env["store"]),
+    ]
+    with (tmp_path / "serve.log").open("wb") as out:
+        proc = subprocess.Popen([*cli, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < end, (tmp_path / "serve.log").read_text()[
+                -2000:
+            ]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/locate HTTP/1.1\r\nHost: x\r\n" + length_headers + b"\r\nhello")
+            assert conn.recv(64).startswith(b"HTTP/1.1 400 ")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
