@@ -5,6 +5,7 @@ makes (openssl). Everything on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -12,6 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,45 @@ def test_a_background_store_check_holds_requests_until_it_passes(locate_env: dic
         assert client.post("/v1/locate", content=_photo(locate_env)).status_code == 200
 
 
+@contextmanager
+def _cli_server(
+    locate_env: dict[str, Any],
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> Iterator[int]:
+    """`georag serve --store STORE --port P ARGS` in a process of its own, ready; yields P, stopped after."""
+    port = _free_port()
+    cli = [sys.executable, "-c", "from georag.cli import main; main()", "serve", "--store"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*cli, str(locate_env["store"]), "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    scheme = "https" if context is not None else "http"
+    try:
+        end = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < end, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(
+                    f"{scheme}://127.0.0.1:{port}/health/ready", context=context, timeout=5
+                ):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.3)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make a certificate")
@@ -78,33 +120,10 @@ def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: 
          "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    port = _free_port()
-    cli = [
-        sys.executable,
-        "-c",
-        "from georag.cli import main; main()",
-        "serve",
-        "--store",
-        str(locate_env["store"]),
-    ]
-    args = ["--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-    log = tmp_path / "serve.log"
-    env = {**__import__("os").environ, "GEORAG_API_KEY": KEY}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*cli, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    env = {**os.environ, "GEORAG_API_KEY": KEY}
     trusted = ssl.create_default_context(cafile=str(cert))
-    try:
-        end = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < end, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(
-                    f"https://127.0.0.1:{port}/health/ready", context=trusted, timeout=5
-                ):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
+    tls = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    with _cli_server(locate_env, tmp_path, *tls, env=env, context=trusted) as port:
         request = urllib.request.Request(
             f"https://127.0.0.1:{port}/v1/locate?id=t.jpg", data=_photo(locate_env), method="POST",
             headers={"Authorization": f"Bearer {KEY}"},
@@ -117,13 +136,6 @@ def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: 
         assert refused.value.code == 401
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP is not served
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=5)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -136,35 +148,9 @@ def test_a_bad_content_length_gets_400_not_a_reset(
 ) -> None:
     import socket
 
-    port = _free_port()
-    cli = [
-        sys.executable,
-        "-c",
-        "from georag.cli import main; main()",
-        "serve",
-        "--store",
-        str(locate_env["store"]),
-    ]
-    with (tmp_path / "serve.log").open("wb") as out:
-        proc = subprocess.Popen([*cli, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        end = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None and time.monotonic() < end, (tmp_path / "serve.log").read_text()[
-                -2000:
-            ]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(b"POST /v1/locate HTTP/1.1\r\nHost: x\r\n" + length_headers + b"\r\nhello")
-            assert conn.recv(64).startswith(b"HTTP/1.1 400 ")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+    with (
+        _cli_server(locate_env, tmp_path) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        conn.sendall(b"POST /v1/locate HTTP/1.1\r\nHost: x\r\n" + length_headers + b"\r\nhello")
+        assert conn.recv(64).startswith(b"HTTP/1.1 400 ")
