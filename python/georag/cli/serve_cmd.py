@@ -22,8 +22,8 @@ first, so that a stalled LLM is always a 504 (and ends the client's call at once
 
 
 @click.command("serve")
-@use("config", "store", "encoder", "backend", "device", "llm", "family", *SEARCH, *RAG, *VPR, *SERVE,
-     defaults={"family": "qwen2-vl"})  # fmt: skip
+@use("config", "store", "encoder", "backend", "device", "llm", "family", *SEARCH, *RAG, *VPR, "calibration",
+     *SERVE, defaults={"family": "qwen2-vl"})  # fmt: skip
 @use(*SHARDED)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
@@ -146,9 +146,10 @@ def build_app(
     from georag.serving.http_app import create_app
     from georag.serving.local_steps import LocalSteps
     from georag.serving.params import MAX_VARIANTS, check_served
-    from georag.serving.pipeline import Pipeline
+    from georag.serving.pipeline import Pipeline, serving_calibration
     from georag.store.store import check_encoder
 
+    calibration = serving_calibration(config)  # a wrong file fails before any model is loaded
     if not config.store:
         raise ConfigError("no store: give one (--store, or store in the config file)")
     check_served(config)  # before loading models
@@ -174,7 +175,8 @@ def build_app(
     steps = pipeline = None
     try:
         steps = LocalSteps(enc.backend, store, client, llm_threads=calls)
-        pipeline = Pipeline(config, enc.spec, steps, store, has_llm=client is not None)
+        llm_ok = client is not None
+        pipeline = Pipeline(config, enc.spec, steps, store, has_llm=llm_ok, calibration=calibration)
         _check_served(pipeline, store, has_llm=client is not None)
         if "vpr-guided" in pipeline.strategies:
             store.index("exact")  # submap searches are exact whatever --index: built now, not in a request

@@ -121,12 +121,16 @@ class Calibration:
         pred.confidence = p
         return pred
 
+    def fits(self, strategy: str) -> bool:
+        """Whether this applies to ``strategy``'s predictions: fitted on the same route (a fallback such as
+        "rag>knn" or a variant "rag+x" counts as its route), or on predictions of an unnamed strategy."""
+        mine = _route(self.strategy)
+        return not mine or _route(strategy) == mine
+
     def check_strategy(self, strategy: str) -> None:
         """ConfigError when this was fitted on another route's predictions (their agreement means another
         thing: a knn confidence is the neighbours' agreement, a rag one the samples')."""
-        base = strategy.split(">")[0].split("+")[0]
-        mine = self.strategy.split(">")[0].split("+")[0]
-        if mine and base != mine:
+        if not self.fits(strategy):
             raise ConfigError(
                 f"the calibration was fitted on {self.strategy} predictions; this run's strategy is "
                 f"{strategy}: fit one on {strategy} predictions (georag eval calibrate)"
@@ -182,6 +186,11 @@ class Calibration:
         except ValueError as exc:
             raise ConfigError(f"{file} is not JSON: {exc}") from exc
         return cls.from_json(data, str(file))
+
+
+def _route(strategy: str) -> str:
+    """The route a strategy label names: "rag>knn" (a fallback) and "rag+x" (a variant) are rag."""
+    return strategy.split(">")[0].split("+")[0]
 
 
 def load_calibration(path: str | os.PathLike[str], strategy: str) -> Calibration | None:

@@ -33,6 +33,8 @@ from georag.config import Config, RagConfig, Sampling, StrategyConfig, VprConfig
 from georag.encoder.images import DecodeWaitTimeout, decoding
 from georag.encoder.preprocess import ProcessorSpec
 from georag.errors import GeoRagError, ImageLoadError
+from georag.geo.calibration import Calibration, load_calibration
+from georag.geo.exif import flag_exif_gps
 from georag.llm.image import llm_photo
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepStalled, StepTimeout
 from georag.serving.health import Health
@@ -85,9 +87,13 @@ class Pipeline:
         store: SubmapSource | None = None,
         *,
         has_llm: bool = True,
+        calibration: Calibration | None = None,
     ) -> None:
         check_served(config)
         self.config, self.spec, self.steps, self.store = config, spec, steps, store
+        self.calibration = calibration
+        """Applied to the answers of the configured strategy (``config.strategy.name``), for which it was
+        fitted (`serving_calibration`); other strategies' confidences stay raw agreement."""
         self.strategies = servable(config, store, has_llm=has_llm)
         """The strategies this pipeline answers (see `servable`)."""
         self.health = Health(DEPENDENCIES)
@@ -173,7 +179,10 @@ class Pipeline:
         timings["total_s"] = time.perf_counter() - t0
         if pred.error is not None:
             raise StepFailed(pred.error)
-        record = finish(pred, item, timings).record()
+        pred = flag_exif_gps(finish(pred, item, timings), image)
+        if self.calibration is not None and strategy.name == self.config.strategy.name:
+            pred = self.calibration.apply(pred)
+        record = pred.record()
         del record["error"]
         return record
 
@@ -233,6 +242,12 @@ class Pipeline:
         except DecodeWaitTimeout as exc:
             raise StepTimeout(f"the server is busy decoding other images ({exc})") from None
         return pixels, photo
+
+
+def serving_calibration(config: Config) -> Calibration | None:
+    """The calibration file of ``config`` (``strategy.calibration``) for its configured strategy, or None;
+    ConfigError when it is unreadable or was fitted on another strategy's predictions."""
+    return load_calibration(config.strategy.calibration, config.strategy.name)
 
 
 def servable(config: Config, store: SubmapSource | None, *, has_llm: bool = True) -> tuple[str, ...]:
