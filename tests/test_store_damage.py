@@ -308,6 +308,33 @@ def test_a_damaged_row_a_search_meets_names_its_shard_file(base: dc.Baseline, st
         assert f"run `georag index verify {store}`" in str(met.value)
 
 
+def test_served_rows_are_checked_once_and_a_new_damaged_one_is_still_met(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = GeoStore.open(store)
+    read: list[int] = []
+    embeddings = s.embeddings
+    monkeypatch.setattr(s, "embeddings", lambda rows: read.append(len(rows)) or embeddings(rows))
+    first = s.embeddings([0])
+    read.clear()
+    res = s.search(first, 4, 4)
+    served = np.unique(np.concatenate([res.near_ids.ravel(), res.far_ids.ravel()]))
+    assert read == [served.size]  # every row returned was read and checked ...
+    s.search(first, 4, 4)
+    assert read == [served.size]  # ... once
+    info = s.manifest.shards[-1]
+    row = info.first_row + info.rows - 1  # a row not served yet, then damaged
+    assert row not in served
+    query = s.embeddings([row])
+    shard = store / info.embeddings
+    with open(shard, "r+b") as f:
+        f.seek(len(shard.read_bytes()) - s.dim * 2)
+        f.write((np.asarray(query, dtype=np.float16) * 3).tobytes())
+    named = rf"^{shard}: row {info.rows - 1} \(store row {row}\) has norm (2\.99|3\.00)"
+    with pytest.raises(StoreError, match=named):
+        s.search(query, 3, 3)
+
+
 def test_a_bad_row_in_the_index_sample_names_its_shard_file(store: Path) -> None:
     s = GeoStore.open(store)
     info = s.manifest.shards[1]

@@ -17,7 +17,7 @@ from georag.errors import GeoRagError, MissingDependencyError, StoreError
 from georag.store.manifest import Manifest, Verify
 from georag.store.metadata import empty_table, read_checked, shard_table_problem
 from georag.store.partitions import StorePartitions
-from georag.store.rowcheck import check_served_rows, sample_error
+from georag.store.rowcheck import ServedRows, sample_error
 from georag.types import Neighbors
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class GeoStore:
         self._partitions = StorePartitions(path, manifest)
         self._verified: Verify = "none"
         self._background: BackgroundVerify | None = None
+        self._served = ServedRows(self)
         self.index_name = self._check_index_name(index_name)
         """The index :meth:`search` and :meth:`index` use unless told another."""
 
@@ -332,7 +333,7 @@ class GeoStore:
         res = self._index(index).search(
             queries, k_near, k_far, row_ranges=row_ranges, num_threads=num_threads
         )
-        check_served_rows(self, np.concatenate([res.near_ids.ravel(), res.far_ids.ravel()]))
+        self._served.check(np.concatenate([res.near_ids.ravel(), res.far_ids.ravel()]))
         return res.with_coordinates(self.coordinates(res.near_ids), self.coordinates(res.far_ids))
 
     def _check_index_name(self, name: str) -> str:
