@@ -9,15 +9,26 @@ file and pointing to `georag index verify`, which hashes every byte.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from georag.errors import StoreError
+from georag.store.manifest import Manifest
 
-if TYPE_CHECKING:
-    from georag.store.store import GeoStore
+
+class ServedStore(Protocol):
+    """What the checks read of a `georag.store.store.GeoStore`."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def embeddings(self, rows: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 
 STORED_NORM_TOLERANCE = {"float16": 2.0**-10, "float32": 2.0**-20}
 """How far from 1 the norm of a stored row may be. Every writer stores rows normalized in float64 and rounded
@@ -40,7 +51,7 @@ class ServedRows:
     searches may check a row twice; that is harmless.
     """
 
-    def __init__(self, store: GeoStore) -> None:
+    def __init__(self, store: ServedStore) -> None:
         self._store = store
         self._passed: npt.NDArray[np.bool_] | None = None
 
@@ -72,7 +83,7 @@ class ServedRows:
         self._passed[rows] = True
 
 
-def damaged_row(store: GeoStore, row: int, what: str) -> StoreError:
+def damaged_row(store: ServedStore, row: int, what: str) -> StoreError:
     """The error for store row ``row`` holding ``what`` instead of a unit vector: its shard file named."""
     starts = np.array([s.first_row for s in store.manifest.shards], dtype=np.int64)
     shard = store.manifest.shards[int(np.searchsorted(starts, row, side="right")) - 1]
@@ -83,7 +94,7 @@ def damaged_row(store: GeoStore, row: int, what: str) -> StoreError:
     )
 
 
-def sample_error(store: GeoStore, exc: ValueError) -> StoreError:
+def sample_error(store: ServedStore, exc: ValueError) -> StoreError:
     """``exc`` from `FlatIndex.from_normalized` over the store's shards, as a StoreError naming the file."""
     m = _SAMPLE_ERROR.match(str(exc))
     if m is None or int(m.group(1)) >= len(store.manifest.shards):
