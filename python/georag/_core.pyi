@@ -55,8 +55,13 @@ class FlatIndex:
     num_threads: int
     def vectors(self) -> npt.NDArray[np.float32] | npt.NDArray[np.float16]: ...
 
-class CudaFlatIndex:  # present only when has_cuda is True; NOT YET RUN ON A GPU
-    def __init__(self, vectors: npt.NDArray[np.float32], normalize: bool = True, device: int = 0) -> None: ...
+class CudaFlatIndex:  # present only when has_cuda is True; NOT RUN ON A GPU yet
+    def __init__(
+        self,
+        vectors: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+        normalize: bool = True,
+        device: int = 0,
+    ) -> None: ...
     def search(
         self,
         queries: npt.NDArray[np.float32],
@@ -64,6 +69,7 @@ class CudaFlatIndex:  # present only when has_cuda is True; NOT YET RUN ON A GPU
         k_far: int = 16,
         row_ranges: npt.NDArray[np.int64] | None = None,
         tile_rows: int = 0,
+        gemm_min_batch: int = 0,
     ) -> _SearchResult: ...
     @property
     def ntotal(self) -> int: ...
@@ -71,7 +77,34 @@ class CudaFlatIndex:  # present only when has_cuda is True; NOT YET RUN ON A GPU
     def dim(self) -> int: ...
     @property
     def device(self) -> int: ...
+    @property
+    def row_bytes(self) -> int: ...
+    @property
+    def workspace_bytes(self) -> int: ...
 
+def cuda_set_cublas_dirs(dirs: list[str]) -> None: ...  # present only when has_cuda is True
+def _cuda_twin_search(
+    rows: npt.NDArray[np.float16],
+    queries: npt.NDArray[np.float32],
+    k_near: int,
+    k_far: int,
+    approx: str = "fp16-gemm",
+    normalize: bool = False,
+    row_ranges: npt.NDArray[np.int64] | None = None,
+    tile_rows: int = 0,
+    l2_bytes: int = 52428800,
+    seed: int = 0,
+    bound_scale: float = 1.0,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    dict[str, bool | int | float],
+]: ...
+def cuda_memory_estimate(
+    n: int, d: int, batch: int = 256, k_near: int = 16, k_far: int = 16, l2_bytes: int = 52428800
+) -> dict[str, int]: ...
 def kernel_name() -> str: ...
 def amx_status() -> str: ...
 def blas_info() -> str: ...

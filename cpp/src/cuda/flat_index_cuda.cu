@@ -1,109 +1,146 @@
-// CudaFlatIndex: the exact contrastive search (k nearest AND k farthest by cosine) with the database on a GPU.
+// CudaFlatIndex: the exact contrastive search (k nearest AND k farthest by cosine) over float16 rows on a GPU.
 //
-// *** This path has NOT been run on a GPU by the project yet. It compiles and mirrors the CPU FlatIndex. ***
+// *** NOT RUN ON A GPU by the project yet. It compiles for sm_80/89/90; its selection and certification code
+// (certified.hpp) is the code the CPU twin runs, and tests/test_cuda_twin.py checks the twin against the CPU
+// FlatIndex bit for bit. ***
 //
-// Host side (identical to FlatIndex, so errors are identical): the database is validated and normalized by a
-// temporary georag::FlatIndex, queries by normalize_queries, ranges by canonical_ranges, k by the same checks.
-// Device side, per block of queries: for each tile of searchable rows, score_tile writes a (queries x tile)
-// score buffer and select_tile feeds it to per-(query, slot) heaps kept in global memory; after the last tile
-// merge_slots builds each query's sorted top-k. The selection code is georag::BoundedHeap (topk.hpp), as on
-// the CPU, and the order is total (score, then id), so ids equal the CPU's except where two scores are within
-// float rounding of each other: the GPU sums the dot products in a different order.
+// Storage: n rows of float16, zero-padded to stride = d rounded up to 16 (23.0 GB for 10M x 1152), a float32
+// norm per row (the error bound) and, when normalizing, a float32 scale per row. The build packs the rows
+// chunk by chunk (rows.cpp: same checks and errors as FlatIndex) into one of two pinned staging buffers and
+// uploads it with cudaMemcpyAsync on the index's stream while the next chunk is packed: no full host copy.
 //
-// Memory per search (besides the resident database, n * stride floats): the normalized query block, one score
-// tile (at most kScoreFloats floats), slot heaps of slots * (k_near' + k_far') candidates per query of the
-// block, and the block's output rows, where k' = min(k, searchable rows). The number of slots falls as k
-// grows (slots * k' stays near kSlotCandidates, at least one slot), and the query block shrinks so the heaps
-// stay within kHeapBytes (at least one query, so a huge k can still fail with an out-of-memory error).
+// Search, per block of queries (host: the same validation, in the same order, as FlatIndex::search):
+//  * B < gemm_min_batch (default 8), or k > 2048: exact_tile streams each tile of rows once for up to 8
+//    queries per pass (two threads per row, 16-byte loads, float32 FMAs in the CPU's lane order), so scores
+//    are exact and bit-identical to the CPU's; the certified selection then runs with e = 0.
+//  * otherwise: cuBLAS GemmEx over the tile (float16 rows x float16(2^14 q), CUBLAS_COMPUTE_32F, float32 score
+//    tile sized to half the L2), select_tile (many blocks per query) keeps every column within the certified
+//    bound of a threshold, rescore computes those exactly, merge pushes them into the running top k.
+// One non-blocking stream per index; the workspace (score tile, candidate lists, heaps) and pinned buffers are
+// allocated once and grown only when a search needs more; one cudaStreamSynchronize per query block (the
+// results must reach the host); never cudaDeviceSynchronize. Searches on one index are serialized (mutex).
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cuda/certified.hpp"
+#include "cuda/cublas_loader.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/rows.hpp"
 #include "cuda/search_kernels.cuh"
 #include "georag/cuda.hpp"
 #include "georag/search.hpp"
 #include "georag/topk.hpp"
 
 namespace georag {
-namespace {
 
 using cuda_detail::check;
-using cuda_detail::DeviceBuffer;
 using cuda_detail::DeviceGuard;
-using cuda_detail::SlotHeaps;
 
-constexpr int kMaxSlots = 128;                            // heaps (threads) per query and side
-constexpr int64_t kSlotCandidates = 8192;                 // target slots * k' per query and side
-constexpr int64_t kMaxQueryBlock = 2048;                  // queries per device pass
-constexpr std::size_t kHeapBytes = std::size_t{256} << 20;  // slot heap budget of one query block
-constexpr int64_t kScoreFloats = int64_t{1} << 24;         // score tile budget: 64 MiB
-constexpr int64_t kMinTileCols = 1024;
-constexpr int64_t kMaxTileCols = int64_t{1} << 16;
-constexpr int kMergeThreads = 128;
+namespace {
 
-// Same checks and messages as the CPU path (flat_index.cpp).
+constexpr std::size_t kBuildChunkBytes = std::size_t{32} << 20;  // float16 bytes per upload chunk
+constexpr int kRescoreBlocksPerList = 8;
+
 int heap_capacity(int64_t k, int64_t searchable, const char* name) {
   if (k < 0) throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(k));
   if (k > INT_MAX) throw std::invalid_argument(std::string(name) + " is too large: " + std::to_string(k));
   return static_cast<int>(std::min(k, searchable));
 }
 
-// How one search is cut up on the device.
-struct Plan {
-  int slots;
-  int64_t query_block;
-  int64_t tile_cols;
+// A grow-only device allocation.
+struct DevMem {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+  void reserve(std::size_t want, const char* what) {
+    if (want <= bytes) return;
+    if (p) check(cudaFree(p), "free a workspace buffer");
+    p = nullptr;
+    bytes = 0;
+    check(cudaMalloc(&p, want), what);
+    bytes = want;
+  }
+  void release() {
+    if (p) (void)cudaFree(p);
+    p = nullptr;
+    bytes = 0;
+  }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
 };
 
-Plan make_plan(int64_t nq, int kn, int kf, int64_t searchable, int64_t longest_range, int64_t tile_rows) {
-  Plan p;
-  const int64_t widest = std::max<int64_t>({kn, kf, 1});
-  p.slots = static_cast<int>(std::clamp<int64_t>(kSlotCandidates / widest, 1, kMaxSlots));
-  p.slots = static_cast<int>(std::min<int64_t>(p.slots, std::max<int64_t>(searchable, 1)));
-  const std::size_t per_query = static_cast<std::size_t>(p.slots) *
-                                ((static_cast<std::size_t>(kn) + kf) * (sizeof(float) + sizeof(int64_t)) + 2 * sizeof(int));
-  const auto by_memory = static_cast<int64_t>(kHeapBytes / per_query);
-  p.query_block = std::clamp<int64_t>(by_memory, 1, kMaxQueryBlock);
-  p.query_block = std::min(p.query_block, nq);
-  if (tile_rows > 0) {
-    p.tile_cols = tile_rows;
-  } else {
-    p.tile_cols = std::clamp<int64_t>(kScoreFloats / p.query_block, kMinTileCols, kMaxTileCols);
-    p.tile_cols = p.tile_cols / cuda_detail::kScoreCols * cuda_detail::kScoreCols;
+// A grow-only pinned host allocation.
+struct HostMem {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+  void reserve(std::size_t want, const char* what) {
+    if (want <= bytes) return;
+    if (p) check(cudaFreeHost(p), "free a pinned buffer");
+    p = nullptr;
+    bytes = 0;
+    check(cudaHostAlloc(&p, want, cudaHostAllocDefault), what);
+    bytes = want;
   }
-  p.tile_cols = std::min(p.tile_cols, std::max<int64_t>(longest_range, 1));
-  return p;
-}
-
-// Copies a dense (rows, width) device result into the caller's (rows, k) output rows and pads columns
-// [width, k) with id -1 and score NaN, as drain_sorted does on the CPU.
-void copy_out(const float* dev_s, const int64_t* dev_i, int64_t rows, int width, int64_t k, float* out_s,
-              int64_t* out_i) {
-  std::vector<float> s(static_cast<std::size_t>(rows) * width);
-  std::vector<int64_t> ids(static_cast<std::size_t>(rows) * width);
-  if (!s.empty()) {
-    check(cudaMemcpy(s.data(), dev_s, s.size() * sizeof(float), cudaMemcpyDeviceToHost), "copy scores to the host");
-    check(cudaMemcpy(ids.data(), dev_i, ids.size() * sizeof(int64_t), cudaMemcpyDeviceToHost),
-          "copy ids to the host");
+  void release() {
+    if (p) (void)cudaFreeHost(p);
+    p = nullptr;
+    bytes = 0;
   }
-  for (int64_t q = 0; q < rows; ++q) {
-    for (int64_t j = 0; j < k; ++j) {
-      const bool kept = j < width;
-      out_s[q * k + j] = kept ? s[q * width + j] : std::numeric_limits<float>::quiet_NaN();
-      out_i[q * k + j] = kept ? ids[q * width + j] : -1;
-    }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
   }
-}
+};
 
 }  // namespace
+
+struct CudaFlatIndex::State {
+  cudaStream_t stream = nullptr;
+  std::size_t l2_bytes = 0;
+  DevMem rows, norm, scale;
+  // The workspace of a search.
+  DevMem q, q16, tile, cand_cols, cand_scores, cand_count, thresholds, sizes, near_s, near_i, far_s, far_i;
+  DevMem cublas_ws;
+  HostMem h_q, h_out;
+  cublasHandle_t handle = nullptr;
+
+  std::size_t workspace() const {
+    std::size_t b = 0;
+    for (const DevMem* m : {&q, &q16, &tile, &cand_cols, &cand_scores, &cand_count, &thresholds, &sizes, &near_s,
+                            &near_i, &far_s, &far_i, &cublas_ws})
+      b += m->bytes;
+    return b;
+  }
+  void release_all() {
+    if (stream) (void)cudaStreamSynchronize(stream);  // nothing may still read a buffer freed below
+    if (handle) {
+      try {
+        cuda_detail::cublas().destroy(handle);
+      } catch (...) {
+      }
+      handle = nullptr;
+    }
+    for (DevMem* m : {&rows, &norm, &scale, &q, &q16, &tile, &cand_cols, &cand_scores, &cand_count, &thresholds,
+                      &sizes, &near_s, &near_i, &far_s, &far_i, &cublas_ws})
+      m->release();
+    h_q.release();
+    h_out.release();
+    if (stream) (void)cudaStreamDestroy(stream);
+    stream = nullptr;
+  }
+};
 
 bool cuda_device_available(std::string* why) {
   int count = 0;
@@ -127,7 +164,15 @@ bool cuda_device_available(std::string* why) {
 }
 
 CudaFlatIndex::CudaFlatIndex(const float* vectors, int64_t n, int64_t d, bool normalize, int device)
-    : n_(n), d_(d), stride_(0), device_(device) {
+    : CudaFlatIndex(vectors, false, n, d, normalize, device) {}
+
+std::unique_ptr<CudaFlatIndex> CudaFlatIndex::from_half(const uint16_t* rows, int64_t n, int64_t d, bool normalize,
+                                                        int device) {
+  return std::unique_ptr<CudaFlatIndex>(new CudaFlatIndex(rows, true, n, d, normalize, device));
+}
+
+CudaFlatIndex::CudaFlatIndex(const void* src, bool half, int64_t n, int64_t d, bool normalize, int device)
+    : n_(n), d_(d), stride_(0), device_(device), normalize_(normalize), st_(std::make_unique<State>()) {
   std::string why;
   if (!cuda_device_available(&why))
     throw std::runtime_error("no CUDA device: " + why + "; use georag.FlatIndex on the CPU");
@@ -137,113 +182,294 @@ CudaFlatIndex::CudaFlatIndex(const float* vectors, int64_t n, int64_t d, bool no
     throw std::invalid_argument("CUDA device " + std::to_string(device) + " does not exist; " +
                                 std::to_string(count) + " device(s) are visible (0 to " +
                                 std::to_string(count - 1) + ")");
-
-  // Validation and normalization on the host, by the CPU index itself: same rules, same error messages.
-  const FlatIndex host(vectors, n, d, normalize, 0);
-  stride_ = host.stride();
+  // The same argument checks and messages as FlatIndex.
+  if (n < 0) throw std::invalid_argument("the database must have >= 0 rows, got " + std::to_string(n));
+  if (d <= 0) throw std::invalid_argument("the embedding dimension must be > 0, got " + std::to_string(d));
+  stride_ = cuda_detail::padded_length(d);
 
   DeviceGuard guard(device_);
-  const std::size_t floats = static_cast<std::size_t>(n) * static_cast<std::size_t>(stride_);
-  DeviceBuffer<float> rows(floats, "allocate the database on the GPU");
-  if (floats > 0)
-    check(cudaMemcpy(rows.get(), host.row(0), floats * sizeof(float), cudaMemcpyHostToDevice),
-          "copy the database to the GPU");
-  rows_ = rows.release();
+  State& s = *st_;
+  int l2 = 0;
+  check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device_), "query the L2 size");
+  s.l2_bytes = static_cast<std::size_t>(l2);
+  check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "create the index's stream");
+  const auto rows_n = static_cast<std::size_t>(n);
+  const std::size_t row_bytes = static_cast<std::size_t>(stride_) * sizeof(uint16_t);
+  try {
+    s.rows.reserve(std::max<std::size_t>(rows_n * row_bytes, 1),
+                   "allocate the database on the GPU (n x d rounded up to 16, 2 bytes each)");
+    s.norm.reserve(std::max<std::size_t>(rows_n * 4, 4), "allocate the row norms on the GPU");
+    if (normalize) s.scale.reserve(std::max<std::size_t>(rows_n * 4, 4), "allocate the row scales on the GPU");
+
+    // Two pinned staging buffers (rows, scales, norms of one chunk), filled alternately: chunk c + 1 is packed
+    // on the host while chunk c is copied. An event per buffer says when its copy is done.
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(n, 1),
+                                                                 static_cast<int64_t>(kBuildChunkBytes / row_bytes)));
+    const std::size_t stage_bytes = static_cast<std::size_t>(chunk) * (row_bytes + 8);
+    HostMem stage[2];
+    cudaEvent_t done[2] = {nullptr, nullptr};
+    std::vector<float> work(half ? 0 : static_cast<std::size_t>(chunk * d));
+    auto cleanup = [&] {
+      (void)cudaStreamSynchronize(s.stream);
+      for (auto& e : done)
+        if (e) (void)cudaEventDestroy(e);
+      for (auto& b : stage) b.release();
+    };
+    try {
+      for (int b = 0; b < 2; ++b) {
+        stage[b].reserve(stage_bytes, "allocate the pinned upload buffer");
+        check(cudaEventCreateWithFlags(&done[b], cudaEventDisableTiming), "create an upload event");
+      }
+      for (int64_t r0 = 0, c = 0; r0 < n; r0 += chunk, ++c) {
+        const int b = static_cast<int>(c % 2);
+        const int64_t m = std::min(chunk, n - r0);
+        if (c >= 2) check(cudaEventSynchronize(done[b]), "wait for an upload");
+        auto* rows = stage[b].as<uint16_t>();
+        auto* norms = reinterpret_cast<float*>(stage[b].as<char>() + static_cast<std::size_t>(chunk) * row_bytes);
+        float* scales = norms + chunk;
+        const cuda_detail::PackedRows dst{rows, normalize ? scales : nullptr, norms};
+        if (half)
+          cuda_detail::pack_rows_f16(static_cast<const uint16_t*>(src) + r0 * d, m, d, stride_, normalize, r0, dst);
+        else
+          cuda_detail::pack_rows_f32(static_cast<const float*>(src) + r0 * d, m, d, stride_, normalize, r0,
+                                     work.data(), dst);
+        check(cudaMemcpyAsync(s.rows.as<char>() + static_cast<std::size_t>(r0) * row_bytes, rows,
+                              static_cast<std::size_t>(m) * row_bytes, cudaMemcpyHostToDevice, s.stream),
+              "copy the database to the GPU");
+        check(cudaMemcpyAsync(s.norm.as<float>() + r0, norms, static_cast<std::size_t>(m) * 4,
+                              cudaMemcpyHostToDevice, s.stream),
+              "copy the row norms to the GPU");
+        if (normalize)
+          check(cudaMemcpyAsync(s.scale.as<float>() + r0, scales, static_cast<std::size_t>(m) * 4,
+                                cudaMemcpyHostToDevice, s.stream),
+                "copy the row scales to the GPU");
+        check(cudaEventRecord(done[b], s.stream), "record an upload event");
+      }
+      check(cudaStreamSynchronize(s.stream), "upload the database");
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+    cleanup();
+  } catch (...) {
+    s.release_all();
+    throw;
+  }
 }
 
 CudaFlatIndex::~CudaFlatIndex() {
-  if (!rows_) return;
+  if (!st_) return;
   int previous = 0;
   if (cudaGetDevice(&previous) != cudaSuccess) return;  // runtime already torn down (interpreter exit)
   (void)cudaSetDevice(device_);
-  (void)cudaFree(rows_);
+  st_->release_all();
   (void)cudaSetDevice(previous);
 }
 
+std::size_t CudaFlatIndex::row_bytes() const { return st_->rows.bytes + st_->norm.bytes + st_->scale.bytes; }
+
+std::size_t CudaFlatIndex::workspace_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return st_->workspace();
+}
+
 void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams& params, const SearchOutput& out,
-                           const std::vector<RowRange>* ranges) const {
+                           const std::vector<RowRange>* ranges, const CudaSearchParams& cuda) const {
+  namespace cd = cuda_detail;
   // ---- host: the same validation, in the same order, as FlatIndex::search ----
   if (nq < 0) throw std::invalid_argument("the number of queries must be >= 0");
   if (params.tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
   if (params.num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0 = the index's setting)");
   const std::vector<RowRange> rs = ranges ? canonical_ranges(*ranges, n_) : std::vector<RowRange>{{0, n_}};
-  int64_t searchable = 0;
-  int64_t longest = 0;
+  int64_t searchable = 0, longest = 0;
   for (const auto& r : rs) {
     searchable += r.end - r.start;
     longest = std::max(longest, r.end - r.start);
   }
   const int kn = heap_capacity(params.k_near, searchable, "k_near");
   const int kf = heap_capacity(params.k_far, searchable, "k_far");
+  if (cuda.gemm_min_batch < 0) throw std::invalid_argument("gemm_min_batch must be >= 0 (0 = the default)");
   std::vector<float> qn(static_cast<std::size_t>(nq) * static_cast<std::size_t>(stride_));
   normalize_queries(queries, nq, d_, stride_, qn.data());
   if (nq == 0) return;
-
-  if (kn == 0 && kf == 0) {  // nothing to select (k = 0 or no searchable row): padding only
-    copy_out(nullptr, nullptr, nq, 0, params.k_near, out.near_scores, out.near_ids);
-    copy_out(nullptr, nullptr, nq, 0, params.k_far, out.far_scores, out.far_ids);
+  if (kn == 0 && kf == 0) {  // nothing to select (k = 0): padding only, no device work
+    for (int64_t i = 0; i < nq * params.k_near; ++i) {
+      out.near_scores[i] = std::numeric_limits<float>::quiet_NaN();
+      out.near_ids[i] = -1;
+    }
+    for (int64_t i = 0; i < nq * params.k_far; ++i) {
+      out.far_scores[i] = std::numeric_limits<float>::quiet_NaN();
+      out.far_ids[i] = -1;
+    }
     return;
   }
 
-  // ---- device ----
-  const Plan plan = make_plan(nq, kn, kf, searchable, longest, params.tile_rows);
-  const int64_t qb = plan.query_block;
-  const auto heaps_per_block = static_cast<std::size_t>(qb) * plan.slots;
+  std::lock_guard<std::mutex> lock(mutex_);  // one search at a time per index: they share stream and workspace
+  State& s = *st_;
+  const cd::SearchPlan plan =
+      cd::make_plan(nq, kn, kf, longest, stride_, params.tile_rows, cuda.gemm_min_batch, s.l2_bytes);
+  const cd::CublasApi* blas = plan.gemm ? &cd::cublas() : nullptr;  // MissingCublas when it cannot be loaded
   DeviceGuard guard(device_);
-  DeviceBuffer<float> dq(static_cast<std::size_t>(qb) * stride_, "allocate the queries on the GPU");
-  DeviceBuffer<float> scores(static_cast<std::size_t>(qb) * plan.tile_cols, "allocate the score tile");
-  DeviceBuffer<float> near_s(heaps_per_block * kn, "allocate the nearest heaps");
-  DeviceBuffer<int64_t> near_i(heaps_per_block * kn, "allocate the nearest heaps");
-  DeviceBuffer<int> near_n(heaps_per_block, "allocate the nearest heap sizes");
-  DeviceBuffer<float> far_s(heaps_per_block * kf, "allocate the farthest heaps");
-  DeviceBuffer<int64_t> far_i(heaps_per_block * kf, "allocate the farthest heaps");
-  DeviceBuffer<int> far_n(heaps_per_block, "allocate the farthest heap sizes");
-  DeviceBuffer<float> out_near_s(static_cast<std::size_t>(qb) * kn, "allocate the nearest results");
-  DeviceBuffer<int64_t> out_near_i(static_cast<std::size_t>(qb) * kn, "allocate the nearest results");
-  DeviceBuffer<float> out_far_s(static_cast<std::size_t>(qb) * kf, "allocate the farthest results");
-  DeviceBuffer<int64_t> out_far_i(static_cast<std::size_t>(qb) * kf, "allocate the farthest results");
-  const SlotHeaps heaps{near_s.get(), near_i.get(), near_n.get(), kn,
-                        far_s.get(),  far_i.get(),  far_n.get(),  kf, plan.slots};
+  const int64_t qbmax = plan.query_block, T = plan.tile_cols;
+  const auto qbs = static_cast<std::size_t>(qbmax), Ts = static_cast<std::size_t>(T);
+  const auto st = static_cast<std::size_t>(stride_);
 
-  for (int64_t q0 = 0; q0 < nq; q0 += qb) {
-    const int64_t b = std::min(qb, nq - q0);
-    check(cudaMemcpy(dq.get(), qn.data() + q0 * stride_, static_cast<std::size_t>(b) * stride_ * sizeof(float),
-                     cudaMemcpyHostToDevice),
+  // ---- workspace: grown only when this search needs more ----
+  s.q.reserve(qbs * st * 4, "allocate the queries on the GPU");
+  s.tile.reserve(qbs * Ts * 4, "allocate the score tile");
+  s.cand_cols.reserve(2 * qbs * Ts * 4, "allocate the candidate lists");
+  s.cand_scores.reserve(2 * qbs * Ts * 4, "allocate the candidate lists");
+  s.cand_count.reserve(2 * qbs * 4, "allocate the candidate counts");
+  s.thresholds.reserve(2 * qbs * 4, "allocate the thresholds");
+  s.sizes.reserve(2 * qbs * 4, "allocate the heap sizes");
+  s.near_s.reserve(std::max<std::size_t>(qbs * kn * 4, 4), "allocate the nearest heaps");
+  s.near_i.reserve(std::max<std::size_t>(qbs * kn * 8, 8), "allocate the nearest heaps");
+  s.far_s.reserve(std::max<std::size_t>(qbs * kf * 4, 4), "allocate the farthest heaps");
+  s.far_i.reserve(std::max<std::size_t>(qbs * kf * 8, 8), "allocate the farthest heaps");
+  s.h_q.reserve(qbs * st * 4, "allocate the pinned query buffer");
+  const std::size_t out_bytes = qbs * (static_cast<std::size_t>(kn) + kf) * 12 + 8;
+  s.h_out.reserve(std::max<std::size_t>(out_bytes, 16), "allocate the pinned result buffer");
+  if (plan.gemm) {
+    s.q16.reserve(qbs * st * 2, "allocate the float16 queries on the GPU");
+    if (!s.handle) {
+      s.cublas_ws.reserve(cd::kCublasWorkspace, "allocate the cuBLAS workspace");
+      cd::check_cublas(blas->create(&s.handle), "create a cuBLAS handle");
+      cd::check_cublas(blas->set_stream(s.handle, s.stream), "bind cuBLAS to the index's stream");
+      cd::check_cublas(blas->set_workspace(s.handle, s.cublas_ws.p, s.cublas_ws.bytes), "give cuBLAS its workspace");
+      cd::check_cublas(blas->set_math_mode(s.handle, static_cast<cublasMath_t>(
+                                                         CUBLAS_DEFAULT_MATH |
+                                                         CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+                       "set cuBLAS's math mode");
+    }
+  }
+  const float F = plan.gemm ? static_cast<float>(cd::gemm_error_floor(stride_)) : 0.f;
+  const float alpha = cd::kQueryPostscale, beta = 0.f;
+
+  for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
+    const int64_t b = std::min(qbmax, nq - q0);
+    const float* qh = qn.data() + q0 * stride_;
+    float R = 0.f;
+    if (plan.gemm) {  // the bound's query norm: the block's largest, in float64, rounded up
+      double qmax = 0.0;
+      for (int64_t i = 0; i < b; ++i) {
+        double ss = 0.0;
+        for (int64_t j = 0; j < stride_; ++j) ss += static_cast<double>(qh[i * stride_ + j]) * qh[i * stride_ + j];
+        qmax = std::max(qmax, std::sqrt(ss));
+      }
+      R = static_cast<float>(cd::gemm_error_rel(stride_) * qmax * (1 + 1e-6));
+    }
+    std::memcpy(s.h_q.p, qh, static_cast<std::size_t>(b) * st * 4);
+    check(cudaMemcpyAsync(s.q.p, s.h_q.p, static_cast<std::size_t>(b) * st * 4, cudaMemcpyHostToDevice, s.stream),
           "copy the queries to the GPU");
-    check(cudaMemset(near_n.get(), 0, static_cast<std::size_t>(b) * plan.slots * sizeof(int)), "reset the heaps");
-    check(cudaMemset(far_n.get(), 0, static_cast<std::size_t>(b) * plan.slots * sizeof(int)), "reset the heaps");
+    if (plan.gemm) {
+      const int64_t count = b * stride_;
+      cd::prescale_queries<<<static_cast<unsigned>(std::min<int64_t>((count + 255) / 256, 4096)), 256, 0,
+                             s.stream>>>(s.q.as<float>(), count, s.q16.as<__half>());
+      check(cudaGetLastError(), "launch the query conversion");
+    }
+    const auto pair_blocks = static_cast<unsigned>((2 * b + 127) / 128);
+    cd::reset_heaps<<<pair_blocks, 128, 0, s.stream>>>(b, kn, kf, s.sizes.as<int>(), s.thresholds.as<float>(),
+                                                       s.cand_count.as<uint32_t>());
+    check(cudaGetLastError(), "launch the heap reset");
 
-    // Same tiling as the CPU: fixed tiles of each canonical range, so ids are global row ids.
     for (const auto& r : rs) {
-      for (int64_t t0 = r.start; t0 < r.end; t0 += plan.tile_cols) {
-        const int64_t cols = std::min(plan.tile_cols, r.end - t0);
-        const dim3 score_grid(static_cast<unsigned>((cols + cuda_detail::kScoreCols - 1) / cuda_detail::kScoreCols),
-                              static_cast<unsigned>((b + cuda_detail::kScoreRows - 1) / cuda_detail::kScoreRows));
-        cuda_detail::score_tile<<<score_grid, cuda_detail::kScoreThreads>>>(
-            dq.get(), b, rows_ + t0 * stride_, cols, stride_, scores.get(), plan.tile_cols);
-        check(cudaGetLastError(), "launch the score kernel");
-        cuda_detail::select_tile<<<static_cast<unsigned>(b), static_cast<unsigned>(plan.slots)>>>(
-            scores.get(), plan.tile_cols, cols, t0, heaps);
+      for (int64_t t0 = r.start; t0 < r.end; t0 += T) {
+        const int64_t cols = std::min(T, r.end - t0);
+        const uint16_t* xt = s.rows.as<uint16_t>() + t0 * stride_;
+        // ---- the score tile: [query][column], T floats apart ----
+        if (plan.gemm) {
+          cd::check_cublas(blas->gemm_ex(s.handle, CUBLAS_OP_T, CUBLAS_OP_N, cols, b, stride_, &alpha, xt,
+                                         CUDA_R_16F, stride_, s.q16.p, CUDA_R_16F, stride_, &beta, s.tile.p,
+                                         CUDA_R_32F, T, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                           "score a tile (GemmEx)");
+        } else {
+          const auto grid = static_cast<unsigned>((2 * cols + cd::kExactThreads - 1) / cd::kExactThreads);
+          for (int64_t g0 = 0; g0 < b; g0 += cd::kMaxExactGroup) {
+            const int g = static_cast<int>(std::min<int64_t>(cd::kMaxExactGroup, b - g0));
+            const float* qg = s.q.as<float>() + g0 * stride_;
+            float* out_g = s.tile.as<float>() + g0 * T;
+#define GEORAG_EXACT_CASE(G)                                                                                 \
+  case G:                                                                                                    \
+    cd::exact_tile<G><<<grid, cd::kExactThreads, 0, s.stream>>>(xt, cols, stride_, qg, stride_, out_g, T); \
+    break;
+            switch (g) {
+              GEORAG_EXACT_CASE(1)
+              GEORAG_EXACT_CASE(2)
+              GEORAG_EXACT_CASE(3)
+              GEORAG_EXACT_CASE(4)
+              GEORAG_EXACT_CASE(5)
+              GEORAG_EXACT_CASE(6)
+              GEORAG_EXACT_CASE(7)
+              default:
+                GEORAG_EXACT_CASE(8)
+            }
+#undef GEORAG_EXACT_CASE
+            check(cudaGetLastError(), "launch the exact scoring kernel");
+          }
+        }
+        // ---- select, re-score (GEMM path), merge ----
+        cd::TileArgs a{s.tile.as<float>(),
+                       T,
+                       cols,
+                       t0,
+                       normalize_ ? s.scale.as<float>() + t0 : nullptr,
+                       plan.gemm ? s.norm.as<float>() + t0 : nullptr,
+                       R,
+                       F,
+                       kn,
+                       kf,
+                       b,
+                       s.cand_cols.as<int32_t>(),
+                       s.cand_scores.as<float>(),
+                       s.cand_count.as<uint32_t>(),
+                       T,
+                       s.thresholds.as<float>()};
+        const dim3 sel_grid(static_cast<unsigned>((cols + cd::kSliceCols - 1) / cd::kSliceCols),
+                            static_cast<unsigned>(b), 2);
+        cd::select_tile<<<sel_grid, cd::kSelectThreads, 0, s.stream>>>(a);
         check(cudaGetLastError(), "launch the selection kernel");
+        if (plan.gemm) {
+          cd::rescore<<<dim3(kRescoreBlocksPerList, static_cast<unsigned>(b), 2), cd::kRescoreThreads, 0,
+                        s.stream>>>(a, xt, stride_, s.q.as<float>());
+          check(cudaGetLastError(), "launch the re-scoring kernel");
+        }
+        cd::merge<<<pair_blocks, 128, 0, s.stream>>>(a, s.near_s.as<float>(), s.near_i.as<int64_t>(),
+                                                     s.far_s.as<float>(), s.far_i.as<int64_t>(), s.sizes.as<int>());
+        check(cudaGetLastError(), "launch the merge kernel");
       }
     }
+    cd::drain<<<pair_blocks, 128, 0, s.stream>>>(b, kn, kf, s.near_s.as<float>(), s.near_i.as<int64_t>(),
+                                                 s.far_s.as<float>(), s.far_i.as<int64_t>(), s.sizes.as<int>());
+    check(cudaGetLastError(), "launch the drain kernel");
 
-    const auto merge_blocks = static_cast<unsigned>((b + kMergeThreads - 1) / kMergeThreads);
-    if (kn > 0) {
-      cuda_detail::merge_slots<NearOrder><<<merge_blocks, kMergeThreads>>>(
-          b, plan.slots, near_s.get(), near_i.get(), near_n.get(), kn, out_near_s.get(), out_near_i.get());
-      check(cudaGetLastError(), "launch the nearest merge kernel");
+    // ---- results: one copy per array into the pinned buffer, one stream sync, then the caller's rows ----
+    auto* hs_n = s.h_out.as<float>();
+    auto* hs_f = hs_n + b * kn;
+    const std::size_t ids_at = (static_cast<std::size_t>(b) * (kn + kf) * 4 + 7) / 8 * 8;
+    auto* hi_n = reinterpret_cast<int64_t*>(s.h_out.as<char>() + ids_at);
+    auto* hi_f = hi_n + b * kn;
+    const auto bs = static_cast<std::size_t>(b);
+    if (kn) {
+      check(cudaMemcpyAsync(hs_n, s.near_s.p, bs * kn * 4, cudaMemcpyDeviceToHost, s.stream), "copy scores back");
+      check(cudaMemcpyAsync(hi_n, s.near_i.p, bs * kn * 8, cudaMemcpyDeviceToHost, s.stream), "copy ids back");
     }
-    if (kf > 0) {
-      cuda_detail::merge_slots<FarOrder><<<merge_blocks, kMergeThreads>>>(
-          b, plan.slots, far_s.get(), far_i.get(), far_n.get(), kf, out_far_s.get(), out_far_i.get());
-      check(cudaGetLastError(), "launch the farthest merge kernel");
+    if (kf) {
+      check(cudaMemcpyAsync(hs_f, s.far_s.p, bs * kf * 4, cudaMemcpyDeviceToHost, s.stream), "copy scores back");
+      check(cudaMemcpyAsync(hi_f, s.far_i.p, bs * kf * 8, cudaMemcpyDeviceToHost, s.stream), "copy ids back");
     }
-    check(cudaDeviceSynchronize(), "run the search kernels");
-    copy_out(out_near_s.get(), out_near_i.get(), b, kn, params.k_near, out.near_scores + q0 * params.k_near,
-             out.near_ids + q0 * params.k_near);
-    copy_out(out_far_s.get(), out_far_i.get(), b, kf, params.k_far, out.far_scores + q0 * params.k_far,
-             out.far_ids + q0 * params.k_far);
+    check(cudaStreamSynchronize(s.stream), "run the search");
+    for (int64_t i = 0; i < b; ++i) {
+      for (int64_t j = 0; j < params.k_near; ++j) {
+        const bool kept = j < kn;
+        out.near_scores[(q0 + i) * params.k_near + j] = kept ? hs_n[i * kn + j] : std::numeric_limits<float>::quiet_NaN();
+        out.near_ids[(q0 + i) * params.k_near + j] = kept ? hi_n[i * kn + j] : -1;
+      }
+      for (int64_t j = 0; j < params.k_far; ++j) {
+        const bool kept = j < kf;
+        out.far_scores[(q0 + i) * params.k_far + j] = kept ? hs_f[i * kf + j] : std::numeric_limits<float>::quiet_NaN();
+        out.far_ids[(q0 + i) * params.k_far + j] = kept ? hi_f[i * kf + j] : -1;
+      }
+    }
   }
 }
 

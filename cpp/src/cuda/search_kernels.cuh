@@ -1,146 +1,218 @@
-// Internal to the CUDA variant: the three kernels of one search. NOT YET RUN ON A GPU by the project.
-//   score_tile   : scores[q][c] = <query q, database row row0 + c> for a block of queries and a tile of rows
-//   select_tile  : feeds a score tile to per-(query, slot) heaps that live in global memory across tiles
-//   merge_slots  : per query, merges the slot heaps into the final sorted top-k
-// Selection uses georag::BoundedHeap from topk.hpp, the same code as the CPU path.
+// Internal to the CUDA variant: the kernels of one search. NOT RUN ON A GPU by the project yet.
+// The arithmetic and the selection logic are certified.hpp's __host__ __device__ functions, the same code the
+// CPU twin (twin.cpp) runs; here they are only spread over threads.
+//   prescale_queries : float32 normalized queries -> float16(2^14 q) for the GEMM (cuBLAS, float32 accumulation)
+//   exact_tile<G>    : the small-batch path: exact float32 scores of a tile of rows for G <= 8 queries, two
+//                      threads per row, 16-byte loads: it streams the float16 rows once
+//   select_tile      : many blocks per query: each block selects the candidates of one slice of one query's
+//                      row of the score tile, for one side (certified.hpp select_slice)
+//   rescore          : the GEMM path's candidates re-scored exactly (two threads per candidate)
+//   merge            : one thread per (query, side) pushes the tile's candidates into the running top k
+//   drain            : sorted output, best first, as the CPU's drain_sorted
 #pragma once
+
+#include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "cuda/certified.hpp"
 #include "georag/topk.hpp"
 
 namespace georag::cuda_detail {
 
-// score_tile: a block computes a kScoreRows x kScoreCols block of scores, kScoreDepth dimensions at a time;
-// each of its 256 threads accumulates 4 x 4 of them in registers.
-constexpr int kScoreRows = 64;   // queries per block
-constexpr int kScoreCols = 64;   // database rows per block
-constexpr int kScoreDepth = 16;  // dimensions per shared-memory step; the row stride is a multiple of 16
-constexpr int kScoreThreads = 256;
+constexpr int kSelectThreads = 256;
+constexpr int kExactThreads = 256;    // 128 rows per block, two threads per row
+constexpr int kRescoreThreads = 256;  // 128 candidates per block step
+constexpr int kMaxExactGroup = 8;     // queries per exact_tile pass
 
-// queries: nq rows, database: cols rows (the tile's first row), both `stride` floats apart, zero-padded, so
-// the depth loop needs no tail. out[q * ld + c]. Summation is float32 in an order that differs from the CPU
-// kernels, so scores may differ from georag::FlatIndex in the last bits.
-__global__ void __launch_bounds__(kScoreThreads)
-    score_tile(const float* __restrict__ queries, int64_t nq, const float* __restrict__ database, int64_t cols,
-               int64_t stride, float* __restrict__ out, int64_t ld) {
-  // +1 column of padding keeps the transposed stores free of most shared-memory bank conflicts.
-  __shared__ float qs[kScoreDepth][kScoreRows + 1];
-  __shared__ float xs[kScoreDepth][kScoreCols + 1];
-  const int tid = static_cast<int>(threadIdx.x);
-  const int tx = tid % 16;  // this thread's columns: tx, tx + 16, tx + 32, tx + 48
-  const int ty = tid / 16;  // this thread's queries: ty, ty + 16, ty + 32, ty + 48
-  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * kScoreRows;
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kScoreCols;
-
-  float acc[4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
-
-  for (int64_t t0 = 0; t0 < stride; t0 += kScoreDepth) {
-    // Each thread loads 4 query values and 4 row values; 16 consecutive threads read one 64-byte segment.
-    for (int e = tid; e < kScoreRows * kScoreDepth; e += kScoreThreads) {
-      const int m = e / kScoreDepth;
-      const int kk = e % kScoreDepth;
-      const int64_t q = q0 + m;
-      const int64_t c = c0 + m;
-      qs[kk][m] = q < nq ? queries[q * stride + t0 + kk] : 0.f;
-      xs[kk][m] = c < cols ? database[c * stride + t0 + kk] : 0.f;
+// A block of threads as certified.hpp's Exec: block sums, shared-memory histograms, block-wide reservation
+// of output slots (one atomicAdd per block).
+struct DeviceExec {
+  uint32_t* scratch;  // kSelectThreads / 32 + 1 words of shared memory
+  __device__ int tid() const { return static_cast<int>(threadIdx.x); }
+  __device__ int nthreads() const { return static_cast<int>(blockDim.x); }
+  __device__ void sync() { __syncthreads(); }
+  __device__ void hist_add(uint32_t* bin) { atomicAdd(bin, 1u); }
+  __device__ uint32_t sum(uint32_t v) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = tid() / 32, lane = tid() % 32, warps = nthreads() / 32;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    uint32_t total = 0;
+    for (int w = 0; w < warps; ++w) total += scratch[w];
+    __syncthreads();
+    return total;
+  }
+  // Exclusive prefix of n over the block, offset by one atomicAdd of the block's total on *counter.
+  __device__ uint32_t reserve(uint32_t n, uint32_t* counter) {
+    const int warp = tid() / 32, lane = tid() % 32, warps = nthreads() / 32;
+    uint32_t incl = n;
+    for (int o = 1; o < 32; o *= 2) {
+      const uint32_t up = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += up;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kScoreDepth; ++kk) {
-      float a[4];
-      float b[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = qs[kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) b[j] = xs[kk][tx + 16 * j];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    if (lane == 31) scratch[warp] = incl;
+    __syncthreads();
+    if (tid() == 0) {
+      uint32_t run = 0;
+      for (int w = 0; w < warps; ++w) {
+        const uint32_t c = scratch[w];
+        scratch[w] = run;
+        run += c;
+      }
+      scratch[warps] = run ? atomicAdd(counter, run) : 0u;
     }
     __syncthreads();
+    const uint32_t at = scratch[warps] + scratch[warp] + incl - n;
+    __syncthreads();
+    return at;
   }
-
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t q = q0 + ty + 16 * i;
-    if (q >= nq) continue;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t c = c0 + tx + 16 * j;
-      if (c < cols) out[q * ld + c] = acc[i][j];
-    }
-  }
-}
-
-// The selection state of a block of queries: for each (query, slot) one near heap of capacity kn and one far
-// heap of capacity kf, stored contiguously at index (query * slots + slot) * capacity, plus their sizes.
-struct SlotHeaps {
-  float* near_scores;
-  int64_t* near_ids;
-  int* near_sizes;
-  int kn;
-  float* far_scores;
-  int64_t* far_ids;
-  int* far_sizes;
-  int kf;
-  int slots;
 };
 
-// One block per query, one thread per slot. Slot s reads columns s, s + slots, ... of the query's score row
-// (consecutive slots read consecutive columns, so the loads coalesce) and keeps its own near and far heaps,
-// whose sizes persist in global memory between tiles. Column j is database row id0 + j.
-__global__ void select_tile(const float* __restrict__ scores, int64_t ld, int64_t cols, int64_t id0,
-                            SlotHeaps heaps) {
-  const int slot = static_cast<int>(threadIdx.x);
-  if (slot >= heaps.slots) return;
-  const int64_t q = blockIdx.x;
-  const int64_t h = q * heaps.slots + slot;
-  BoundedHeap<NearOrder> near(heaps.near_scores + h * heaps.kn, heaps.near_ids + h * heaps.kn, heaps.kn);
-  BoundedHeap<FarOrder> far(heaps.far_scores + h * heaps.kf, heaps.far_ids + h * heaps.kf, heaps.kf);
-  near.size = heaps.near_sizes[h];
-  far.size = heaps.far_sizes[h];
-  float near_thr = near.threshold();
-  float far_thr = far.threshold();
-  const float* row = scores + q * ld;
-  for (int64_t j = slot; j < cols; j += heaps.slots) {
-    const float v = row[j];
-    if (NearOrder::may_enter(v, near_thr)) {
-      near.push(v, id0 + j);
-      near_thr = near.threshold();
-    }
-    if (FarOrder::may_enter(v, far_thr)) {
-      far.push(v, id0 + j);
-      far_thr = far.threshold();
-    }
-  }
-  heaps.near_sizes[h] = near.size;
-  heaps.far_sizes[h] = far.size;
+// q16[i] = float16_rn(2^14 q[i]) for the nq x stride query block (zero padding stays zero).
+__global__ void prescale_queries(const float* __restrict__ q, int64_t count, __half* __restrict__ q16) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    q16[i] = __float2half_rn(q[i] * kQueryPrescale);
 }
 
-// One thread per query: pushes every slot's candidates into a heap of capacity k over the query's output row
-// and drains it sorted, best first (in place, as the CPU merge does). The order is total (score, then id),
-// so the result does not depend on how columns were split among slots.
-template <class Order>
-__global__ void merge_slots(int64_t nq, int slots, const float* __restrict__ heap_scores,
-                            const int64_t* __restrict__ heap_ids, const int* __restrict__ heap_sizes, int k,
-                            float* out_scores, int64_t* out_ids) {
-  const int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (q >= nq) return;
-  float* row_s = out_scores + q * k;
-  int64_t* row_i = out_ids + q * k;
-  BoundedHeap<Order> out(row_s, row_i, k);
-  for (int s = 0; s < slots; ++s) {
-    const int64_t h = q * slots + s;
-    const int n = heap_sizes[h];
-    for (int j = 0; j < n; ++j) out.push(heap_scores[h * k + j], heap_ids[h * k + j]);
+// Exact scores of rows [0, rows) of a tile (x: its first row; rows `stride` halves apart) against G queries:
+// out[g * ld + row] = the exact unscaled dot product (bit-identical to the CPU's). Two threads per row.
+template <int G>
+__global__ void __launch_bounds__(kExactThreads)
+    exact_tile(const uint16_t* __restrict__ x, int64_t rows, int64_t stride, const float* __restrict__ q,
+               int64_t qstride, float* __restrict__ out, int64_t ld) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 2;
+  const int h = static_cast<int>(threadIdx.x & 1u);
+  const bool live = row < rows;
+  float part[G];
+  if (live) half_lanes<G>(x + row * stride, q, qstride, stride, h, part);
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float other = __shfl_xor_sync(0xffffffffu, live ? part[g] : 0.f, 1);
+    if (live && h == 0) out[g * ld + row] = add_rn(part[g], other);
   }
-  out.drain_sorted(row_s, row_i);
+}
+
+// Everything the per-tile kernels of one query block need.
+struct TileArgs {
+  const float* scores;   // qb rows of `ld` floats: the score tile
+  int64_t ld;
+  int64_t cols;          // columns of this tile
+  int64_t id0;           // global row of column 0
+  const float* scale;    // per-row scales from the tile's first row, or null
+  const float* norm;     // per-row norms from the tile's first row (GEMM path), or null
+  float R;
+  float F;
+  int kn;
+  int kf;
+  int64_t qb;
+  int32_t* cand_cols;    // [side][query][cols capacity]
+  float* cand_scores;
+  uint32_t* cand_count;  // [side][query]
+  int64_t cand_cap;
+  float* thresholds;     // [side][query]
+};
+
+// grid (slices, qb, 2 sides). Each block selects one slice of one query's row for one side.
+__global__ void __launch_bounds__(kSelectThreads) select_tile(TileArgs a) {
+  __shared__ SliceShared sh;
+  __shared__ uint32_t scratch[kSelectThreads / 32 + 1];
+  const int64_t q = blockIdx.y;
+  const int side = static_cast<int>(blockIdx.z);
+  const int k = side == 0 ? a.kn : a.kf;
+  if (k == 0) return;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kSliceCols;
+  if (c0 >= a.cols) return;
+  const int64_t list = side * a.qb + q;
+  SliceInput in{a.scores + q * a.ld, a.scale,          a.norm,
+                a.R,                 a.F,              a.thresholds[list],
+                k,                   c0,               c0 + kSliceCols < a.cols ? c0 + kSliceCols : a.cols};
+  CandidateList out{a.cand_cols + list * a.cand_cap, a.cand_scores + list * a.cand_cap, a.cand_count + list};
+  DeviceExec ex{scratch};
+  if (side == 0)
+    select_slice<NearOrder>(ex, sh, in, out);
+  else
+    select_slice<FarOrder>(ex, sh, in, out);
+}
+
+// grid (X, qb, 2 sides): the candidates of the GEMM path re-scored exactly: fl(exact dot x scale), the same
+// arithmetic as exact_tile (two threads per candidate, one shuffle for the last tree level).
+__global__ void __launch_bounds__(kRescoreThreads)
+    rescore(TileArgs a, const uint16_t* __restrict__ x, int64_t stride, const float* __restrict__ q) {
+  const int64_t query = blockIdx.y;
+  const int side = static_cast<int>(blockIdx.z);
+  if ((side == 0 ? a.kn : a.kf) == 0) return;
+  const int64_t list = side * a.qb + query;
+  const uint32_t count = a.cand_count[list];
+  const int h = static_cast<int>(threadIdx.x & 1u);
+  const int64_t per_step = static_cast<int64_t>(gridDim.x) * (blockDim.x / 2);
+  // Uniform trip count across the warp so the shuffle sees both threads of every pair.
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 2); base < count; base += per_step) {
+    const int64_t i = base + threadIdx.x / 2;
+    const bool live = i < count;
+    float part = 0.f;
+    int32_t col = 0;
+    if (live) {
+      col = a.cand_cols[list * a.cand_cap + i];
+      half_lanes<1>(x + col * stride, q + query * stride, 0, stride, h, &part);
+    }
+    const float other = __shfl_xor_sync(0xffffffffu, part, 1);
+    if (live && h == 0) {
+      const float dot = add_rn(part, other);
+      a.cand_scores[list * a.cand_cap + i] = a.scale ? mul_rn(dot, a.scale[col]) : dot;
+    }
+  }
+}
+
+// One thread per (query, side): the tile's candidates into the running heap; resets the candidate count.
+__global__ void merge(TileArgs a, float* near_s, int64_t* near_i, float* far_s, int64_t* far_i, int* sizes) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= 2 * a.qb) return;
+  const int side = static_cast<int>(t / a.qb);
+  const int64_t q = t % a.qb;
+  const int k = side == 0 ? a.kn : a.kf;
+  if (k == 0) return;
+  HeapState h{side == 0 ? near_s + q * k : far_s + q * k, side == 0 ? near_i + q * k : far_i + q * k, sizes + t,
+              a.thresholds + t, k};
+  const int32_t* cols = a.cand_cols + t * a.cand_cap;
+  const float* scores = a.cand_scores + t * a.cand_cap;
+  if (side == 0)
+    merge_candidates<NearOrder>(h, cols, scores, a.cand_count[t], a.id0);
+  else
+    merge_candidates<FarOrder>(h, cols, scores, a.cand_count[t], a.id0);
+  a.cand_count[t] = 0;
+}
+
+// One thread per (query, side): empty heaps, thresholds that let everything through.
+__global__ void reset_heaps(int64_t qb, int kn, int kf, int* sizes, float* thresholds, uint32_t* counts) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= 2 * qb) return;
+  const bool near = t < qb;
+  const int k = near ? kn : kf;
+  sizes[t] = 0;
+  counts[t] = 0;
+  thresholds[t] = k == 0 ? (near ? NearOrder::never() : FarOrder::never())
+                         : (near ? NearOrder::always() : FarOrder::always());
+}
+
+// One thread per (query, side): the heap drained in place, best first (padding past the kept count).
+__global__ void drain(int64_t qb, int kn, int kf, float* near_s, int64_t* near_i, float* far_s, int64_t* far_i,
+                      int* sizes) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= 2 * qb) return;
+  if (t < qb) {
+    BoundedHeap<NearOrder> h(near_s + t * kn, near_i + t * kn, kn);
+    h.size = sizes[t];
+    h.drain_sorted(near_s + t * kn, near_i + t * kn);
+  } else {
+    const int64_t q = t - qb;
+    BoundedHeap<FarOrder> h(far_s + q * kf, far_i + q * kf, kf);
+    h.size = sizes[t];
+    h.drain_sorted(far_s + q * kf, far_i + q * kf);
+  }
 }
 
 }  // namespace georag::cuda_detail

@@ -1,12 +1,15 @@
-"""Exact contrastive search with the database resident on a GPU (``georag._core`` built with CUDA).
+"""Exact contrastive search with float16 rows resident on a GPU (``georag._core`` built with CUDA).
 
-NOT YET RUN ON A GPU: the CUDA kernels compile and mirror the CPU search, but the project has not
-run them on a device yet. Prefer :class:`georag.search.flat.FlatIndex` where results matter until
-they have been checked on one.
+NOT RUN ON A GPU by the project yet: the CUDA kernels compile, and their selection and certification code
+is the code of the CPU twin (``georag._core._cuda_twin_search``) that tests/test_cuda_twin.py checks
+against the CPU index bit for bit, but the device path itself has not run on a device. Prefer
+:class:`georag.search.flat.FlatIndex` where results matter until it has been checked on one.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from types import ModuleType
 
 import numpy as np
@@ -16,6 +19,22 @@ from georag.errors import MissingDependencyError
 from georag.search.core_backed import CoreBacked
 
 _REBUILD = "rebuild with a CUDA toolkit: GEORAG_CUDA=ON pip install ."
+
+
+def cublas_dirs() -> list[str]:
+    """Folders of the ``nvidia-cublas`` wheel's ``libcublas.so.*`` (``nvidia/cu13/lib`` or
+    ``nvidia/cublas/lib``) in this environment, found without importing anything; empty when the wheel is
+    not installed (the core then tries the system loader path)."""
+    spec = importlib.util.find_spec("nvidia")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    found = []
+    for root in spec.submodule_search_locations:
+        for sub in ("cu13", "cublas"):
+            lib = os.path.join(root, sub, "lib")
+            if os.path.isdir(lib) and any(f.startswith("libcublas.so") for f in os.listdir(lib)):
+                found.append(lib)
+    return found
 
 
 def cuda_core() -> ModuleType:
@@ -33,25 +52,39 @@ def cuda_core() -> ModuleType:
         raise MissingDependencyError(
             f"CudaFlatIndex needs a CUDA device: {why}; use georag.FlatIndex on the CPU"
         )
+    setter = getattr(_core, "cuda_set_cublas_dirs", None)
+    if setter is not None:
+        setter(cublas_dirs())
     return _core
 
 
 class CudaFlatIndex(CoreBacked):
-    """Exact k-nearest AND k-farthest search by cosine similarity on one GPU. NOT YET RUN ON A GPU.
+    """Exact k-nearest AND k-farthest search by cosine similarity on one GPU. NOT RUN ON A GPU yet.
 
-    Same contract as :class:`georag.search.flat.FlatIndex`: the (N, d) float32 database is
-    validated and, with ``normalize=True``, L2-normalized on the host (same errors), then copied to
-    ``device``. Queries are normalized on the host in each search. Results have the same ids, order,
-    ties (lower id first) and padding (id -1, score NaN) as the CPU index; the GPU sums dot products
-    in another order, so scores may differ in the last bits and two rows whose scores are equal
-    within float rounding may swap places.
+    The rows live on the device as float16 (10M x 1152 takes 23.0 GB, plus 8 bytes per row and a search
+    workspace of about 0.2 GB: ``georag._core.cuda_memory_estimate``):
 
-    Raises MissingDependencyError when ``georag._core`` was built without CUDA or no device is
-    usable. ``search`` and ``search_raw`` take one tuning keyword, ``tile_rows`` (rows per device
-    tile; default 0, automatic).
+    * a float16 array is kept as given, with a float32 scale (1 / norm) per row when ``normalize=True``:
+      exactly the CPU ``FlatIndex(array)`` over the same array;
+    * a float32 array is checked and L2-normalized as the CPU index does it (same errors), rounded to float16
+      and then treated as above: exactly ``FlatIndex(FlatIndex(array).vectors().astype(np.float16))``. With
+      ``normalize=False`` a value beyond the float16 range is refused (ValueError).
+
+    Rows are uploaded chunk by chunk through a reused pinned buffer (no full host copy). Results: the same
+    ids, order, ties (lower id first), padding (id -1, score NaN) and float32 scores, bit for bit, as the CPU
+    index over those float16 rows on an AVX-512/AVX2 CPU (the GPU sums in the CPU kernel's lane order with
+    FMAs). Batches of at least ``gemm_min_batch`` queries (default 8) score tiles with cuBLAS on tensor cores
+    and re-score exactly every row within a proven error bound of a threshold (cpp/src/cuda/certified.hpp);
+    smaller batches stream the rows once with an exact kernel and need no cuBLAS. The GEMM path loads cuBLAS
+    at its first use: ``pip install nvidia-cublas`` (MissingDependencyError otherwise).
+
+    Each index has its own CUDA stream and workspace; concurrent searches on one index are serialized.
+    Raises MissingDependencyError when ``georag._core`` was built without CUDA or no device is usable.
+    ``search`` and ``search_raw`` take two tuning keywords: ``tile_rows`` (rows per device tile; default 0,
+    automatic) and ``gemm_min_batch`` (default 0 = 8).
     """
 
-    tuning_keywords = ("tile_rows",)
+    tuning_keywords = ("tile_rows", "gemm_min_batch")
 
     def __init__(
         self,
@@ -60,17 +93,19 @@ class CudaFlatIndex(CoreBacked):
         *,
         device: int = 0,
     ) -> None:
-        """Builds the index from an (N, d) float32 or float16 array on CUDA device ``device`` (as the CPU
-        `FlatIndex` takes them; the device keeps float32 rows for now, so float16 is widened, exactly)."""
+        """Builds the index from an (N, d) float32 or float16 array on CUDA device ``device``."""
         core = cuda_core()
-        if isinstance(vectors, np.ndarray) and vectors.dtype == np.float16:
-            vectors = vectors.astype(np.float32)
         self._core = core.CudaFlatIndex(vectors, normalize=normalize, device=device)
 
     @property
     def device(self) -> int:
         """The CUDA device holding the database."""
         return int(self._core.device)
+
+    @property
+    def device_bytes(self) -> int:
+        """Device bytes held by the rows and per-row arrays plus the current search workspace."""
+        return int(self._core.row_bytes) + int(self._core.workspace_bytes)
 
     def __repr__(self) -> str:
         return f"CudaFlatIndex(ntotal={self.ntotal}, dim={self.dim}, device={self.device})"

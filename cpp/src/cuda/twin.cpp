@@ -1,0 +1,204 @@
+// The CPU twin of the CUDA search: the device driver's steps, in the same order, on the host, calling the
+// same certified.hpp functions the kernels call (select_slice, half_lanes, merge_candidates), with the
+// tensor-core GEMM emulated. Compiled with -ffp-contract=off (GeoragCuda.cmake) so no multiply-add is fused
+// behind the code's back: the exact path's FMAs are explicit.
+#include "georag/cuda_twin.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/certified.hpp"
+#include "cuda/rows.hpp"
+#include "georag/topk.hpp"
+
+namespace georag::cuda_detail {
+namespace {
+
+int heap_capacity(int64_t k, int64_t searchable, const char* name) {
+  if (k < 0) throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(k));
+  if (k > INT_MAX) throw std::invalid_argument(std::string(name) + " is too large: " + std::to_string(k));
+  return static_cast<int>(std::min(k, searchable));
+}
+
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+TwinStats cuda_twin_search(const uint16_t* rows, int64_t n, int64_t d, bool normalize, const float* queries,
+                           int64_t nq, const SearchParams& params, const SearchOutput& out,
+                           const std::vector<RowRange>* ranges, const TwinOptions& opt) {
+  if (opt.approx != "exact" && opt.approx != "fp16-gemm" && opt.approx != "adversarial")
+    throw std::invalid_argument("approx must be 'exact', 'fp16-gemm' or 'adversarial', got '" + opt.approx + "'");
+  if (d <= 0) throw std::invalid_argument("the embedding dimension must be > 0, got " + std::to_string(d));
+  // ---- build: as CudaFlatIndex packs its rows (here in one chunk) ----
+  const int64_t stride = padded_length(d);
+  std::vector<uint16_t> x(static_cast<std::size_t>(n * stride));
+  std::vector<float> scale(normalize ? static_cast<std::size_t>(n) : 0), norm(static_cast<std::size_t>(n));
+  pack_rows_f16(rows, n, d, stride, normalize, 0, {x.data(), normalize ? scale.data() : nullptr, norm.data()});
+  const float* sc = normalize ? scale.data() : nullptr;
+
+  // ---- search: the same checks, in the same order, as CudaFlatIndex::search ----
+  if (nq < 0) throw std::invalid_argument("the number of queries must be >= 0");
+  if (params.tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
+  const std::vector<RowRange> rs = ranges ? canonical_ranges(*ranges, n) : std::vector<RowRange>{{0, n}};
+  int64_t searchable = 0, longest = 0;
+  for (const auto& r : rs) {
+    searchable += r.end - r.start;
+    longest = std::max(longest, r.end - r.start);
+  }
+  const int kn = heap_capacity(params.k_near, searchable, "k_near");
+  const int kf = heap_capacity(params.k_far, searchable, "k_far");
+  std::vector<float> qn(static_cast<std::size_t>(nq * stride));
+  normalize_queries(queries, nq, d, stride, qn.data());
+  TwinStats st;
+  st.error_bound = gemm_error_rel(stride);
+  if (nq == 0) return st;
+
+  const bool want_gemm = opt.approx != "exact";
+  const int64_t tile_rows = opt.tile_rows > 0 ? opt.tile_rows : params.tile_rows;
+  SearchPlan plan = make_plan(nq, kn, kf, longest, stride, tile_rows, want_gemm ? 1 : INT64_MAX, opt.l2_bytes);
+  st.gemm = plan.gemm;
+  const int64_t qbmax = plan.query_block, T = plan.tile_cols;
+  std::vector<float> tile(static_cast<std::size_t>(qbmax * T));
+  std::vector<int32_t> cand_cols(static_cast<std::size_t>(2 * qbmax * T));
+  std::vector<float> cand_scores(cand_cols.size());
+  std::vector<uint32_t> cand_count(static_cast<std::size_t>(2 * qbmax));
+  std::vector<float> thresholds(cand_count.size());
+  std::vector<int> sizes(cand_count.size());
+  std::vector<float> near_s(static_cast<std::size_t>(qbmax) * kn), far_s(static_cast<std::size_t>(qbmax) * kf);
+  std::vector<int64_t> near_i(near_s.size()), far_i(far_s.size());
+  std::vector<uint16_t> q16(static_cast<std::size_t>(qbmax * stride));
+  uint64_t rng = opt.seed;
+
+  for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
+    const int64_t qb = std::min(qbmax, nq - q0);
+    const float* q = qn.data() + q0 * stride;
+    float R = 0.f, F = 0.f;
+    if (plan.gemm) {  // the bound's query norm: the block's largest, in float64, rounded up
+      double qmax = 0.0;
+      for (int64_t i = 0; i < qb; ++i) {
+        double ss = 0.0;
+        for (int64_t j = 0; j < stride; ++j) ss += static_cast<double>(q[i * stride + j]) * q[i * stride + j];
+        qmax = std::max(qmax, std::sqrt(ss));
+      }
+      R = static_cast<float>(gemm_error_rel(stride) * qmax * (1 + 1e-6));
+      F = static_cast<float>(gemm_error_floor(stride));
+      for (int64_t i = 0; i < qb * stride; ++i) q16[static_cast<std::size_t>(i)] = float_to_half_rn(q[i] * kQueryPrescale);
+    }
+    for (int64_t t = 0; t < 2 * qb; ++t) {  // reset_heaps
+      const bool near = t < qb;
+      const int k = near ? kn : kf;
+      sizes[t] = 0;
+      cand_count[t] = 0;
+      thresholds[t] = k == 0 ? (near ? NearOrder::never() : FarOrder::never())
+                             : (near ? NearOrder::always() : FarOrder::always());
+    }
+    for (const auto& r : rs) {
+      for (int64_t t0 = r.start; t0 < r.end; t0 += T) {
+        const int64_t cols = std::min(T, r.end - t0);
+        const uint16_t* xt = x.data() + t0 * stride;
+        ++st.tiles;
+        // ---- the score tile ----
+        for (int64_t i = 0; i < qb; ++i) {
+          for (int64_t j = 0; j < cols; ++j) {
+            const uint16_t* xr = xt + j * stride;
+            float s;
+            if (!plan.gemm) {  // exact_tile: the two halves of the pair, then the last tree level
+              float a = 0.f, b = 0.f;
+              half_lanes<1>(xr, q + i * stride, 0, stride, 0, &a);
+              half_lanes<1>(xr, q + i * stride, 0, stride, 1, &b);
+              s = add_rn(a, b);
+            } else if (opt.approx == "fp16-gemm") {  // float16 products (exact in float32), reverse order
+              float acc = 0.f;
+              for (int64_t e = stride - 1; e >= 0; --e)
+                acc = add_rn(acc, mul_rn(half_bits_to_float(q16[static_cast<std::size_t>(i * stride + e)]),
+                                         half_bits_to_float(xr[e])));
+              s = mul_rn(acc, kQueryPostscale);
+            } else {  // adversarial: exact +- 0.95 of the bound (the bound R already carries its margin)
+              float a = 0.f, b = 0.f;
+              half_lanes<1>(xr, q + i * stride, 0, stride, 0, &a);
+              half_lanes<1>(xr, q + i * stride, 0, stride, 1, &b);
+              const float e = 0.95f * (R * norm[t0 + j] + F) / 1.0625f;
+              s = add_rn(a, b) + ((splitmix(rng) & 1u) ? e : -e);
+            }
+            tile[static_cast<std::size_t>(i * T + j)] = s;
+          }
+        }
+        // ---- select_tile: every (slice, query, side) ----
+        const float Rs = static_cast<float>(R * opt.bound_scale), Fs = static_cast<float>(F * opt.bound_scale);
+        for (int side = 0; side < 2; ++side) {
+          const int k = side == 0 ? kn : kf;
+          if (k == 0) continue;
+          for (int64_t i = 0; i < qb; ++i) {
+            const int64_t list = side * qb + i;
+            for (int64_t c0 = 0; c0 < cols; c0 += kSliceCols) {
+              SliceShared sh;
+              HostExec ex;
+              SliceInput in{tile.data() + i * T, sc ? sc + t0 : nullptr, plan.gemm ? norm.data() + t0 : nullptr,
+                            Rs, Fs, thresholds[list], k, c0, std::min(cols, c0 + kSliceCols)};
+              CandidateList cl{cand_cols.data() + list * T, cand_scores.data() + list * T, &cand_count[list]};
+              if (side == 0)
+                select_slice<NearOrder>(ex, sh, in, cl);
+              else
+                select_slice<FarOrder>(ex, sh, in, cl);
+            }
+            st.candidates += cand_count[list];
+            // ---- rescore (GEMM path) ----
+            if (plan.gemm)
+              for (uint32_t c = 0; c < cand_count[list]; ++c) {
+                const int32_t col = cand_cols[list * T + c];
+                cand_scores[list * T + c] =
+                    exact_score_host(xt + static_cast<int64_t>(col) * stride, q + i * stride, stride,
+                                     sc ? sc + t0 : nullptr, col);
+              }
+            // ---- merge ----
+            HeapState h{side == 0 ? near_s.data() + i * kn : far_s.data() + i * kf,
+                        side == 0 ? near_i.data() + i * kn : far_i.data() + i * kf, &sizes[list], &thresholds[list],
+                        k};
+            if (side == 0)
+              merge_candidates<NearOrder>(h, cand_cols.data() + list * T, cand_scores.data() + list * T,
+                                          cand_count[list], t0);
+            else
+              merge_candidates<FarOrder>(h, cand_cols.data() + list * T, cand_scores.data() + list * T,
+                                         cand_count[list], t0);
+            cand_count[list] = 0;
+          }
+        }
+      }
+    }
+    // ---- drain + copy out with padding ----
+    for (int64_t i = 0; i < qb; ++i) {
+      BoundedHeap<NearOrder> hn(near_s.data() + i * kn, near_i.data() + i * kn, kn);
+      hn.size = sizes[i];
+      hn.drain_sorted(near_s.data() + i * kn, near_i.data() + i * kn);
+      BoundedHeap<FarOrder> hf(far_s.data() + i * kf, far_i.data() + i * kf, kf);
+      hf.size = sizes[qb + i];
+      hf.drain_sorted(far_s.data() + i * kf, far_i.data() + i * kf);
+      for (int64_t j = 0; j < params.k_near; ++j) {
+        const bool kept = j < kn;
+        out.near_scores[(q0 + i) * params.k_near + j] =
+            kept ? near_s[i * kn + j] : std::numeric_limits<float>::quiet_NaN();
+        out.near_ids[(q0 + i) * params.k_near + j] = kept ? near_i[i * kn + j] : -1;
+      }
+      for (int64_t j = 0; j < params.k_far; ++j) {
+        const bool kept = j < kf;
+        out.far_scores[(q0 + i) * params.k_far + j] =
+            kept ? far_s[i * kf + j] : std::numeric_limits<float>::quiet_NaN();
+        out.far_ids[(q0 + i) * params.k_far + j] = kept ? far_i[i * kf + j] : -1;
+      }
+    }
+  }
+  return st;
+}
+
+}  // namespace georag::cuda_detail
