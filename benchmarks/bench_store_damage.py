@@ -16,11 +16,17 @@ a few of each):
                       to commit shards, then resumed
   kill -9 reorder     `georag index submaps --by country --reorder` killed at a random moment once it has
                       begun to write the reordered shards, then re-run
+  kill -9 locate      `georag locate` over ``--kill-photos`` generated pictures (a tiny SigLIP exported to
+                      ONNX, a store of random rows) killed at a random moment once it has begun to write its
+                      predictions, then re-run (it resumes): knn, and rag against a stand-in
+                      OpenAI-compatible server on 127.0.0.1 (tests/openai_standin.py)
 
 A trial survives when every answer is a StoreError or identical to the intact store's, `verify` never says
 OK about a store that open refuses, and (kills) the store afterwards is the old one or the new one and a
-re-run finishes it identical to an uninterrupted run. Lost: a traceback, or a silently different answer.
-Everything runs in temporary folders on this machine; about 3 minutes with the defaults.
+re-run finishes it identical to an uninterrupted run; for locate, the killed run's CSV and JSONL hold only
+complete rows, each the uninterrupted run's row for that photo, and the re-run's hold every photo once, as
+the uninterrupted run has them. Lost: a traceback, or a silently different answer. Everything runs in
+temporary folders on this machine; about 6 minutes with the defaults on 2 cores.
 
   python benchmarks/bench_store_damage.py [--seeds 10] [--fuzz 2000] [--kills 10] [--json out.json]
 """
@@ -29,10 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,10 +55,9 @@ from georag.store.build import BuildRequest, build_source  # noqa: E402
 from georag.store.partition import make_submaps  # noqa: E402
 from georag.store.store import GeoStore  # noqa: E402
 from georag.store.verify import verify_store  # noqa: E402
+from openai_standin import StandIn  # noqa: E402
 from store_fixtures import write_csv  # noqa: E402
 from timing import log  # noqa: E402
-
-CLI = [sys.executable, "-c", "from georag.cli import main; main()"]
 
 
 @dataclass
@@ -165,49 +167,6 @@ def _equal(a: tuple[object, np.ndarray], b: tuple[object, np.ndarray]) -> bool:
     return bool(a[0].equals(b[0])) and np.array_equal(a[1], b[1])  # type: ignore[attr-defined]
 
 
-def _run_until(
-    cmd: list[str], writing: Callable[[], bool], then: Callable[[subprocess.Popen[bytes]], None]
-) -> int:
-    """Starts ``cmd``, waits until ``writing()`` holds (or the command ended), calls ``then(proc)``, and
-    returns the command's exit status (SIGKILLed, if still running after that)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and not writing() and time.monotonic() < deadline:
-            time.sleep(0.002)
-        then(proc)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return proc.returncode
-
-
-def _window(cmd: list[str], writing: Callable[[], bool]) -> float:
-    """Seconds from the moment ``cmd`` starts writing to its end, in an uninterrupted run."""
-    started: list[float] = []
-
-    def wait(proc: subprocess.Popen[bytes]) -> None:
-        started.append(time.perf_counter())
-        proc.wait()
-
-    _run_until(cmd, writing, wait)
-    return time.perf_counter() - started[0]
-
-
-def _killed(cmd: list[str], writing: Callable[[], bool], window: float, rng: np.random.Generator) -> bool:
-    """Runs ``cmd`` and SIGKILLs it at a random moment of its writing ``window``; True when it was killed
-    (False: it finished first)."""
-
-    def kill(proc: subprocess.Popen[bytes]) -> None:
-        try:
-            proc.wait(timeout=float(rng.uniform(0, window)))
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-
-    return _run_until(cmd, writing, kill) == -signal.SIGKILL
-
-
 def _kill_trials(name: str, count: int, one: Callable[[np.random.Generator], tuple[bool, str]]) -> Row:
     """Trials until ``count`` of them killed the command (at most 3 x ``count`` trials)."""
     row = Row(name)
@@ -236,15 +195,15 @@ def kill_build(root: Path, count: int, rows: int) -> Row:
     build_source(req, add=False)
     reference = _snapshot(root / "ref")
     store = root / "killed"
-    cmd = [*CLI, "index", "build", "--dataset", "im2gps3k", "--metadata", str(meta),
+    cmd = [*dc.CLI, "index", "build", "--dataset", "im2gps3k", "--metadata", str(meta),
            "--from-embeddings", str(emb), "--encoder", "toy/model", "--out", str(store),
            "--shard-rows", str(req.shard_rows)]  # fmt: skip
     writing = (store / "manifest.json").is_file
-    window = _window(cmd, writing)
+    window = dc.writing_window(cmd, writing)
 
     def one(rng: np.random.Generator) -> tuple[bool, str]:
         shutil.rmtree(store, ignore_errors=True)
-        killed = _killed(cmd, writing, window, rng)
+        killed = dc.killed(cmd, writing, window, rng)
         try:
             GeoStore.open(store)
         except StoreError as exc:
@@ -271,18 +230,18 @@ def kill_reorder(root: Path, count: int) -> Row:
     make_submaps(done, "country", reorder=True)
     after = _snapshot(done)
     store = root / "killed-reorder"
-    cmd = [*CLI, "index", "submaps", str(store), "--by", "country", "--reorder"]
+    cmd = [*dc.CLI, "index", "submaps", str(store), "--by", "country", "--reorder"]
 
     def writing() -> bool:
         return any(p.name.startswith("_r") for p in (store / "shards").iterdir())
 
     shutil.copytree(source, store)
-    window = _window(cmd, writing)
+    window = dc.writing_window(cmd, writing)
 
     def one(rng: np.random.Generator) -> tuple[bool, str]:
         shutil.rmtree(store, ignore_errors=True)
         shutil.copytree(source, store)
-        killed = _killed(cmd, writing, window, rng)
+        killed = dc.killed(cmd, writing, window, rng)
         problems = verify_store(store).problems
         if problems:
             return killed, f"the interrupted store is damaged: {problems[:2]}"
@@ -297,6 +256,23 @@ def kill_reorder(root: Path, count: int) -> Row:
         return killed, "" if same else "the re-run differs from an uninterrupted one"
 
     return _kill_trials("kill -9 georag index submaps --reorder", count, one)
+
+
+def kill_locate(root: Path, count: int, photos: int) -> Iterator[Row]:
+    """`georag locate` killed while it writes its predictions, then re-run (it resumes): knn (no LLM), and
+    rag against a stand-in OpenAI-compatible server on 127.0.0.1."""
+    args = dc.locate_setup(root, photos)
+    yield _locate_kills(f"knn, {photos} photos", dc.route_args(args, "knn"), root / "knn", count)
+    with StandIn() as server:
+        rag = dc.route_args(args, "rag", server.url)
+        yield _locate_kills(f"rag, {photos} photos, stand-in LLM", rag, root / "rag", count)
+
+
+def _locate_kills(what: str, args: list[str], root: Path, count: int) -> Row:
+    job = dc.LocateKill.of(args, root)
+    return _kill_trials(
+        f"kill -9 georag locate ({what}), then resume", count, lambda rng: job.trial(root, rng)
+    )
 
 
 def print_table(rows: list[Row]) -> None:
@@ -318,6 +294,7 @@ def main() -> None:
     ap.add_argument("--fuzz", type=int, default=2000, help="manifest mutations")
     ap.add_argument("--kills", type=int, default=10, help="kill -9 trials per command (0: none)")
     ap.add_argument("--kill-rows", type=int, default=20000, help="rows of the store the kills build")
+    ap.add_argument("--kill-photos", type=int, default=300, help="photos of the locate runs the kills kill")
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = ap.parse_args()
     rows: list[Row] = []
@@ -335,6 +312,7 @@ def main() -> None:
             (root / "kills").mkdir()
             rows.append(kill_build(root / "kills", args.kills, args.kill_rows))
             rows.append(kill_reorder(root / "kills", args.kills))
+            rows += list(kill_locate(root / "locate", args.kills, args.kill_photos))
             log(f"kills done, {time.perf_counter() - t0:.0f} s so far")
     print_table(rows)
     if args.json is not None:

@@ -10,8 +10,15 @@ wrong answer).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from georag.errors import StoreError
+from georag.locate.output import CSV_FIELDS
 from georag.store.ann import build_ann
 from georag.store.build import BuildRequest, build_source
 from georag.store.partition import make_submaps
@@ -439,3 +447,208 @@ def _mutate_text(text: str, doc: Any, rng: np.random.Generator) -> tuple[str, st
         entry = json.dumps(doc["files"][rel])
         return text.replace('"files":{', f'"files":{{"{rel}":{entry},', 1), f"text: {rel} listed twice"
     return "\ufeff" + text, "text: a byte-order mark"
+
+
+# kill -9: a command killed at a random moment of its writing (benchmarks/bench_store_damage.py times it).
+
+
+def run_until(
+    cmd: list[str], writing: Callable[[], bool], then: Callable[[subprocess.Popen[bytes]], None]
+) -> int:
+    """Starts ``cmd``, waits until ``writing()`` holds (or the command ended), calls ``then(proc)``, and
+    returns the command's exit status (SIGKILLed, if still running after that)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and not writing() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        then(proc)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.returncode
+
+
+def writing_window(cmd: list[str], writing: Callable[[], bool]) -> float:
+    """Seconds from the moment ``cmd`` starts writing to its end, in an uninterrupted run (which must
+    succeed)."""
+    started: list[float] = []
+
+    def wait(proc: subprocess.Popen[bytes]) -> None:
+        started.append(time.perf_counter())
+        proc.wait()
+
+    if run_until(cmd, writing, wait) != 0:
+        raise RuntimeError(f"the uninterrupted run failed: {' '.join(cmd)}")
+    return time.perf_counter() - started[0]
+
+
+def killed(cmd: list[str], writing: Callable[[], bool], window: float, rng: np.random.Generator) -> bool:
+    """Runs ``cmd`` and SIGKILLs it at a random moment of its writing ``window``; True when it was killed
+    (False: it finished first)."""
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        try:
+            proc.wait(timeout=float(rng.uniform(0, window)))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+
+    return run_until(cmd, writing, kill) == -signal.SIGKILL
+
+
+# kill -9 of `georag locate` while it writes its predictions, then the same command again (it resumes).
+
+CLI = [sys.executable, "-c", "from georag.cli import main; main()"]
+"""`georag` in a child process (what the kills kill)."""
+
+
+def locate_setup(root: Path, photos: int = 300, rows: int = 2000) -> list[str]:
+    """A tiny SigLIP exported to ONNX, a store of ``rows`` random rows built for it, and ``photos`` generated
+    pictures in ``root``: the arguments of `georag locate` over them, without --out, --strategy or --llm.
+    ONNX, so that a killed run starts in about a second (the torch backend spends seconds importing
+    transformers); what is killed, the writing of the predictions, is the same for every backend."""
+    from encoder_fixtures import TINY_DIM, make_tiny_siglip, write_images
+    from georag.encoder import export_onnx
+
+    tiny = make_tiny_siglip(root / "tiny")
+    exported = export_onnx(tiny, root / "tiny-onnx").parent
+    rng = np.random.default_rng(17)
+    lat, lon = rng.uniform(-50, 65, rows), rng.uniform(-170, 170, rows)
+    meta = write_csv(
+        root / "gallery.csv",
+        [{"IMG_ID": f"g{i}.jpg", "LAT": f"{lat[i]:.5f}", "LON": f"{lon[i]:.5f}"} for i in range(rows)],
+    )
+    np.save(root / "gallery.npy", rng.standard_normal((rows, TINY_DIM)).astype(np.float32))
+    req = BuildRequest(
+        store=root / "store", dataset="im2gps3k", metadata=meta, encoder=str(tiny),
+        embeddings=root / "gallery.npy",
+    )  # fmt: skip
+    build_source(req, add=False)
+    write_images(root / "photos", photos)
+    return ["locate", str(root / "photos"), "--store", str(root / "store"),
+            "--encoder", str(exported), "--backend", "onnxruntime"]  # fmt: skip
+
+
+def route_args(args: list[str], route: str, llm: str | None = None) -> list[str]:
+    """`locate_setup`'s ``args`` on ``route``: knn (retrieval only), or rag asking the OpenAI-compatible
+    server ``llm`` for 2 samples a photo."""
+    if route == "knn":
+        return [*args, "--strategy", "knn"]
+    assert llm is not None, "rag needs an LLM"
+    return [*args, "--strategy", route, "--llm", llm, "--samples", "2"]
+
+
+@dataclass(frozen=True)
+class LocateOutput:
+    """A `georag locate` run's files, read back: CSV rows and JSONL records (timings left out) by photo id,
+    and what is wrong with them (duplicates, torn or foreign rows)."""
+
+    rows: dict[str, dict[str, str]]
+    records: dict[str, Any]
+    problems: tuple[str, ...]
+
+    @classmethod
+    def read(cls, csv_path: Path) -> LocateOutput:
+        problems: list[str] = []
+        rows = _csv_rows(csv_path, problems)
+        records = _jsonl_records(csv_path.with_suffix(".jsonl"), problems)
+        problems += [f"{i} in the CSV, not in the JSONL" for i in rows.keys() - records.keys()]
+        return cls(rows, records, tuple(problems))
+
+    def against(self, whole: LocateOutput, *, complete: bool) -> str:
+        """The first difference from the uninterrupted run's output ``whole`` ("" when none): every row and
+        record must be that photo's row in ``whole``; ``complete``: every photo must be there."""
+        if self.problems:
+            return "; ".join(self.problems[:3])
+        for what, mine, theirs in (("row", self.rows, whole.rows), ("record", self.records, whole.records)):
+            wrong = [i for i, v in mine.items() if theirs.get(i) != v]
+            if wrong:
+                return f"{len(wrong)} {what}(s) differ from the uninterrupted run's, e.g. {mine[wrong[0]]}"
+            if complete and mine.keys() != theirs.keys():
+                return f"{len(theirs.keys() - mine.keys())} photo(s) missing from the {what}s"
+        return ""
+
+
+def _csv_rows(path: Path, problems: list[str]) -> dict[str, dict[str, str]]:
+    """The predictions CSV's rows by id; a torn, short or long row, a repeated id or another header is
+    added to ``problems``."""
+    text = path.read_text(encoding="utf-8", errors="surrogateescape") if path.exists() else ""
+    if text and not text.endswith("\n"):
+        problems.append("the CSV's last row is torn")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: dict[str, dict[str, str]] = {}
+    for row in reader:
+        if None in row or None in row.values():
+            problems.append(f"a CSV row of the wrong width: {row}")
+        elif row["id"] in rows:
+            problems.append(f"{row['id']} twice in the CSV")
+        rows[str(row.get("id"))] = row
+    if text and tuple(reader.fieldnames or ()) != CSV_FIELDS:
+        problems.append(f"the CSV header is {reader.fieldnames}")
+    return rows
+
+
+def _jsonl_records(path: Path, problems: list[str]) -> dict[str, Any]:
+    """The evidence JSONL's complete records by id, without their timings (wall times differ between runs);
+    a repeated id is added to ``problems``. A cut last line is left out, as a resumed run drops it."""
+    records: dict[str, Any] = {}
+    for line in path.read_bytes().split(b"\n")[:-1] if path.exists() else []:
+        rec = json.loads(line)  # a line that is not JSON raises: the trial is lost
+        rec.get("evidence", {}).pop("timings", None)
+        if rec["id"] in records:
+            problems.append(f"{rec['id']} twice in the JSONL")
+        records[rec["id"]] = rec
+    return records
+
+
+@dataclass(frozen=True)
+class LocateKill:
+    """`georag locate` ``args`` (no --out), its uninterrupted output and the seconds it spends writing."""
+
+    args: tuple[str, ...]
+    whole: LocateOutput
+    window: float
+
+    @classmethod
+    def of(cls, args: list[str], root: Path) -> LocateKill:
+        """Runs ``args`` uninterrupted into ``root``/whole.csv: the reference and the writing window."""
+        root.mkdir(parents=True, exist_ok=True)
+        out = root / "whole.csv"
+        window = writing_window([*CLI, *args, "--out", str(out)], _started(out))
+        return cls(tuple(args), LocateOutput.read(out), window)
+
+    def trial(self, root: Path, rng: np.random.Generator) -> tuple[bool, str]:
+        """Kills the command writing into ``root``/killed.csv (its files removed first) at a random moment,
+        judges what it left, runs it again in this process and judges the result: (killed, the first
+        problem or "")."""
+        out = root / "killed.csv"
+        for suffix in (".csv", ".jsonl", ".settings.json"):
+            out.with_suffix(suffix).unlink(missing_ok=True)
+        cmd = [*self.args, "--out", str(out)]
+        was_killed = killed([*CLI, *cmd], _started(out), self.window, rng)
+        problem = LocateOutput.read(out).against(self.whole, complete=not was_killed)
+        if problem:
+            return was_killed, f"after the kill: {problem}"
+        from click.testing import CliRunner
+
+        from georag.cli import main
+
+        again = CliRunner().invoke(main, cmd)
+        if again.exit_code != 0:
+            return was_killed, f"the re-run failed (exit {again.exit_code}): {again.output[-300:]!r}"
+        problem = LocateOutput.read(out).against(self.whole, complete=True)
+        return was_killed, f"after the re-run: {problem}" if problem else ""
+
+
+def _started(out: Path) -> Callable[[], bool]:
+    """Whether a locate run into ``out`` has written its first prediction."""
+    jsonl = out.with_suffix(".jsonl")
+
+    def started() -> bool:
+        try:
+            return jsonl.stat().st_size > 0
+        except OSError:
+            return False
+
+    return started

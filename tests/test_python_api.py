@@ -16,7 +16,8 @@ from georag import Config, Geolocator, Prediction
 from georag.encoder import load_encoder
 from georag.errors import ConfigError, InputError, LLMError, StoreError
 from georag.llm.prompts import format_coordinates
-from georag.locate import run
+from georag.locate import api, run
+from georag.locate.geolocator import LLMFailureBudgetError
 from georag.store.store import GeoStore
 from openai_standin import StandIn, answer
 from store_fixtures import unit_rows
@@ -154,6 +155,23 @@ def test_predict_many_streams_in_input_order_and_records_failures(
         list(geo.predict_many(queries[:2], ids=["a"]))
     with pytest.raises(InputError, match="give one id per image"):
         list(geo.predict_many(queries[:2], ids=["a", "b", "c"]))
+
+
+def test_predict_many_spends_one_failure_budget_over_all_its_chunks(
+    locate_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "STREAM_CHUNK", 2)  # six photos: three chunks of two
+    queries = locate_env["queries"][:6]
+    with StandIn() as server:
+        settings = {"llm.max_failures": 2, "llm.retries": 0}
+        with Geolocator.from_store(locate_env["store"], server.url, settings=settings) as g:
+            server.mode = "bad_request"  # after the LLM check: every request fails
+            stream = g.predict_many(queries)
+            got = [next(stream), next(stream)]  # the two failures allowed fall back
+            with pytest.raises(LLMFailureBudgetError, match="failed for 3 photo"):
+                next(stream)  # the third, in the second chunk, stops the stream
+    assert [p.id for p in got] == [q.name for q in queries[:2]]
+    assert all("every LLM request failed" in (p.fallback or "") for p in got)
 
 
 def test_from_store_settings_and_errors(locate_env: dict[str, Any], tmp_path: Path) -> None:

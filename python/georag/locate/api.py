@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from georag.encoder.encoder import Encoder
     from georag.llm.client import LLMClient
     from georag.locate.exclusion import QueryTruth
+    from georag.locate.geolocator import FailureBudget
     from georag.store.store import GeoStore
 
 ImageInput = Any
@@ -69,7 +70,8 @@ class GeolocatorAPI:
             *,
             skip: Iterable[str] = (),
             ids: Sequence[str] | None = None,
-            max_failures: int = -1,
+            max_failures: int | None = None,
+            budget: FailureBudget | None = None,
         ) -> Iterator[Prediction]: ...
 
     @classmethod
@@ -139,13 +141,15 @@ class GeolocatorAPI:
         read is a prediction with ``error`` set (never an exception); ``top_k`` as for `predict`. ``ids``:
         one per image, unique; default the file name, or ``image-<i>`` for the i-th input that is not a
         path (InputError at the first repeated id). Stops with `LLMFailureBudgetError` past
-        ``llm.max_failures`` photos whose every LLM request failed.
+        ``llm.max_failures`` photos whose every LLM request failed, counted over the whole call (as
+        `georag locate` counts them over its run), however many chunks the stream is read in.
         """
+        from georag.locate.geolocator import FailureBudget
+
         geo = self._at_depth(top_k)
-        for chunk in chunks(named_sources(images, ids)):
-            yield from geo.locate(
-                [s for s, _ in chunk], ids=[i for _, i in chunk], max_failures=self.config.llm.max_failures
-            )
+        budget = FailureBudget(self.config.llm.max_failures)
+        for chunk in chunks(named_sources(images, ids), STREAM_CHUNK):
+            yield from geo.locate([s for s, _ in chunk], ids=[i for _, i in chunk], budget=budget)
 
     def close(self) -> None:
         """Closes the LLM client when `from_store` opened it (a client passed in is the caller's)."""

@@ -111,6 +111,7 @@ class Geolocator(GeolocatorAPI):
         skip: Iterable[str] = (),
         ids: Sequence[str] | None = None,
         max_failures: int | None = None,
+        budget: FailureBudget | None = None,
     ) -> Iterator[Prediction]:
         """Predictions for ``paths`` in input order, skipping ids in ``skip`` (photos finished by an earlier
         run). Close the iterator to stop early.
@@ -120,6 +121,8 @@ class Geolocator(GeolocatorAPI):
         ``max_failures``: how many photos whose every LLM request failed may fall back before the run stops
         with `LLMFailureBudgetError` (raised in place of the prediction that exceeds it; the predictions
         yielded before it stand); -1: never stop; None (default): the config's ``llm.max_failures``.
+        ``budget``: a `FailureBudget` to spend instead (``max_failures`` then unused), shared by several
+        calls that make one run (`predict_many` streams its input through one call per chunk).
         """
         todo: list[tuple[Path | bytes, str]]
         if ids is None:
@@ -137,8 +140,8 @@ class Geolocator(GeolocatorAPI):
         todo = [(p, i) for p, i in todo if i not in done]
         with self._lock:
             self._llm_failed.clear()
-        allowed = self.config.llm.max_failures if max_failures is None else max_failures
-        budget = _Budget(allowed, self._llm_failed)
+        if budget is None:
+            budget = FailureBudget(self.config.llm.max_failures if max_failures is None else max_failures)
         stop = threading.Event()
         retrieved: queue.Queue[Any] = queue.Queue(maxsize=4 * self.encoder.batch_size)
         worker = threading.Thread(target=self._encode_and_search, args=(todo, retrieved, stop), daemon=True)
@@ -153,7 +156,7 @@ class Geolocator(GeolocatorAPI):
                     item = retrieved.get(timeout=0.05)
                 except queue.Empty:
                     while pending and _ready(pending[0]):
-                        yield budget.check(_result(pending.popleft()))
+                        yield self._spend(budget, _result(pending.popleft()))
                     continue
                 if item is _END:
                     break
@@ -167,9 +170,9 @@ class Geolocator(GeolocatorAPI):
                     pending.append(self._safely(*item))
                 # Bounded window: wait for the oldest when enough photos are in flight.
                 while pending and (_ready(pending[0]) or len(pending) >= 2 * in_flight):
-                    yield budget.check(_result(pending.popleft()))
+                    yield self._spend(budget, _result(pending.popleft()))
             while pending:
-                yield budget.check(_result(pending.popleft()))
+                yield self._spend(budget, _result(pending.popleft()))
             finished = True
         finally:
             stop.set()
@@ -183,6 +186,10 @@ class Geolocator(GeolocatorAPI):
                 except queue.Empty:
                     worker.join(0.05)
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _spend(self, budget: FailureBudget, pred: Prediction) -> Prediction:
+        """``pred``, counted against ``budget`` when every LLM request of its photo failed."""
+        return budget.check(pred, self._llm_failed.pop(pred.id, None))  # atomic: workers add other ids
 
     def _safely(self, found: Retrieved, path: Path | bytes, timings: dict[str, float]) -> Prediction:
         """Runs one photo's route; an unexpected error becomes that photo's error, never the run's end. The
@@ -364,15 +371,16 @@ class LLMFailureBudgetError(LLMError):
     """A batch run stopped: more photos than ``llm.max_failures`` had every LLM request fail."""
 
 
-class _Budget:
-    """Counts the photos whose every LLM request failed, as `Geolocator.locate` yields them."""
+class FailureBudget:
+    """Counts the photos whose every LLM request failed, as `Geolocator.locate` yields them: one past
+    ``max_failures`` (-1: never) stops the run. One budget may span several `locate` calls."""
 
-    def __init__(self, max_failures: int, failed: dict[str, str]) -> None:
-        self.max_failures, self.failed, self.count = max_failures, failed, 0
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures, self.count = max_failures, 0
 
-    def check(self, pred: Prediction) -> Prediction:
-        """``pred``, or LLMFailureBudgetError when it is the failed photo one past the budget."""
-        why = self.failed.pop(pred.id, None)  # dict.pop is atomic: workers only add other ids
+    def check(self, pred: Prediction, why: str | None) -> Prediction:
+        """``pred``, or LLMFailureBudgetError when it is the failed photo (``why``: its last LLM error; None:
+        it did not fail) one past the budget."""
         if why is None:
             return pred
         self.count += 1
