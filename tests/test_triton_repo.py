@@ -50,6 +50,8 @@ LLM_TIMEOUT_S = 2.0
 MAX_IMAGE_MB = 1.0
 MIN_SUBMAP_ROWS = 20
 """The served config's strategy.vpr.min_submap_rows: the test store's US submap holds more rows."""
+ENGINE_TENSORRT = "10.8.0.43"
+"""The TensorRT version the fake engines' sidecars record (as `georag encoder export` writes it)."""
 LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
 
 
@@ -470,7 +472,10 @@ def _fake_engine(folder: Path, exported: Path, locate_env: dict[str, Any], **met
     """An engine folder as `georag encoder export --format tensorrt` writes it (the bytes are no engine)."""
     folder.mkdir()
     (folder / "encoder.engine").write_bytes(b"not a real engine")
-    info = {"model_id": str(locate_env["tiny"]), "dim": 32, "height": 32, "width": 32, "batch": [1, 8, 32]}
+    info = {
+        "model_id": str(locate_env["tiny"]), "dim": 32, "height": 32, "width": 32, "batch": [1, 8, 32],
+        "tensorrt": ENGINE_TENSORRT,
+    }  # fmt: skip
     (folder / "encoder.engine.json").write_text(json.dumps({**info, **meta}))
     return folder
 
@@ -542,6 +547,7 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
         encoder_onnx=exported,
         config=Config(store=str(locate_env["store"])),
         encoder_trt=engine,
+        server_tensorrt="10.8.0",  # the compatibility tables name some releases without the build number
         llm_model="Qwen/Qwen2.5-VL-7B-Instruct",
         family="qwen2.5-vl",
         max_model_len=16384,
@@ -564,6 +570,7 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
     assert [g.kind for g in trt.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
     assert [(w.batch_size, list(w.inputs)) for w in trt.model_warmup] == [(8, ["pixel_values"])]
     assert "NOT RUN" in (out / "siglip_trt" / "config.pbtxt").read_text()
+    assert f"built with TensorRT {ENGINE_TENSORRT}" in (out / "siglip_trt" / "config.pbtxt").read_text()
     mllm = _parse_config(out / "mllm" / "config.pbtxt")
     assert (mllm.backend, mllm.model_transaction_policy.decoupled, mllm.max_batch_size) == ("vllm", True, 0)
     assert "NOT RUN" in (out / "mllm" / "config.pbtxt").read_text()
@@ -572,7 +579,7 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
     assert (args["load_format"], args["trust_remote_code"]) == ("safetensors", False)
     assert (args["max_model_len"], args["gpu_memory_utilization"]) == (16384, 0.9)
     assert args["limit_mm_per_prompt"] == {"image": 1}
-    assert args["mm_processor_kwargs"]["max_pixels"] == 512 * 28 * 28
+    assert args["mm_processor_kwargs"] == {"min_pixels": 4 * 28 * 28, "max_pixels": 512 * 28 * 28}
     params = _parameters(out / "georag" / "config.pbtxt")
     assert (params["encoder_model"], params["llm_model"], params["family"]) == (
         "siglip_trt",
@@ -586,6 +593,118 @@ def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_
         Config().strategy,
         Config().serve,
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "max_pixels", "remote_code", "processor"),
+    [
+        ("qwen2-vl", 1280 * 28 * 28, False, {"min_pixels": 3136, "max_pixels": 1280 * 28 * 28}),
+        ("qwen2.5-vl", 3136, False, {"min_pixels": 3136, "max_pixels": 3136}),
+        # InternVL: its own code (trust_remote_code), and whole 448 px tiles instead of pixel limits.
+        ("internvl2", 1280 * 28 * 28, True, {"max_dynamic_patch": 5}),
+        ("internvl2.5", 12 * 448 * 448 + 1, True, {"max_dynamic_patch": 12}),
+        ("internvl2", 3136, True, {"max_dynamic_patch": 1}),
+    ],
+)
+def test_the_vllm_engine_arguments_follow_the_family(
+    locate_env: dict[str, Any],
+    exported: Path,
+    tmp_path: Path,
+    family: str,
+    max_pixels: int,
+    remote_code: bool,
+    processor: dict[str, int],
+) -> None:
+    from georag.triton.repository import write_repository
+
+    config = RepositoryConfig(
+        store=locate_env["store"], encoder_onnx=exported, family=family, max_pixels=max_pixels
+    )
+    write_repository(config, tmp_path / "repo")
+    args = json.loads((tmp_path / "repo" / "mllm" / "1" / "model.json").read_text())
+    assert (args["trust_remote_code"], args["mm_processor_kwargs"]) == (remote_code, processor)
+    assert (args["model"], args["limit_mm_per_prompt"]) == ("Qwen/Qwen2-VL-7B-Instruct", {"image": 1})
+
+
+def test_every_chat_family_has_vllm_engine_arguments() -> None:
+    from georag.llm.chat_templates import known_families
+    from georag.triton.engine_args import FAMILY_ENGINE_ARGS
+
+    assert sorted(FAMILY_ENGINE_ARGS) == sorted(known_families())
+
+
+@pytest.mark.parametrize(
+    ("built", "server", "allow", "refused"),
+    [
+        (ENGINE_TENSORRT, "10.8.0.43", False, None),
+        (ENGINE_TENSORRT, "10.8", False, None),  # 10.8 is 10.8.0
+        (ENGINE_TENSORRT, "10.9.0.34", False, r"built with TensorRT 10\.8\.0\.43 but the serving Triton has "
+         r"TensorRT 10\.9\.0\.34: it would never load"),
+        (ENGINE_TENSORRT, "10.8.1", False, "but the serving Triton has TensorRT 10.8.1"),
+        (ENGINE_TENSORRT, None, False, r"built with TensorRT 10\.8\.0\.43; name .* --server-tensorrt"),
+        (None, "10.8.0", False, "does not say which TensorRT built it"),
+        (ENGINE_TENSORRT, "10.9.0.34", True, None),
+        (None, None, True, None),
+    ],
+)  # fmt: skip
+def test_an_engine_of_another_tensorrt_is_refused(
+    locate_env: dict[str, Any],
+    exported: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    built: str | None,
+    server: str | None,
+    allow: bool,
+    refused: str | None,
+) -> None:
+    """An engine loads only in the TensorRT that built it: a mismatch would leave the server never ready."""
+    from georag.triton.repository import write_repository
+
+    engine = _fake_engine(tmp_path / "trt", exported, locate_env, tensorrt=built)
+    config = RepositoryConfig(
+        store=locate_env["store"],
+        encoder_onnx=exported,
+        encoder_trt=engine,
+        server_tensorrt=server,
+        allow_tensorrt_mismatch=allow,
+    )
+    out = tmp_path / "repo"
+    if refused is not None:
+        with pytest.raises(RepositoryError, match=refused) as info:
+            write_repository(config, out)
+        assert "--allow-tensorrt-mismatch" in str(info.value)
+        assert not out.exists()
+        return
+    with caplog.at_level("WARNING"):
+        write_repository(config, out)
+    assert (out / "siglip_trt" / "1" / "model.plan").is_file()
+    warned = [r.getMessage() for r in caplog.records if "allow_tensorrt_mismatch" in r.getMessage()]
+    assert bool(warned) == allow  # the allowed cases here are all mismatched or unchecked
+
+
+def test_the_cli_checks_the_engines_tensorrt(
+    locate_env: dict[str, Any], exported: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from georag.cli import main
+
+    engine = _fake_engine(tmp_path / "trt", exported, locate_env)
+    base = ["triton", "repo", "--store", str(locate_env["store"]), "--encoder-onnx", str(exported)]
+    base += ["--encoder-trt", str(engine)]
+    refused = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a"), "--server-tensorrt", "10.9.0"])
+    assert refused.exit_code != 0
+    assert "TensorRT 10.8.0.43 but the serving Triton has TensorRT 10.9.0" in refused.output
+    unnamed = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "b")])
+    assert unnamed.exit_code != 0 and "--server-tensorrt" in unnamed.output
+    forced = [*base, "--out", str(tmp_path / "c"), "--server-tensorrt", "10.9.0"]
+    forced.append("--allow-tensorrt-mismatch")
+    assert CliRunner().invoke(main, forced).exit_code == 0
+    matching = CliRunner().invoke(
+        main, [*base, "--out", str(tmp_path / "d"), "--server-tensorrt", "10.8.0.43"]
+    )
+    assert matching.exit_code == 0, matching.output
+    assert (tmp_path / "d" / "siglip_trt" / "1" / "model.plan").is_file()
 
 
 def test_cpu_repository_uses_the_onnxruntime_backend(
@@ -844,6 +963,10 @@ def test_all_models_ready(served: TritonServer) -> None:
         for model in ("georag", "retrieval", "siglip_python", "mllm_standin"):
             assert client.is_model_ready(model), model
         client.close()
+    # Triton 2.51's stub (nvidia-pytriton 0.7.0) has PreferredMemory (23.04+) but no BLS cancel (25.04+).
+    log = served.log_path.read_text(errors="replace")
+    assert "abandoned LLM calls are not cancellable on this Triton (before 25.04)" in log
+    assert "BLS outputs asked for in CPU memory" in log
 
 
 def test_photos_are_located_as_in_process(

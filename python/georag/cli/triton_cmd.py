@@ -50,6 +50,18 @@ def triton() -> None:
     help="Folder of `georag encoder export --format tensorrt`: serve SigLIP with TensorRT (GPU).",
 )
 @click.option(
+    "--server-tensorrt",
+    metavar="VERSION",
+    help="TensorRT version of the Triton that will serve --encoder-trt (`echo $TRT_VERSION` in its "
+    "container); the engine must have been built with the same one.",
+)
+@click.option(
+    "--allow-tensorrt-mismatch",
+    is_flag=True,
+    help="Write the repository even when the engine's TensorRT version does not match --server-tensorrt "
+    "(or cannot be checked); the engine will then fail to load.",
+)
+@click.option(
     "--python-encoder",
     is_flag=True,
     help="Run the ONNX encoder in the Python backend (Triton builds without the onnxruntime backend).",
@@ -78,13 +90,21 @@ def triton() -> None:
 @click.option(
     "--gpu-memory-utilization", default=0.85, show_default=True, type=FiniteFloat(0.0, 1.0, min_open=True)
 )
-@click.option("--max-pixels", default=1280 * 28 * 28, show_default=True, type=click.IntRange(min=3136))
+@click.option(
+    "--max-pixels",
+    default=1280 * 28 * 28,
+    show_default=True,
+    type=click.IntRange(min=3136),
+    help="The LLM's image budget: Qwen's max_pixels, or whole 448x448 tiles for InternVL.",
+)
 @click.option("--allow-test-markers", is_flag=True, help="Let requests drive a stand-in LLM (tests only).")
 @click.option("--overwrite", is_flag=True, help="Replace a georag repository already in --out.")
 def triton_repo(
     out: Path,
     encoder_onnx: Path,
     encoder_trt: Path | None,
+    server_tensorrt: str | None,
+    allow_tensorrt_mismatch: bool,
     python_encoder: bool,
     llm_model: str,
     family: str,
@@ -108,6 +128,8 @@ def triton_repo(
     bounds its Triton queue.
 
     Without --encoder-trt the encoder runs on CPU (siglip_onnx, or siglip_python with --python-encoder).
+    With it, --server-tensorrt must name the serving Triton's TensorRT version, and the engine must have
+    been built with that version (an engine loads in no other); a mismatch is refused.
     The TensorRT and vLLM models need a GPU server; their configurations are written, not run, here.
     """
     from georag.triton.repository import RepositoryConfig, write_repository
@@ -120,6 +142,8 @@ def triton_repo(
             encoder_onnx=encoder_onnx,
             config=config,
             encoder_trt=encoder_trt,
+            server_tensorrt=server_tensorrt,
+            allow_tensorrt_mismatch=allow_tensorrt_mismatch,
             python_encoder=python_encoder,
             llm_model=llm_model,
             family=family,

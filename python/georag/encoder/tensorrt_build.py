@@ -1,7 +1,7 @@
 """Build a serialized TensorRT engine from an exported encoder ONNX (NOT YET RUN: no GPU or TensorRT here).
 
 Written against the documented TensorRT Python API. TensorRT 10: a weakly typed network with
-BuilderFlag.FP16, LayerNorm/softmax layers pinned to fp32 (OBEY_PRECISION_CONSTRAINTS). TensorRT 11
+BuilderFlag.FP16, LayerNorm layers pinned to fp32 (OBEY_PRECISION_CONSTRAINTS; see `_pin_fp32`). TensorRT 11
 (no FP16 builder flag): a strongly typed network, so the ONNX must compute in fp16 already
 (`export_onnx(..., half=True)`); the ONNX LayerNormalization keeps fp32 statistics (stash_type).
 """
@@ -121,16 +121,25 @@ def _strongly_typed(trt: Any) -> bool:
 
 
 def _pin_fp32(trt: Any, network: Any, config: Any) -> None:
-    """Keeps normalization and softmax in fp32: their reductions lose accuracy (or overflow) in fp16."""
+    """Keeps the normalization (LayerNorm) layers in fp32, and only them.
+
+    LayerNorm's mean and variance reductions lose accuracy in fp16 (and its sum of squares overflows),
+    so its layers are pinned. Softmax is left free: TensorRT fuses attention (the two batched matrix
+    multiplies around a softmax of a SigLIP layer) into one kernel only from that pattern of
+    ``IMatrixMultiplyLayer`` and ``ISoftMaxLayer`` layers (TensorRT documentation, "Fused Attention",
+    method 2), and a softmax forced to fp32 between fp16 matrix multiplies is likely to keep the pattern
+    from fusing, leaving attention unfused (slower, and the whole score matrix in memory). The softmax is
+    itself stable in fp16 (its input is max-subtracted). NOT RUN on a GPU: whether attention fuses is
+    seen in the TensorRT build log (``--verbose`` / a profiling verbosity of DETAILED).
+    """
     if hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS"):
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    keep = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX}
     pinned = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.type in keep:
+        if layer.type == trt.LayerType.NORMALIZATION:
             layer.precision = trt.float32
             for j in range(layer.num_outputs):
                 layer.set_output_type(j, trt.float32)
             pinned += 1
-    log.info("pinned %d normalization/softmax layers to fp32", pinned)
+    log.info("pinned %d normalization layers to fp32", pinned)

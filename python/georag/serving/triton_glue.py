@@ -8,6 +8,7 @@ Triton (`pipeline_config`, `answer_retrieval`, `submap_source`, `request_params`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
@@ -31,6 +32,8 @@ from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
 from georag.errors import ConfigError, GeoRagError
 from georag.llm.triton_client import VllmRequest
 from georag.serving.batching import Outputs, run_batched
+from georag.serving.bls_cancel import CancellableCall, cancel_supported
+from georag.serving.bls_tensors import cpu_output_options, output_array
 from georag.serving.errors import BadRequest, DependencyDown, ServingError, StepFailed, public_message
 from georag.serving.params import MAX_PARAMETERS_BYTES, MAX_VARIANTS, RequestParams, parse_params
 from georag.serving.pipeline import Embedding, Ranges
@@ -367,8 +370,14 @@ class BlsSteps:
     For more LLM calls in flight per instance, start tritonserver with a larger
     ``--backend-config=python,thread-pool-size=N`` (read here from its command line).
 
-    Triton 2.51's Python backend cannot cancel a BLS request: an LLM call the pipeline gave up on holds
-    its threads until the LLM answers or fails; the LLM lane bounds how many can be held so.
+    An LLM call the pipeline gave up on (its step's limit or the request's deadline passed) is cancelled
+    where the Python backend can cancel a BLS request (python_backend r25.04+, `cancellable`) and the
+    request streams (one answer asked for): vLLM aborts it and its threads are freed within a decoding
+    step. Elsewhere (Triton 2.51 among them, and requests for several answers) it holds its threads
+    until the LLM answers or fails; the LLM lane bounds how many can be held so (`georag.serving.bls_cancel`).
+
+    Every call asks for its outputs in CPU memory (``preferred_memory``): a TensorRT encoder on a GPU
+    leaves them in GPU memory otherwise (`georag.serving.bls_tensors`).
 
     Each request also carries its step's time limit (``timeout``, microseconds): Triton enforces it while
     the request waits in a dynamic-batching queue (the encoder's ``allow_timeout_override``), not while a
@@ -384,6 +393,8 @@ class BlsSteps:
         self._encoder = Lane("bls-encoder", lanes.encoder, what="encoder model")
         self._retrieval = Lane("bls-retrieval", lanes.retrieval, what="retrieval model")
         self._llm = Lane("bls-llm", lanes.llm, what="LLM")
+        self.cancellable = cancel_supported()
+        """Whether an abandoned LLM call is cancelled (the stub's response iterator has ``cancel()``)."""
 
     async def embed(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         utils = pb()
@@ -392,6 +403,7 @@ class BlsSteps:
             requested_output_names=["embeddings"],
             inputs=[utils.Tensor("pixel_values", np.ascontiguousarray(pixels[None], dtype=np.float32))],
             timeout=_us(self.config.serve.encoder_timeout_s),
+            **cpu_output_options(utils),
         )
         response = await self._encoder.run(lambda: _exec(request, "encoder"))
         (embedding,) = _outputs(response, ["embeddings"], "encoder")
@@ -415,6 +427,7 @@ class BlsSteps:
             requested_output_names=list(NEIGHBOR_OUTPUTS),
             inputs=inputs,
             timeout=_us(self.config.serve.retrieval_timeout_s),
+            **cpu_output_options(utils),
         )
         response = await self._retrieval.run(lambda: _exec(request, "retrieval"))
         return as_neighbors(tuple(_outputs(response, list(NEIGHBOR_OUTPUTS), "retrieval")))
@@ -422,10 +435,12 @@ class BlsSteps:
     async def generate(self, prompt: Prompt, sampling: Sampling) -> Completion:
         """One request to the vLLM backend, as georag's Triton client sends it: the chat rendered for the
         model's family, the image as base64, the prompt excluded from the output (cut off all the same
-        if the server echoes it)."""
+        if the server echoes it). It streams where it can be cancelled (`cancellable`, one answer): a call
+        the pipeline stops waiting for is then cancelled (see the class)."""
         utils = pb()
         start = time.monotonic()
         wire = VllmRequest.of(prompt, sampling, self.family)
+        stream = self.cancellable and sampling.n == 1
 
         def tensor(name: str, value: Any, dtype: Any) -> Any:
             return utils.Tensor(name, np.array([value], dtype=dtype))
@@ -437,22 +452,27 @@ class BlsSteps:
                 tensor("text_input", wire.text.encode("utf-8"), np.object_),
                 tensor("image", wire.image_b64.encode("ascii"), np.object_),
                 tensor("sampling_parameters", wire.sampling_parameters.encode("utf-8"), np.object_),
-                # The vLLM backend echoes the prompt unless told not to; one final response, no stream.
+                # The vLLM backend echoes the prompt unless told not to.
                 tensor("exclude_input_in_output", True, np.bool_),
-                tensor("stream", False, np.bool_),
+                tensor("stream", stream, np.bool_),
             ],
             timeout=_us(self.config.serve.llm_timeout_s),
+            **cpu_output_options(utils),
         )
-        # exec returns once the first response is in; the rest (often only the empty final flag) is read
-        # on the same thread.
-        responses = await self._llm.run(lambda: list(_exec(request, "LLM", decoupled=True)))
-        texts: list[str] = []
-        for response in responses:
-            if response.has_error():
-                raise _failed("LLM", response.error())
-            output = utils.get_output_tensor_by_name(response, "text_output")
-            if output is not None:
-                texts.extend(_text(item) for item in output.as_numpy().reshape(-1))
+        # exec returns once the first response is in; the rest (the stream, or the empty final flag) is
+        # read on the same thread.
+        call = CancellableCall(lambda: _exec(request, "LLM", decoupled=True))
+        try:
+            responses = await self._llm.run(call.run)
+        except asyncio.CancelledError:
+            # A short round trip to the server process (the stub releases the GIL); failing to cancel
+            # leaves the call as it was before cancelling existed: running to its end on its lane.
+            try:
+                call.cancel()
+            except Exception as exc:
+                log.warning("georag: could not cancel an abandoned LLM call: %r", exc)
+            raise
+        texts = _llm_texts(responses, streamed=stream)
         if not texts:
             raise StepFailed("the LLM step answered no text")
         return wire.completion(texts, time.monotonic() - start)
@@ -483,8 +503,21 @@ def _outputs(response: Any, names: list[str], step: str) -> list[npt.NDArray[Any
         tensor = pb().get_output_tensor_by_name(response, name)
         if tensor is None:
             raise StepFailed(f"the {step} step answered without {name!r}")
-        found.append(tensor.as_numpy())
+        found.append(output_array(tensor, step))
     return found
+
+
+def _llm_texts(responses: Sequence[Any], *, streamed: bool) -> list[str]:
+    """The answers of the LLM's responses: each response's texts (one final response), or, streamed (one
+    answer asked for), the new text of every response joined."""
+    texts: list[str] = []
+    for response in responses:
+        if response.has_error():
+            raise _failed("LLM", response.error())
+        output = pb().get_output_tensor_by_name(response, "text_output")
+        if output is not None:
+            texts.extend(_text(item) for item in output_array(output, "LLM").reshape(-1))
+    return ["".join(texts)] if streamed and texts else texts
 
 
 def _failed(step: str, error: Any) -> StepFailed | DependencyDown:

@@ -89,8 +89,19 @@ def _onnx_facts(path: Path) -> tuple[str, int, int, int]:
     return meta.get(META_MODEL_ID, str(path)), int(out_dims[-1]), int(in_dims[2]), int(in_dims[3])
 
 
-def read_engine(where: Path, facts: EncoderFacts) -> tuple[Path, tuple[int, int, int]]:
-    """The engine file and its batch profile (min, opt, max), checked against the ONNX export's facts."""
+@dataclass(frozen=True)
+class EngineFile:
+    """A TensorRT engine of `georag encoder export --format tensorrt`, from its JSON sidecar."""
+
+    path: Path
+    profile: tuple[int, int, int]
+    """Its batch profile: (min, opt, max)."""
+    tensorrt: str | None
+    """The TensorRT version that built it (None: the sidecar does not say)."""
+
+
+def read_engine(where: Path, facts: EncoderFacts) -> EngineFile:
+    """The engine file, its batch profile and TensorRT version, checked against the ONNX export's facts."""
     path = where.expanduser()
     if path.is_dir():
         found = sorted(path.glob("*.engine")) + sorted(path.glob("*.plan"))
@@ -108,7 +119,8 @@ def read_engine(where: Path, facts: EncoderFacts) -> tuple[Path, tuple[int, int,
             f"(d={facts.dim}, {facts.height}x{facts.width})"
         )
     low, opt, high = (int(x) for x in meta["batch"])
-    return path, (low, opt, high)
+    built = meta.get("tensorrt")
+    return EngineFile(path, (low, opt, high), None if built is None else str(built))
 
 
 def standin_name(folder: Path) -> str:

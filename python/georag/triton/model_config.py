@@ -18,6 +18,7 @@ from georag.errors import GeoRagError
 from georag.llm.chat_templates import chat_format
 from georag.serving.params import check_served
 from georag.serving.retrieval import MAX_K
+from georag.triton.engine_args import QWEN_PIXEL, family_engine_args
 
 ENCODER_MODELS = ("siglip_trt", "siglip_onnx", "siglip_python")
 """The encoder models a repository may hold (one at a time)."""
@@ -25,8 +26,6 @@ LLM_MODEL = "mllm"
 """Name of the vLLM-backend model."""
 RETRIEVAL_MODEL = "retrieval"
 PIPELINE_MODEL = "georag"
-QWEN_PIXEL = 28 * 28
-"""Pixels per Qwen2-VL visual token (14 px patches merged 2 x 2)."""
 MAX_IMAGE_MB = 1024.0
 """Largest ``serve.max_image_mb`` a repository accepts (Triton's own request size limits lie beyond)."""
 PIPELINE_SECTIONS = ("search", "strategy", "serve")
@@ -97,13 +96,22 @@ class RepositoryConfig:
     gpu_memory_utilization: float = 0.85
     """Share of the GPU's memory vLLM may take; default 0.85."""
     max_pixels: int = 1280 * QWEN_PIXEL
-    """Qwen2-VL image budget (mm_processor_kwargs.max_pixels): 1280 visual tokens by default."""
+    """The LLM's image budget in pixels, written as its family's own limit (`georag.triton.engine_args`:
+    Qwen's max_pixels, InternVL's whole 448 px tiles): 1280 Qwen visual tokens by default."""
+    server_tensorrt: str | None = None
+    """TensorRT version of the Triton that will serve the repository (``echo $TRT_VERSION`` in its
+    container); with ``encoder_trt`` it must be the engine's (`georag.triton.tensorrt_check`). Default
+    None: refused with an engine, unless ``allow_tensorrt_mismatch``."""
+    allow_tensorrt_mismatch: bool = False
+    """Write the engine even when its TensorRT version does not match (or cannot be checked); a warning is
+    logged. Default False: refused (a mismatched engine never loads, so the server never gets ready)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, Config):
             raise RepositoryError(f"config must be a georag.config.Config, got {type(self.config).__name__}")
         try:
             chat_format(self.family)
+            family_engine_args(self.family, self.max_pixels)
         except GeoRagError as exc:  # an unknown family, naming the known ones
             raise RepositoryError(str(exc)) from None
         if self.store is not None and self.config.store and Path(self.config.store) != Path(self.store):

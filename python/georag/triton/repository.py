@@ -33,7 +33,8 @@ from georag.encoder.backends.onnx_backend import find_onnx
 from georag.encoder.preprocess import CONFIG_NAME
 from georag.serving.retrieval import MAX_K
 from georag.serving.triton_glue import PRIVATE_SETTINGS
-from georag.triton.inputs import EncoderFacts, read_engine, read_facts, standin_name
+from georag.triton.engine_args import family_engine_args
+from georag.triton.inputs import EncoderFacts, EngineFile, read_engine, read_facts, standin_name
 from georag.triton.model_config import (
     LLM_MODEL,
     PIPELINE_MODEL,
@@ -42,6 +43,7 @@ from georag.triton.model_config import (
     RepositoryError,
     pipeline_values,
 )
+from georag.triton.tensorrt_check import check_engine_tensorrt
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -63,12 +65,15 @@ def write_repository(config: RepositoryConfig, out: Path, *, overwrite: bool = F
     facts = read_facts(config)
     files: dict[str, Path] = {}
     onnx = find_onnx(config.encoder_onnx)
+    engine = None
     if config.encoder_trt is not None:
-        engine, profile = read_engine(config.encoder_trt, facts)
+        engine = read_engine(config.encoder_trt, facts)
+        check_engine_tensorrt(
+            engine.tensorrt, config.server_tensorrt, allow_mismatch=config.allow_tensorrt_mismatch
+        )
         encoder = "siglip_trt"
-        files["siglip_trt/1/model.plan"] = engine
+        files["siglip_trt/1/model.plan"] = engine.path
     else:
-        profile = None
         encoder = "siglip_python" if config.python_encoder else "siglip_onnx"
         name = "encoder.onnx" if config.python_encoder else "model.onnx"
         files[f"{encoder}/1/{name}"] = onnx
@@ -76,7 +81,7 @@ def write_repository(config: RepositoryConfig, out: Path, *, overwrite: bool = F
         if data.is_file():  # weights over 2 GiB live beside the graph, under the name the graph records
             files[f"{encoder}/1/{data.name}"] = data
     llm = LLM_MODEL if config.llm_standin is None else standin_name(config.llm_standin)
-    return _render(config, facts, out, overwrite, [encoder], llm, files, profile)
+    return _render(config, facts, out, overwrite, [encoder], llm, files, engine)
 
 
 def write_example_repository(out: Path, *, overwrite: bool = False) -> list[str]:
@@ -93,7 +98,7 @@ def write_example_repository(out: Path, *, overwrite: bool = False) -> list[str]
         preprocessor=None,
     )
     config = RepositoryConfig(encoder_onnx=Path("siglip-onnx"), store=Path(facts.store))
-    models = _render(config, facts, out, overwrite, ["siglip_trt", "siglip_onnx"], LLM_MODEL, {}, (1, 8, 32))
+    models = _render(config, facts, out, overwrite, ["siglip_trt", "siglip_onnx"], LLM_MODEL, {}, None)
     readme = _templates().joinpath("README.md").read_text("utf-8")
     (out / "README.md").write_text(readme, encoding="utf-8")
     return models
@@ -107,7 +112,7 @@ def _render(
     encoders: list[str],
     llm: str,
     files: dict[str, Path],
-    profile: tuple[int, int, int] | None,
+    engine: EngineFile | None,
 ) -> list[str]:
     values = _values(config, facts, encoders[0], llm)
     _prepare(out, overwrite)
@@ -115,7 +120,7 @@ def _render(
         stage = Path(tmp)
         models = [*encoders, RETRIEVAL_MODEL, PIPELINE_MODEL]
         for model in models:
-            _render_model(model, _model_values(model, values, config, profile), stage / model)
+            _render_model(model, _model_values(model, values, config, engine), stage / model)
         if config.llm_standin is None:
             _render_model(LLM_MODEL, values, stage / LLM_MODEL)
             _write_engine_args(config, stage / LLM_MODEL / "1" / "model.json")
@@ -184,20 +189,22 @@ def _values(config: RepositoryConfig, facts: EncoderFacts, encoder: str, llm: st
 
 
 def _model_values(
-    model: str, values: dict[str, str], config: RepositoryConfig, profile: tuple[int, int, int] | None
+    model: str, values: dict[str, str], config: RepositoryConfig, engine: EngineFile | None
 ) -> dict[str, str]:
     """The values of ``model``'s template: the shared ones, with its own batching and instances.
 
     siglip_trt batches as its engine's profile allows: up to the maximum, preferring the optimum (the
-    warm-up size too); without an engine (the example) the profile of `georag encoder export` is used.
+    warm-up size too), and names the TensorRT that built it; without an engine (the example) the profile
+    of `georag encoder export` is used.
     """
     if model == "siglip_trt":
-        _, opt, high = profile or (1, 8, 32)
+        _, opt, high = (1, 8, 32) if engine is None else engine.profile
         own = {
             "max_batch": high,
             "preferred_batch_sizes": ", ".join(map(str, sorted({opt, high}))),
             "warmup_batch": opt,
             "queue_delay_us": config.trt_queue_delay_us,
+            "tensorrt": "X.Y.Z" if engine is None or engine.tensorrt is None else engine.tensorrt,
         }
     elif model == RETRIEVAL_MODEL:
         own = {
@@ -248,13 +255,15 @@ def _write_private(folder: Path, settings: dict[str, str]) -> None:
 
 
 def _write_engine_args(config: RepositoryConfig, path: Path) -> None:
+    """The template's family-neutral vLLM arguments, the deployment's, and the family's own
+    (`georag.triton.engine_args`: trust_remote_code, mm_processor_kwargs)."""
     args = json.loads(path.read_text(encoding="utf-8"))
     args.update(
         model=config.llm_model,
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
+        **family_engine_args(config.family, config.max_pixels),
     )
-    args["mm_processor_kwargs"] = {**args.get("mm_processor_kwargs", {}), "max_pixels": config.max_pixels}
     path.write_text(json.dumps(args, indent=2) + "\n", encoding="utf-8")
 
 

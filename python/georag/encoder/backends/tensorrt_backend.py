@@ -3,6 +3,12 @@
 Written against the TensorRT 10 Python API (tensor-name I/O, `execute_async_v3`); tensorrt and torch
 (for CUDA buffers and the stream) are imported lazily, and a missing package or GPU raises
 MissingDependencyError.
+
+Everything runs on the backend's own device and CUDA stream: the engine is deserialized and its context
+created under ``torch.cuda.device(device)`` (TensorRT places an engine on the CURRENT device, so
+``device="cuda:1"`` would otherwise load it on cuda:0), and each batch's copies and ``execute_async_v3``
+run on a ``torch.cuda.Stream`` of the backend's (not the legacy default stream, which synchronizes with
+every other stream of the process). Tested with fake tensorrt and torch modules only.
 """
 
 from __future__ import annotations
@@ -64,14 +70,18 @@ class TensorRTBackend:
         if not path.is_file():
             raise EncoderError(f"no TensorRT engine at {path}")
         self.path = path
-        self.device = torch.device(device)
+        self.device = _cuda_device(torch, device)
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise EncoderError(f"TensorRT could not deserialize {path} (built by another TensorRT version?)")
-        self.context = self.engine.create_execution_context()
+        with torch.cuda.device(self.device):
+            self._stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]  # untyped in torch
+            self._runtime = trt.Runtime(self._logger)
+            self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            if self.engine is None:
+                raise EncoderError(
+                    f"TensorRT could not deserialize {path} (built by another TensorRT version?)"
+                )
+            self.context = self.engine.create_execution_context()
         in_shape = tuple(self.engine.get_tensor_shape(INPUT_NAME))
         out_shape = tuple(self.engine.get_tensor_shape(OUTPUT_NAME))
         self.height, self.width, self.dim = int(in_shape[2]), int(in_shape[3]), int(out_shape[-1])
@@ -93,18 +103,28 @@ class TensorRTBackend:
         return check_embeddings(out, x.shape[0], self.dim, self.name)
 
     def _run(self, chunk: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One batch on the backend's device and stream: copy in, execute, wait for the stream, copy out."""
         torch = self._torch
-        inp = torch.from_numpy(chunk).to(self.device, dtype=self._in_dtype).contiguous()
-        out = torch.empty((chunk.shape[0], self.dim), dtype=self._out_dtype, device=self.device)
-        if not self.context.set_input_shape(INPUT_NAME, tuple(inp.shape)):
-            raise EncoderError(f"batch of {chunk.shape[0]} is outside the engine's optimization profile")
-        self.context.set_tensor_address(INPUT_NAME, inp.data_ptr())
-        self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise EncoderError("TensorRT execution failed")
-        stream.synchronize()
-        return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
+        stream = self._stream
+        with torch.cuda.device(self.device), torch.cuda.stream(stream):
+            inp = torch.from_numpy(chunk).to(self.device, dtype=self._in_dtype).contiguous()
+            out = torch.empty((chunk.shape[0], self.dim), dtype=self._out_dtype, device=self.device)
+            if not self.context.set_input_shape(INPUT_NAME, tuple(inp.shape)):
+                raise EncoderError(f"batch of {chunk.shape[0]} is outside the engine's optimization profile")
+            self.context.set_tensor_address(INPUT_NAME, inp.data_ptr())
+            self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise EncoderError("TensorRT execution failed")
+            stream.synchronize()
+            return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
+
+
+def _cuda_device(torch: Any, device: str) -> Any:
+    """``device`` as a torch CUDA device with its index (``"cuda"``: the current device)."""
+    found = torch.device(device)
+    if found.type != "cuda":
+        raise EncoderError(f"the tensorrt backend runs on a CUDA device, got {device!r}")
+    return found if found.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def _torch_dtype(torch: Any, np_dtype: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from georag.errors import ConfigError
+from georag.serving.bls_tensors import cpu_output_options
 from georag.serving.errors import BadRequest, ServingError, StepFailed, StepTimeout
 from georag.serving.pipeline import Pipeline, result_json
 from georag.serving.triton_glue import (
@@ -77,7 +78,9 @@ class TritonPythonModel:
             f"georag: serving {', '.join(self.pipeline.strategies)} (default {self.default_strategy}), "
             f"{slots} requests at once; of the backend's {pool} threads (tritonserver --backend-config="
             f"python,thread-pool-size), BLS calls take {lanes.encoder} encoder, {lanes.retrieval} "
-            f"retrieval and {lanes.llm} LLM"
+            f"retrieval and {lanes.llm} LLM; abandoned LLM calls are "
+            f"{'cancelled' if steps.cancellable else 'not cancellable on this Triton (before 25.04)'}; "
+            f"BLS outputs {'asked for' if cpu_output_options(pb_utils) else 'not askable'} in CPU memory"
         )
         self.slots = asyncio.Semaphore(slots)
         self.tasks: set[asyncio.Task[None]] = set()
