@@ -447,6 +447,21 @@ def served_store(locate_env: dict[str, Any], tmp_path_factory: pytest.TempPathFa
     return root
 
 
+RAG_CALIBRATION = ((0.2, 0.4, 0.6, 0.8, 1.0), (0, 1, 0, 1, 0))
+"""Agreements and outcomes of the served repository's rag calibration: full agreement becomes 0.5."""
+
+
+def _calibrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The setting of a rag calibration file (`RAG_CALIBRATION`), written once per session."""
+    from georag.geo.calibration import fit_calibration
+
+    path = tmp_path_factory.getbasetemp() / "rag-calibration.json"
+    if not path.is_file():
+        agreement, within = RAG_CALIBRATION
+        fit_calibration([{"agreement": a} for a in agreement], within, strategy="rag").save(path)
+    return {"strategy.calibration": str(path)}
+
+
 def _served_values() -> dict[str, Any]:
     return {
         "serve.allow_test_markers": True,
@@ -534,6 +549,22 @@ def test_repository_for_tests_configs(locate_env: dict[str, Any], exported: Path
     private = json.loads((tmp_path / "repo" / "retrieval" / "1" / "store.json").read_text())
     assert private["store"] == str(Path(locate_env["store"]).resolve())
     assert (stored["k_near"], stored["k_far"], stored["index"]) == ("16", "16", "exact")
+
+
+def test_the_calibration_file_goes_beside_the_georag_model(
+    locate_env: dict[str, Any], exported: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from georag.triton.repository import write_repository
+
+    setting = _calibrated(tmp_path_factory)
+    config = Config().with_values({**_served_values(), **setting})
+    write_repository(_test_config(locate_env["store"], exported, config=config), tmp_path / "repo")
+    folder = tmp_path / "repo" / "georag" / "1"
+    assert (folder / "calibration.json").read_bytes() == Path(setting["strategy.calibration"]).read_bytes()
+    assert _served_config(folder.parent / "config.pbtxt").strategy.calibration == ""  # no host path there
+    knn = Config().with_values({**setting, "strategy.name": "knn"})
+    with pytest.raises(ConfigError, match="fitted on rag predictions; this run's strategy is knn"):
+        write_repository(_test_config(locate_env["store"], exported, config=knn), tmp_path / "knn")
 
 
 def test_gpu_repository_configs(locate_env: dict[str, Any], exported: Path, tmp_path: Path) -> None:
@@ -893,7 +924,8 @@ def served(
     from georag.triton.repository import write_repository
 
     repo = tmp_path_factory.mktemp("served") / "repo"
-    write_repository(_test_config(served_store, exported), repo)
+    config = Config().with_values({**_served_values(), **_calibrated(tmp_path_factory)})
+    write_repository(_test_config(served_store, exported, config=config), repo)
     with run_triton_server(repo, startup_timeout_s=120.0) as server:
         yield server
     with pytest.raises(urllib.error.URLError):  # stopped: nothing answers on its port any more
@@ -936,7 +968,12 @@ def caller(request: pytest.FixtureRequest, served: TritonServer) -> Iterator[Cal
 
 
 def _in_process(
-    served_store: Path, exported: Path, server: TritonServer, paths: list[Path], strategy: str
+    served_store: Path,
+    exported: Path,
+    server: TritonServer,
+    paths: list[Path],
+    strategy: str,
+    values: dict[str, Any] | None = None,
 ) -> list[Any]:
     """The Geolocator's predictions for ``paths``: the same ONNX encoder, store, stand-in LLM and config."""
     from georag.encoder import load_encoder
@@ -946,7 +983,7 @@ def _in_process(
 
     encoder = load_encoder(exported, backend="onnxruntime")
     store = GeoStore.open(served_store)
-    config = Config().with_values({**_served_values(), "strategy.name": strategy})
+    config = Config().with_values({**_served_values(), **(values or {}), "strategy.name": strategy})
     with TritonClient.from_url(server.url("mllm_standin", "http")) as llm:
         return list(Geolocator(store, encoder, llm, config).locate(paths))
 
@@ -970,10 +1007,15 @@ def test_all_models_ready(served: TritonServer) -> None:
 
 
 def test_photos_are_located_as_in_process(
-    caller: Caller, served: TritonServer, locate_env: dict[str, Any], served_store: Path, exported: Path
+    caller: Caller,
+    served: TritonServer,
+    locate_env: dict[str, Any],
+    served_store: Path,
+    exported: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     paths = locate_env["queries"][:3]
-    expected = _in_process(served_store, exported, served, paths, "rag")
+    expected = _in_process(served_store, exported, served, paths, "rag", _calibrated(tmp_path_factory))
     for path, want in zip(paths, expected, strict=True):
         got = caller(path.read_bytes(), {"id": path.name})
         assert got["id"] == path.name
@@ -987,6 +1029,8 @@ def test_photos_are_located_as_in_process(
             )
         )  # the stand-in answers Paris + 0.01 * i for sample i: the medoid of five is sample 2
         assert got["confidence"] == pytest.approx(want.confidence)
+        # calibrated as in-process: the five samples agree (1.0), which the calibration makes 0.5
+        assert (got["evidence"]["raw_confidence"], got["confidence"]) == (1.0, 0.5)
         # Same prompt length, image bytes and sampling reached the LLM: the stand-in reports them.
         assert [a["text"] for a in got["evidence"]["answers"]] == [
             a["text"] for a in want.evidence["answers"]

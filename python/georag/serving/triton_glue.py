@@ -30,6 +30,7 @@ import numpy.typing as npt
 from georag.config import Config, Sampling, load_config
 from georag.encoder.preprocess import CONFIG_NAME, ProcessorSpec
 from georag.errors import ConfigError, GeoRagError
+from georag.geo.calibration import Calibration, load_calibration
 from georag.llm.triton_client import VllmRequest
 from georag.serving.batching import Outputs, run_batched
 from georag.serving.bls_cancel import CancellableCall, cancel_supported
@@ -66,6 +67,9 @@ def pb() -> ModuleType:
 PRIVATE_SETTINGS = "store.json"
 """The file beside a model's model.py holding the settings no client may read (GET /v2/models/NAME/config
 shows every parameter of config.pbtxt): the store's path, the encoder it was built with."""
+CALIBRATION_FILE = "calibration.json"
+"""The calibration file (`georag eval calibrate`) of the `georag` model, beside its model.py: the config's
+``strategy.calibration`` copied there by `georag triton repo` (the config parameter holds no host path)."""
 
 
 def model_parameters(model_config: dict[str, Any], folder: Path | None = None) -> dict[str, str]:
@@ -109,6 +113,13 @@ def max_requests(params: dict[str, str]) -> int:
     if value < 1:
         raise ConfigError(f"max_requests must be >= 1, got {value}")
     return value
+
+
+def served_calibration(folder: Path, config: Config) -> Calibration | None:
+    """The `CALIBRATION_FILE` in ``folder`` for ``config``'s strategy, or None where there is none;
+    ConfigError when it is unreadable or was fitted on another strategy's predictions."""
+    path = folder / CALIBRATION_FILE
+    return load_calibration(path, config.strategy.name) if path.is_file() else None
 
 
 def processor_spec(folder: Path, size: int) -> ProcessorSpec:

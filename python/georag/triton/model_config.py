@@ -31,9 +31,10 @@ MAX_IMAGE_MB = 1024.0
 PIPELINE_SECTIONS = ("search", "strategy", "serve")
 """The sections of `Config` the `georag` model runs with (the others are not used by a served pipeline:
 the LLM is the repository's own model, the encoder its encoder model, and it has no truth to exclude by)."""
-NOT_IN_CONFIG_PARAMETER = ("serve.max_requests", "serve.max_queue")
+NOT_IN_CONFIG_PARAMETER = ("serve.max_requests", "serve.max_queue", "strategy.calibration")
 """Keys of those sections written as settings of the georag model itself (its ``max_requests`` parameter
-and its Triton queue), not into its ``georag_config`` parameter."""
+and its Triton queue) or as a file of its own (the calibration:
+`georag.serving.triton_glue.CALIBRATION_FILE`), not into its ``georag_config`` parameter."""
 
 
 class RepositoryError(GeoRagError):

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from georag.encoder.backends.onnx_backend import find_onnx
 from georag.encoder.preprocess import CONFIG_NAME
+from georag.geo.calibration import load_calibration
 from georag.serving.retrieval import MAX_K
-from georag.serving.triton_glue import PRIVATE_SETTINGS
+from georag.serving.triton_glue import CALIBRATION_FILE, PRIVATE_SETTINGS
 from georag.triton.engine_args import family_engine_args
 from georag.triton.inputs import EncoderFacts, EngineFile, read_engine, read_facts, standin_name
 from georag.triton.model_config import (
@@ -80,6 +81,10 @@ def write_repository(config: RepositoryConfig, out: Path, *, overwrite: bool = F
         data = onnx.with_name(onnx.name + ".data")
         if data.is_file():  # weights over 2 GiB live beside the graph, under the name the graph records
             files[f"{encoder}/1/{data.name}"] = data
+    strategy = config.config.strategy
+    if strategy.calibration:  # checked now (readable, fitted on this strategy), loaded by the georag model
+        load_calibration(strategy.calibration, strategy.name)
+        files[f"{PIPELINE_MODEL}/1/{CALIBRATION_FILE}"] = Path(strategy.calibration)
     llm = LLM_MODEL if config.llm_standin is None else standin_name(config.llm_standin)
     return _render(config, facts, out, overwrite, [encoder], llm, files, engine)
 

@@ -44,6 +44,7 @@ from georag.serving.triton_glue import (
     pipeline_config,
     processor_spec,
     request_params,
+    served_calibration,
     submap_source,
 )
 from georag.strategies.registry import make_strategy
@@ -69,7 +70,8 @@ class TritonPythonModel:
         )
         spec = processor_spec(folder, int(params.get("image_size", "224")))
         store = submap_source(params.get("store", ""))
-        self.pipeline = Pipeline(config, spec, steps, store)
+        calibration = served_calibration(folder, config)
+        self.pipeline = Pipeline(config, spec, steps, store, calibration=calibration)
         if config.strategy.name not in self.pipeline.strategies:
             make_strategy(config.strategy, store)  # raises why (a missing partition names the fix)
             raise ConfigError(f"the configured strategy {config.strategy.name} cannot be served here")
