@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -331,20 +332,36 @@ void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams&
   s.h_out.reserve(std::max<std::size_t>(out_bytes, 16), "allocate the pinned result buffer");
   if (plan.gemm) {
     s.q16.reserve(qbs * st * 2, "allocate the float16 queries on the GPU");
-    if (!s.handle) {
+    if (!s.handle) {  // kept only once fully set up: a handle on the legacy stream would race the index's
       s.cublas_ws.reserve(cd::kCublasWorkspace, "allocate the cuBLAS workspace");
-      cd::check_cublas(blas->create(&s.handle), "create a cuBLAS handle");
-      cd::check_cublas(blas->set_stream(s.handle, s.stream), "bind cuBLAS to the index's stream");
-      cd::check_cublas(blas->set_workspace(s.handle, s.cublas_ws.p, s.cublas_ws.bytes), "give cuBLAS its workspace");
-      cd::check_cublas(blas->set_math_mode(s.handle, static_cast<cublasMath_t>(
-                                                         CUBLAS_DEFAULT_MATH |
-                                                         CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
-                       "set cuBLAS's math mode");
+      cublasHandle_t h = nullptr;
+      cd::check_cublas(blas->create(&h), "create a cuBLAS handle");
+      try {
+        cd::check_cublas(blas->set_stream(h, s.stream), "bind cuBLAS to the index's stream");
+        cd::check_cublas(blas->set_workspace(h, s.cublas_ws.p, s.cublas_ws.bytes), "give cuBLAS its workspace");
+        cd::check_cublas(blas->set_math_mode(h, static_cast<cublasMath_t>(
+                                                    CUBLAS_DEFAULT_MATH |
+                                                    CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+                         "set cuBLAS's math mode");
+      } catch (...) {
+        (void)blas->destroy(h);
+        throw;
+      }
+      s.handle = h;
     }
   }
   const float F = plan.gemm ? static_cast<float>(cd::gemm_error_floor(stride_)) : 0.f;
   const float alpha = cd::kQueryPostscale, beta = 0.f;
 
+  // A launch or cuBLAS error thrown below may leave work queued on the stream that reads or writes the
+  // pinned and device buffers: wait for it before they can be reused or freed by the next search.
+  struct DrainOnThrow {
+    cudaStream_t stream;
+    int pending = std::uncaught_exceptions();
+    ~DrainOnThrow() {
+      if (std::uncaught_exceptions() > pending) (void)cudaStreamSynchronize(stream);
+    }
+  } drain_on_throw{s.stream};
   for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
     const int64_t b = std::min(qbmax, nq - q0);
     const float* qh = qn.data() + q0 * stride_;
