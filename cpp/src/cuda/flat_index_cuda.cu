@@ -53,12 +53,6 @@ namespace {
 constexpr std::size_t kBuildChunkBytes = std::size_t{32} << 20;  // float16 bytes per upload chunk
 constexpr int kRescoreBlocksPerList = 8;
 
-int heap_capacity(int64_t k, int64_t searchable, const char* name) {
-  if (k < 0) throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(k));
-  if (k > INT_MAX) throw std::invalid_argument(std::string(name) + " is too large: " + std::to_string(k));
-  return static_cast<int>(std::min(k, searchable));
-}
-
 // A grow-only device allocation.
 struct DevMem {
   void* p = nullptr;
@@ -281,14 +275,10 @@ void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams&
   if (nq < 0) throw std::invalid_argument("the number of queries must be >= 0");
   if (params.tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
   if (params.num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0 = the index's setting)");
-  const std::vector<RowRange> rs = ranges ? canonical_ranges(*ranges, n_) : std::vector<RowRange>{{0, n_}};
-  int64_t searchable = 0, longest = 0;
-  for (const auto& r : rs) {
-    searchable += r.end - r.start;
-    longest = std::max(longest, r.end - r.start);
-  }
-  const int kn = heap_capacity(params.k_near, searchable, "k_near");
-  const int kf = heap_capacity(params.k_far, searchable, "k_far");
+  const cd::SearchExtent extent = cd::search_extent(ranges, n_, params.k_near, params.k_far);
+  const std::vector<RowRange>& rs = extent.ranges;
+  const int64_t longest = extent.longest;
+  const int kn = extent.kn, kf = extent.kf;
   if (cuda.gemm_min_batch < 0) throw std::invalid_argument("gemm_min_batch must be >= 0 (0 = the default)");
   std::vector<float> qn(static_cast<std::size_t>(nq) * static_cast<std::size_t>(stride_));
   normalize_queries(queries, nq, d_, stride_, qn.data());
@@ -366,15 +356,7 @@ void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams&
     const int64_t b = std::min(qbmax, nq - q0);
     const float* qh = qn.data() + q0 * stride_;
     float R = 0.f;
-    if (plan.gemm) {  // the bound's query norm: the block's largest, in float64, rounded up
-      double qmax = 0.0;
-      for (int64_t i = 0; i < b; ++i) {
-        double ss = 0.0;
-        for (int64_t j = 0; j < stride_; ++j) ss += static_cast<double>(qh[i * stride_ + j]) * qh[i * stride_ + j];
-        qmax = std::max(qmax, std::sqrt(ss));
-      }
-      R = static_cast<float>(cd::gemm_error_rel(stride_) * qmax * (1 + 1e-6));
-    }
+    if (plan.gemm) R = cd::block_error_rel(qh, b, stride_);
     std::memcpy(s.h_q.p, qh, static_cast<std::size_t>(b) * st * 4);
     check(cudaMemcpyAsync(s.q.p, s.h_q.p, static_cast<std::size_t>(b) * st * 4, cudaMemcpyHostToDevice, s.stream),
           "copy the queries to the GPU");

@@ -3,6 +3,7 @@
 #include "cuda/rows.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -108,6 +109,40 @@ MemoryEstimate memory_estimate(int64_t n, int64_t d, int64_t batch, int k_near, 
   m.workspace = workspace_bytes(p, stride, kn, kf) + (p.gemm ? kCublasWorkspace : 0);
   m.total = m.rows + m.per_row + m.workspace;
   return m;
+}
+
+
+namespace {
+
+int heap_capacity(int64_t k, int64_t searchable, const char* name) {
+  if (k < 0) throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(k));
+  if (k > INT_MAX) throw std::invalid_argument(std::string(name) + " is too large: " + std::to_string(k));
+  return static_cast<int>(std::min(k, searchable));
+}
+
+}  // namespace
+
+SearchExtent search_extent(const std::vector<RowRange>* ranges, int64_t n, int64_t k_near, int64_t k_far) {
+  SearchExtent e;
+  e.ranges = ranges ? canonical_ranges(*ranges, n) : std::vector<RowRange>{{0, n}};
+  int64_t searchable = 0;
+  for (const auto& r : e.ranges) {
+    searchable += r.end - r.start;
+    e.longest = std::max(e.longest, r.end - r.start);
+  }
+  e.kn = heap_capacity(k_near, searchable, "k_near");
+  e.kf = heap_capacity(k_far, searchable, "k_far");
+  return e;
+}
+
+float block_error_rel(const float* q, int64_t b, int64_t stride) {
+  double qmax = 0.0;
+  for (int64_t i = 0; i < b; ++i) {
+    double ss = 0.0;
+    for (int64_t j = 0; j < stride; ++j) ss += static_cast<double>(q[i * stride + j]) * q[i * stride + j];
+    qmax = std::max(qmax, std::sqrt(ss));
+  }
+  return static_cast<float>(gemm_error_rel(stride) * qmax * (1 + 1e-6));
 }
 
 }  // namespace georag::cuda_detail

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "georag/cuda_twin.hpp"
 
@@ -51,6 +52,20 @@ constexpr int64_t kMaxGemmTileCols = int64_t{1} << 16;
 // gemm_min_batch: 0 = the default; l2_bytes: the device's L2 size (the GEMM tile is sized to half of it).
 SearchPlan make_plan(int64_t nq, int kn, int kf, int64_t longest_range, int64_t stride, int64_t tile_rows,
                      int64_t gemm_min_batch, std::size_t l2_bytes);
+
+// The rows one search covers: its canonical ranges, and k near / far capped at the searchable rows (the same
+// checks and messages as FlatIndex::search).
+struct SearchExtent {
+  std::vector<RowRange> ranges;
+  int64_t longest = 0;  // the longest range, in rows
+  int kn = 0;
+  int kf = 0;
+};
+SearchExtent search_extent(const std::vector<RowRange>* ranges, int64_t n, int64_t k_near, int64_t k_far);
+
+// R of the certified bound for a block of b normalized queries (stride floats apart): gemm_error_rel(stride)
+// times the block's largest query norm, computed in float64 and rounded up.
+float block_error_rel(const float* q, int64_t b, int64_t stride);
 
 // Device bytes of the workspace of a plan (score tile, candidate lists, queries, heaps), for the docs/tests.
 std::size_t workspace_bytes(const SearchPlan& p, int64_t stride, int kn, int kf);

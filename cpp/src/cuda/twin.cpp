@@ -19,12 +19,6 @@
 namespace georag::cuda_detail {
 namespace {
 
-int heap_capacity(int64_t k, int64_t searchable, const char* name) {
-  if (k < 0) throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(k));
-  if (k > INT_MAX) throw std::invalid_argument(std::string(name) + " is too large: " + std::to_string(k));
-  return static_cast<int>(std::min(k, searchable));
-}
-
 uint64_t splitmix(uint64_t& s) {
   uint64_t z = (s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -50,14 +44,10 @@ TwinStats cuda_twin_search(const uint16_t* rows, int64_t n, int64_t d, bool norm
   // ---- search: the same checks, in the same order, as CudaFlatIndex::search ----
   if (nq < 0) throw std::invalid_argument("the number of queries must be >= 0");
   if (params.tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
-  const std::vector<RowRange> rs = ranges ? canonical_ranges(*ranges, n) : std::vector<RowRange>{{0, n}};
-  int64_t searchable = 0, longest = 0;
-  for (const auto& r : rs) {
-    searchable += r.end - r.start;
-    longest = std::max(longest, r.end - r.start);
-  }
-  const int kn = heap_capacity(params.k_near, searchable, "k_near");
-  const int kf = heap_capacity(params.k_far, searchable, "k_far");
+  const SearchExtent extent = search_extent(ranges, n, params.k_near, params.k_far);
+  const std::vector<RowRange>& rs = extent.ranges;
+  const int64_t longest = extent.longest;
+  const int kn = extent.kn, kf = extent.kf;
   std::vector<float> qn(static_cast<std::size_t>(nq * stride));
   normalize_queries(queries, nq, d, stride, qn.data());
   TwinStats st;
@@ -84,14 +74,8 @@ TwinStats cuda_twin_search(const uint16_t* rows, int64_t n, int64_t d, bool norm
     const int64_t qb = std::min(qbmax, nq - q0);
     const float* q = qn.data() + q0 * stride;
     float R = 0.f, F = 0.f;
-    if (plan.gemm) {  // the bound's query norm: the block's largest, in float64, rounded up
-      double qmax = 0.0;
-      for (int64_t i = 0; i < qb; ++i) {
-        double ss = 0.0;
-        for (int64_t j = 0; j < stride; ++j) ss += static_cast<double>(q[i * stride + j]) * q[i * stride + j];
-        qmax = std::max(qmax, std::sqrt(ss));
-      }
-      R = static_cast<float>(gemm_error_rel(stride) * qmax * (1 + 1e-6));
+    if (plan.gemm) {
+      R = block_error_rel(q, qb, stride);
       F = static_cast<float>(gemm_error_floor(stride));
       for (int64_t i = 0; i < qb * stride; ++i) q16[static_cast<std::size_t>(i)] = float_to_half_rn(q[i] * kQueryPrescale);
     }
