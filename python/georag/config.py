@@ -303,6 +303,24 @@ class ServeConfig:
     """Requests that may wait for a slot beyond those; more are refused at once (503); default 256."""
     allow_test_markers: bool = False
     """Accept the ``test_marker`` request parameter (servers set up for tests only); default False."""
+    max_uploads: int = 128
+    """Request bodies `georag serve` reads at once, from all clients; more are refused unread (503);
+    default 128. An upload counts against ``max_requests + max_queue`` only once its body is in."""
+    max_uploads_per_client: int = 8
+    """Request bodies `georag serve` reads at once from one client address (the TCP peer); more are
+    refused unread (429); default 8."""
+    body_timeout_s: float = 5.0
+    """Longest wait of `georag serve` for the next piece of a request body, and the grace before
+    ``min_upload_bytes_per_s`` applies (408 otherwise); default 5 s."""
+    min_upload_bytes_per_s: int = 8192
+    """Slowest upload `georag serve` accepts: after ``body_timeout_s``, a body must keep coming at this
+    many bytes per second on average (408 otherwise); default 8192 (8 KiB/s)."""
+    header_timeout_s: float = 10.0
+    """Time a connection to `georag serve` has to send its request headers, from connecting or from its
+    previous response; it is closed otherwise; default 10 s."""
+    max_connections_per_client: int = 32
+    """Connections to `georag serve` from one client address that may be sending a request (its headers
+    or its body) at once; one more is closed as it connects; default 32."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -311,10 +329,19 @@ class ServeConfig:
             "retrieval_timeout_s",
             "llm_timeout_s",
             "deadline_s",
+            "body_timeout_s",
+            "header_timeout_s",
         ):
             _positive(self, name)
         _at_least(self, "max_requests", 1)
         _at_least(self, "max_queue", 0)
+        for name in (
+            "max_uploads",
+            "max_uploads_per_client",
+            "min_upload_bytes_per_s",
+            "max_connections_per_client",
+        ):
+            _at_least(self, name, 1)
 
     @property
     def max_image_bytes(self) -> int:

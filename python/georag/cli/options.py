@@ -199,10 +199,25 @@ SHARED: dict[str, Shared] = {
         _s("--denominator", (), click.Choice(DENOMINATORS), DENOMINATOR_HELP),
         # serving limits
         _s("--max-requests", "serve.max_requests", click.IntRange(min=1), "Requests run at once."),
-        _s("--max-queue", "serve.max_queue", click.IntRange(min=0), "Requests that may wait beyond "
-           "--max-requests, uploads included; more are answered 503 at once."),
+        _s("--max-queue", "serve.max_queue", click.IntRange(min=0), "Requests whose body is in that may "
+           "wait beyond --max-requests; more are answered 503 at once."),
         _s("--max-image-mb", "serve.max_image_mb", POSITIVE, "Largest image a request may carry, MiB."),
         _s("--deadline-s", "serve.deadline_s", POSITIVE, "Time limit of a whole request, waiting included."),
+        # georag serve's slow-client limits (HTTP only)
+        _s("--max-uploads", "serve.max_uploads", click.IntRange(min=1),
+           "Request bodies read at once, from all clients; more are answered 503, unread."),
+        _s("--max-uploads-per-client", "serve.max_uploads_per_client", click.IntRange(min=1),
+           "Request bodies read at once from one client address; more are answered 429, unread."),
+        _s("--body-timeout-s", "serve.body_timeout_s", POSITIVE,
+           "Longest pause within a request body, and the grace before --min-upload-bytes-per-s (408)."),
+        _s("--min-upload-bytes-per-s", "serve.min_upload_bytes_per_s", click.IntRange(min=1),
+           "Slowest upload accepted, on average after its first --body-timeout-s (408)."),
+        _s("--header-timeout-s", "serve.header_timeout_s", POSITIVE,
+           "Time a connection has to send its request headers, from connecting or its previous answer; "
+           "then it is closed."),
+        _s("--max-connections-per-client", "serve.max_connections_per_client", click.IntRange(min=1),
+           "Connections from one client address sending a request (headers or body) at once; one more "
+           "is closed as it connects."),
     )
 }  # fmt: skip
 """Every shared option by name (its first flag without dashes; ``served-llm-timeout-s`` is serve's
@@ -218,6 +233,9 @@ RAG = ("strategy", "knn-k", "variants", *SAMPLING, *SELECT)
 VPR = ("prior-samples", "submap-by", "clusters", "min-submap-rows", "rerank-k", "prior-weight", "hybrid")
 EXCLUSION = ("exclude-same-author", "exclude-radius-km")
 SERVE = ("max-requests", "max-queue", "max-image-mb", "served-llm-timeout-s", "deadline-s")
+SLOW_CLIENTS = ("max-uploads", "max-uploads-per-client", "body-timeout-s", "min-upload-bytes-per-s",
+                "header-timeout-s", "max-connections-per-client")
+"""georag serve's limits on slow clients (the HTTP server's own; a Triton repository has none)."""
 CONFIG_PARAMS = {s.name: s.keys for s in SHARED.values() if s.keys}
 """Parameter name -> the config keys it sets."""
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import click
 
-from georag.cli.options import RAG, SEARCH, SERVE, SHARDED, VPR, config_from, errors, use
+from georag.cli.options import RAG, SEARCH, SERVE, SHARDED, SLOW_CLIENTS, VPR, config_from, errors, use
 from georag.config import Config
 from georag.errors import ConfigError, GeoRagError
 
@@ -20,10 +20,9 @@ LLM_GRACE_S = 0.5
 """How much longer than the LLM step's time limit the LLM client waits (default 0.5 s): the step gives up
 first, so that a stalled LLM is always a 504 (and ends the client's call at once, freeing its thread)."""
 
-
 @click.command("serve")
 @use("config", "store", "encoder", "backend", "device", "llm", "family", *SEARCH, *RAG, *VPR, "calibration",
-     *SERVE, defaults={"family": "qwen2-vl"})  # fmt: skip
+     *SERVE, *SLOW_CLIENTS, defaults={"family": "qwen2-vl"})  # fmt: skip
 @use(*SHARDED)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
@@ -45,12 +44,24 @@ first, so that a stalled LLM is always a 504 (and ends the client's call at once
     help="Require 'Authorization: Bearer KEY' on every route but the health probes (16+ characters). "
     "Prefer the environment variable GEORAG_API_KEY: a command line is visible to other users.",
 )
-@click.option("--docs", is_flag=True, help="Also serve FastAPI's /docs, /redoc and /openapi.json (off: the "
-              "docs pages load scripts from a CDN).")
-@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).")
-@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The private key of --ssl-certfile (PEM).")
+@click.option(
+    "--docs",
+    is_flag=True,
+    help="Also serve FastAPI's /docs, /redoc and /openapi.json (off: the "
+    "docs pages load scripts from a CDN).",
+)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The private key of --ssl-certfile (PEM).",
+)
 def serve(
     host: str,
     port: int,
@@ -73,8 +84,15 @@ def serve(
       curl --data-binary @photo.jpg 'http://127.0.0.1:8080/v1/locate?id=photo.jpg&samples=3'
       curl -F file=@photo.jpg -F samples=3 http://127.0.0.1:8080/v1/locate
 
-    The server holds at most --max-requests + --max-queue requests, uploads
-    included; one more is answered 503 before its body is read. Each LLM
+    The server holds at most --max-requests + --max-queue requests whose
+    body is in; one more is answered 503 before its body is read. Uploads
+    are counted apart (--max-uploads, --max-uploads-per-client: 503 / 429
+    unread) and must keep coming (--body-timeout-s, --min-upload-bytes-per-s:
+    408); a connection is closed when its headers take over
+    --header-timeout-s or its address already has
+    --max-connections-per-client sending. The client address is the TCP
+    peer (X-Forwarded-For is ignored): behind a proxy, every client shares
+    the proxy's, so the proxy should enforce these limits. Each LLM
     request is sent once, bounded by --llm-timeout-s: a stalled or failing
     LLM ends the request with 504 / 502, and the client may retry; after 3
     in a row the LLM is refused at once for 5 s (503; knn still served).
@@ -97,6 +115,10 @@ def serve(
     with errors():
         config = config_from(kw, require=("store",))
         require_fastapi(server=True)  # before loading models
+        from georag.serving.conn_guard import guarded_protocol
+
+        limits = config.serve
+        protocol = guarded_protocol(limits.header_timeout_s, limits.max_connections_per_client)
         app = build_app(config, family=family, store_check=store_check, api_key=api_key, docs=docs)
     import uvicorn
 
@@ -109,6 +131,8 @@ def serve(
         timeout_graceful_shutdown=int(config.serve.deadline_s) + 1,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        http=protocol,
+        proxy_headers=False,  # the client address is the TCP peer's, never a header's
     )
 
 

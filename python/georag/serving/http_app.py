@@ -19,16 +19,20 @@ The body is read under its cap first, then parsed (`georag.serving.forms`, with 
 parser FastAPI uses): a request needs one file part and a few short fields, and anything else (no or two
 file parts, a missing closing boundary, a part without a name) is refused with a clear 400.
 
-Admission comes before the body is read: the server holds at most ``max_requests + max_queue`` requests
-(uploading, waiting for a slot, or running), and one arriving beyond that is refused (503) at once, its
-body unread, so the limits bound memory and slow uploads too. An admitted request reads its body, then
-waits for one of the ``max_requests`` slots within its deadline and runs the pipeline.
+Admission (`georag.serving.admission`) comes before the body is read, and counts uploads apart from the
+requests whose body is in: at most ``max_uploads`` bodies are read at once (``max_uploads_per_client`` per
+client address, 429 beyond), each at a minimum rate after a grace (408 otherwise), and at most
+``max_requests + max_queue`` requests with their body in wait for a slot or run; beyond any of these a
+request is refused at once, its body unread. An admitted request reads its body, then waits for one of the
+``max_requests`` slots within its deadline and runs the pipeline. Connections that never finish their
+headers are the protocol's to close (`georag.serving.conn_guard`, under `georag serve`).
 
 Status codes (error body ``{"error": MESSAGE, "code": INVALID_ARG | UNAVAILABLE | INTERNAL}``, MESSAGE
 free of paths and addresses): 400 a bad request (image, parameters, or a strategy this server cannot
 answer; also a client that hung up mid-upload, logged at info level, though no answer reaches it), 408 the
-body did not arrive within the deadline, 413 too large an image, 503 the server is busy (full, or no slot
-within the deadline), shutting down, or a model the request needs is down (failed or stalled several
+body did not arrive within the deadline or came too slowly, 413 too large an image, 429 the client's
+address already uploads its share, 503 the server is busy (full, too many uploads, or no slot within the
+deadline), shutting down, or a model the request needs is down (failed or stalled several
 times in a row: refused at once, `georag.serving.health`; /health/ready says which), 504 a step (encoder,
 retrieval, LLM) or the deadline ran out while the pipeline ran, 502 a model the pipeline calls answered
 with an error, 500 a bug (the detail goes to the log only).
@@ -40,13 +44,14 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from georag.config import StrategyConfig
 from georag.errors import MissingDependencyError, extra_hint
+from georag.serving.admission import Admission, Busy, SlowBody, TooManyUploads, read_body
 from georag.serving.auth import require_key
 from georag.serving.errors import (
     BadRequest,
@@ -84,30 +89,12 @@ MULTIPART_ALLOWANCE = 16 << 10
 headers and the parameter fields."""
 
 
-class _Busy(StepTimeout):
-    """No slot for the request: the queue is full, none freed within its deadline, or the server is not
-    ready (answered 503)."""
-
-
-class _SlowBody(BadRequest):
-    """The body did not arrive within the request's deadline (answered 408)."""
-
-
-class _HungUp(BadRequest):
-    """The client disconnected before its body arrived (answered 400, though no answer reaches it)."""
-
-
 @dataclass
 class _State:
-    """What the routes share: readiness and the admission limits."""
+    """What the routes share: readiness and the admission counts."""
 
-    max_requests: int
-    max_queue: int
+    admission: Admission
     ready: bool = False
-    held: int = 0
-    """Requests admitted and not yet answered: uploading, waiting for a slot, or running."""
-    slots: asyncio.Semaphore | None = None
-    """The ``max_requests`` pipeline slots; made at startup, on the serving event loop."""
 
 
 def require_fastapi(*, server: bool = False) -> None:
@@ -138,10 +125,12 @@ def create_app(
     GeoStore whose image files are reachable).
 
     The limits are the pipeline's ``config.serve``: ``max_requests`` pipeline runs at once, ``max_queue``
-    requests allowed to wait beyond those: the server holds at most ``max_requests + max_queue`` requests,
-    uploads included, and answers 503 at once beyond that. ``on_close``: called at shutdown, after
-    readiness turned 503 (e.g. `LocalSteps.close`). The strategies served are the pipeline's (a server
-    without an LLM answers knn and knn-medoid, and a request for rag gets 400); a request naming none gets
+    requests allowed to wait beyond those: the server holds at most ``max_requests + max_queue`` requests
+    whose body is in, and answers 503 at once beyond that; uploads are counted apart (``max_uploads``,
+    ``max_uploads_per_client``) and read at ``min_upload_bytes_per_s`` or faster
+    (`georag.serving.admission`). ``on_close``: called at shutdown, after readiness turned 503 (e.g.
+    `LocalSteps.close`). The strategies served are the pipeline's (a server without an LLM answers knn
+    and knn-medoid, and a request for rag gets 400); a request naming none gets
     ``config.strategy.name`` if served, else the first served one. ``family``: the chat format the LLM is
     driven with, as /v1/info reports it (default None: no LLM, or an openai:// server applying its own);
     /v1/info says ``"llm": false`` and ``"family": null`` whatever ``family`` where no strategy served needs
@@ -165,7 +154,8 @@ def create_app(
     default_strategy = config.strategy.name if config.strategy.name in strategies else strategies[0]
     has_llm = any(StrategyConfig(name).needs_llm for name in strategies)
     known = known_keys(cfg.allow_test_markers)
-    state = _State(max_requests, max_queue)
+    state = _State(Admission(cfg))
+    admission = state.admission
     gallery = GalleryImages.of(getattr(pipeline, "store", None))
 
     def checked(given: dict[str, str]) -> RequestParams:
@@ -181,7 +171,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.slots = asyncio.Semaphore(max_requests)  # bound to this (the serving) event loop
+        admission.slots = asyncio.Semaphore(max_requests)  # bound to this (the serving) event loop
         state.ready = True
         log.info("georag serve: ready (%d in flight, %d waiting at most)", max_requests, max_queue)
         try:
@@ -227,30 +217,31 @@ def create_app(
             return cfg.deadline_s - (time.monotonic() - arrived)
 
         try:
-            slots = state.slots
-            if not state.ready or slots is None:
-                raise _Busy("the server is not ready or is shutting down")
+            if not state.ready or admission.slots is None:
+                raise Busy("the server is not ready or is shutting down")
             if store_problem() is not None:
-                raise _Busy(f"the server is not ready: {store_problem()}")
+                raise Busy(f"the server is not ready: {store_problem()}")
             asked, geojson, evidence = _output_options(request.query_params.multi_items())
             query = _given(asked, "query parameter", (*known, *OUTPUT_KEYS))
             params = checked(query)  # the query's parameters are refused before the body is read
             boundary = boundary_of(request.headers.get("content-type"))  # None: the body is the image
             cap = cfg.max_image_bytes + (MULTIPART_ALLOWANCE if boundary is not None else 0)
             _check_length(request, cap, cfg.max_image_bytes)
-            with _admitted(state):  # before the body is read: a full server reads none of it
-                image = await _read_body(request, cap, cfg.max_image_bytes, left())
-                if boundary is not None:
-                    image, items = parse_form(image, boundary, cfg.max_image_bytes)
-                    if any(key in OUTPUT_KEYS for key, _ in items):
-                        raise BadRequest(f"{' and '.join(OUTPUT_KEYS)} go in the query string, not the form")
-                    fields = _given(items, "form field", known)
-                    both = sorted(set(query) & set(fields))
-                    if both:
-                        raise BadRequest(f"parameter {both[0]!r} is given both in the query and in the form")
-                    if fields:
-                        params = checked({**query, **fields})
-                async with _slot(slots, left()):
+            client = request.client.host if request.client is not None else ""  # the TCP peer's address
+            with admission.upload(client):  # refused before the body is read: a full server reads none
+                image = await read_body(request, cap, cfg.max_image_bytes, left(), cfg)
+            if boundary is not None:
+                image, items = parse_form(image, boundary, cfg.max_image_bytes)
+                if any(key in OUTPUT_KEYS for key, _ in items):
+                    raise BadRequest(f"{' and '.join(OUTPUT_KEYS)} go in the query string, not the form")
+                fields = _given(items, "form field", known)
+                both = sorted(set(query) & set(fields))
+                if both:
+                    raise BadRequest(f"parameter {both[0]!r} is given both in the query and in the form")
+                if fields:
+                    params = checked({**query, **fields})
+            with admission.hold():  # the body is in: it now counts against max_requests + max_queue
+                async with admission.slot(left()):
                     result = await pipeline.run(image, params, arrived=arrived)
             if geojson:
                 from georag.geojson import MEDIA_TYPE, dumps, from_result
@@ -381,73 +372,14 @@ def _check_length(request: "Request", cap: int, image_cap: int) -> None:
             raise TooLarge(too_large(int(declared) if cap == image_cap else None, image_cap))
 
 
-@contextmanager
-def _admitted(state: _State) -> Iterator[None]:
-    """Counts the request as held while it uploads, waits and runs; refuses it (503) at once where the
-    server already holds ``max_requests + max_queue``."""
-    limit = state.max_requests + state.max_queue
-    if state.held >= limit:
-        raise _Busy(
-            f"the server is busy: it already holds {state.held} of at most {limit} requests "
-            f"({state.max_requests} running + {state.max_queue} waiting)"
-        )
-    state.held += 1
-    try:
-        yield
-    finally:
-        state.held -= 1
-
-
-async def _read_body(request: "Request", cap: int, image_cap: int, left_s: float) -> bytes:
-    """The whole body, refused (413, the message naming ``image_cap``) once its chunks pass ``cap`` bytes,
-    (408) if it does not arrive within ``left_s``, and (400) if the client hangs up before it ends."""
-    from starlette.requests import ClientDisconnect
-
-    async def chunks() -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise TooLarge(too_large(None, image_cap))
-            parts.append(chunk)
-        return b"".join(parts)
-
-    try:
-        body = await asyncio.wait_for(chunks(), max(left_s, 0.001))
-    except asyncio.TimeoutError:
-        raise _SlowBody("the image did not arrive within the request's deadline") from None
-    except ClientDisconnect:
-        raise _HungUp("the client disconnected before the image arrived") from None
-    if not body:
-        raise BadRequest(
-            "the body is empty: send the encoded image (curl --data-binary @photo.jpg or -F file=@photo.jpg)"
-        )
-    return body
-
-
-@asynccontextmanager
-async def _slot(slots: asyncio.Semaphore, left_s: float) -> AsyncIterator[None]:
-    """Holds one of the ``max_requests`` slots, waiting for one at most ``left_s`` (then refused, 503)."""
-    if slots.locked():
-        try:
-            await asyncio.wait_for(slots.acquire(), max(left_s, 0.001))
-        except asyncio.TimeoutError:
-            raise _Busy("the server is busy: the request could not start within its deadline") from None
-    else:
-        await slots.acquire()
-    try:
-        yield
-    finally:
-        slots.release()
-
-
 def _status(exc: ServingError) -> int:
     if isinstance(exc, TooLarge):
         return 413
-    if isinstance(exc, _SlowBody):
+    if isinstance(exc, SlowBody):
         return 408
-    if isinstance(exc, (_Busy, DependencyDown)):
+    if isinstance(exc, TooManyUploads):
+        return 429
+    if isinstance(exc, (Busy, DependencyDown)):
         return 503
     if isinstance(exc, (BadRequest, StepTimeout, StepFailed)):
         return _STATUS[exc.code]
@@ -457,6 +389,6 @@ def _status(exc: ServingError) -> int:
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> "Response":
     from fastapi.responses import JSONResponse
 
-    if status == 503:
+    if status in (429, 503):
         headers = {**(headers or {}), "Retry-After": "1"}
     return JSONResponse({"error": public_message(message), "code": code}, status_code=status, headers=headers)

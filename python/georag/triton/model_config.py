@@ -31,10 +31,20 @@ MAX_IMAGE_MB = 1024.0
 PIPELINE_SECTIONS = ("search", "strategy", "serve")
 """The sections of `Config` the `georag` model runs with (the others are not used by a served pipeline:
 the LLM is the repository's own model, the encoder its encoder model, and it has no truth to exclude by)."""
-NOT_IN_CONFIG_PARAMETER = ("serve.max_requests", "serve.max_queue", "strategy.calibration")
+HTTP_ONLY = (
+    "serve.max_uploads",
+    "serve.max_uploads_per_client",
+    "serve.body_timeout_s",
+    "serve.min_upload_bytes_per_s",
+    "serve.header_timeout_s",
+    "serve.max_connections_per_client",
+)
+"""`georag serve`'s limits on slow clients: its HTTP server's own (Triton reads the requests itself)."""
+NOT_IN_CONFIG_PARAMETER = ("serve.max_requests", "serve.max_queue", "strategy.calibration", *HTTP_ONLY)
 """Keys of those sections written as settings of the georag model itself (its ``max_requests`` parameter
 and its Triton queue) or as a file of its own (the calibration:
-`georag.serving.triton_glue.CALIBRATION_FILE`), not into its ``georag_config`` parameter."""
+`georag.serving.triton_glue.CALIBRATION_FILE`), or not used by it (`HTTP_ONLY`), not into its
+``georag_config`` parameter."""
 
 
 class RepositoryError(GeoRagError):
