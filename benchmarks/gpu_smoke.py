@@ -2,7 +2,9 @@
 """The GPU paths on first contact: one run, one table, each part skipped with its reason where its software
 or hardware is missing (so it runs to the end on a CPU-only machine too). Run it through gpu_smoke.sh.
 
-Parts: driver and CUDA versions; georag._core's CUDA build and the device it finds; the GPU tests
+Parts: driver and CUDA versions; georag._core's CUDA build and the device it finds; FIRST, the measured
+error of the tensor-core GEMM against the certified bound (the one assumption of the GEMM path no CPU test
+can check: if it fails, the GEMM path must not be trusted on this GPU); the GPU tests
 (`pytest -m gpu`); compute-sanitizer memcheck and racecheck on a small CudaFlatIndex search; CudaFlatIndex
 against torch matmul + topk on the same card at N = 1M, d = 1152, B = 1 and 256 (ids equal, time ratio); a
 TensorRT engine built from a SigLIP-shaped ONNX (the tiny random SigLIP) with parity against
@@ -56,6 +58,51 @@ def core_device() -> str:
     if not ok:
         raise Skip(f"CUDA build, but no usable device: {why}")
     return f"CUDA build, device: {why}"
+
+
+BOUND_LIMIT = 1 / 1.0625
+
+
+def gemm_bound() -> str:
+    """The bound check (cpp/src/cuda/certified.hpp): the GEMM tile against the exact tile, as the largest
+    |approx - exact| / e, on the stress set (random, nearly orthogonal and cancellation-heavy pairs and the
+    query-rounding adversary) and on random rows, at several widths, with and without per-row scales; and
+    the self-check an index runs before its first GEMM search."""
+    core_device()
+    import numpy as np
+
+    from georag import _core
+    from georag.search.cuda import CudaFlatIndex
+
+    worst: tuple[float, str] = (0.0, "")
+    parts = []
+    for d in (1152, 768, 96, 32):
+        rows, q = _core._cuda_bound_stress_set(d)
+        ratios = []
+        for normalize in (False, True):
+            index = CudaFlatIndex(rows, normalize=normalize)
+            for queries, start in ((q[:128], 0), (q[128:], 0), (q[128:], 384)):
+                got = index._bound_check(queries, row_start=start)
+                ratios.append(got["ratio"])
+                if got["ratio"] >= worst[0]:
+                    worst = (got["ratio"], f"d={d} normalize={normalize} {got}")
+        rng = np.random.default_rng(d)
+        db = rng.standard_normal((20000, d), dtype=np.float32)
+        got = CudaFlatIndex(db)._bound_check(rng.standard_normal((512, d), dtype=np.float32))
+        if got["ratio"] >= worst[0]:
+            worst = (got["ratio"], f"d={d} random rows {got}")
+        parts.append(f"d={d}: stress {max(ratios):.3f}, random {got['ratio']:.3f}")
+    index = CudaFlatIndex(_core._cuda_bound_stress_set(1152)[0])
+    index.search(np.ones((8, 1152), np.float32), 4, 4, gemm_min_batch=1)
+    self_check = index.gemm_self_check or {}
+    parts.append(f"self-check {self_check.get('ratio', float('nan')):.3f}")
+    summary = f"max |GEMM - exact| / e (limit {BOUND_LIMIT:.3f}): " + "; ".join(parts)
+    if worst[0] >= BOUND_LIMIT or not self_check.get("ok", False):
+        raise RuntimeError(
+            f"{summary}. THE GEMM PATH MUST NOT BE TRUSTED ON THIS GPU: its error breaks the certified "
+            f"bound's assumption (CudaFlatIndex refuses it and streams exactly); worst pair: {worst[1]}"
+        )
+    return summary
 
 
 def gpu_tests() -> str:
@@ -180,6 +227,7 @@ def triton_trt() -> str:
 PARTS: list[tuple[str, Callable[[], str]]] = [
     ("driver and CUDA", versions),
     ("georag._core CUDA build and device", core_device),
+    ("GEMM error vs certified bound (first: else the GEMM path is untrusted)", gemm_bound),
     ("pytest -m gpu", gpu_tests),
     ("compute-sanitizer memcheck", sanitizer("memcheck")),
     ("compute-sanitizer racecheck", sanitizer("racecheck")),

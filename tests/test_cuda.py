@@ -262,6 +262,48 @@ class TestOnDevice:
             np.testing.assert_array_equal(g.near_ids, want.near_ids)
             np.testing.assert_array_equal(g.far_scores, want.far_scores)
 
+    @pytest.mark.parametrize("d", [1152, 768, 96, 32])
+    def test_gemm_error_is_within_the_certified_bound_on_this_gpu(self, d: int) -> None:
+        """THE assumption of the certified bound (cpp/src/cuda/certified.hpp, step 2), measured: the GEMM
+        tile against the exact tile, random AND cancellation-heavy pairs (georag._core._cuda_bound_stress_set)
+        and random rows, with and without per-row scales. A failure means the GEMM path must not be trusted
+        on this GPU."""
+        rows, q = _core._cuda_bound_stress_set(d)
+        for normalize in (False, True):
+            index = CudaFlatIndex(rows, normalize=normalize)
+            for queries, start in ((q[:128], 0), (q[128:], 0), (q[128:], 384)):
+                got = index._bound_check(queries, row_start=start)
+                assert got["ok"], got
+                assert got["ratio"] < 1 / 1.0625
+            # the query-rounding adversary is seen by the device check too (the ratio is not trivially 0)
+            assert index._bound_check(q[128:], row_start=384)["ratio"] > 0.1
+        db, qr = data(20000, d, 512, seed=d)
+        got = CudaFlatIndex(db)._bound_check(qr)
+        assert got["ok"], got
+        assert got["queries"] == 512 and 0 < got["rows"] <= 20000
+
+    def test_gemm_self_check_runs_once_before_the_first_gemm_search(self) -> None:
+        db, q = data(3000, 96, 9, seed=17)
+        index = CudaFlatIndex(db)
+        assert index.gemm_self_check is None
+        index.search(q[:2], 4, 4, **STREAM)  # the streaming kernel: no self-check
+        assert index.gemm_self_check is None
+        gpu = index.search(q, 8, 8, **GEMM)
+        check = index.gemm_self_check
+        assert check is not None and check["ok"], check
+        assert (check["queries"], check["rows"]) == (256, 512)
+        assert_same_as_cpu(gpu, FlatIndex(device_rows(db)).search(q, 8, 8, amx_min_batch=10**9))
+
+    def test_bound_check_arguments(self) -> None:
+        db, q = data(100, 16, 3, seed=18)
+        index = CudaFlatIndex(db)
+        with pytest.raises(ValueError, match=r"row_start must be in \[0, 100\)"):
+            index._bound_check(q, row_start=100)
+        with pytest.raises(ValueError, match="1 to 512 queries"):
+            index._bound_check(q[:0])
+        got = index._bound_check(q, row_start=90, tile_rows=7)  # ld 8 for a tile of 7 rows
+        assert (got["queries"], got["rows"]) == (3, 7) and 90 <= got["row"] < 97
+
     def test_missing_device_index_is_a_value_error(self) -> None:
         db, _ = data(10, 4, 1)
         with pytest.raises(ValueError, match="does not exist"):

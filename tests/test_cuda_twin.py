@@ -190,3 +190,61 @@ def test_memory_estimate_for_10m_by_1152() -> None:
     assert est["rows"] == 10_000_000 * 1152 * 2  # 23.04 GB of float16 rows
     assert est["per_row"] == 10_000_000 * 8
     assert est["total"] < 23.5e9
+
+
+# ---- the bound check (CudaFlatIndex._bound_check and the GEMM self-check) with the emulated GEMM ----
+
+LIMIT = 1 / 1.0625
+EPS = 2.0**-11 - 2.0**-17  # the stress set's query-rounding error, relative (cpp/src/cuda/rows.cpp)
+
+
+def bound_check(rows, q, approx="fp16-gemm", **kw):  # type: ignore[no-untyped-def]
+    return _core._cuda_twin_bound_check(rows, q, approx=approx, **kw)
+
+
+@pytest.mark.parametrize("d", [1, 3, 32, 96])
+def test_stress_set_stays_within_the_bound_with_a_float32_gemm(d: int) -> None:
+    rows, q = _core._cuda_bound_stress_set(d)
+    assert rows.dtype == np.float16 and rows.shape == (512, d)
+    assert q.dtype == np.float32 and q.shape == (256, d)
+    assert np.isfinite(rows).all() and (np.abs(rows.astype(np.float32)).sum(axis=1) > 0).all()
+    for normalize in (False, True):
+        got = bound_check(rows, q, normalize=normalize)
+        assert got["ok"] and got["ratio"] < LIMIT == pytest.approx(got["limit"])
+        assert (got["queries"], got["rows"]) == (256, 512)
+        assert abs(got["approx"] - got["exact"]) == pytest.approx(got["ratio"] * got["bound"], rel=1e-3)
+
+
+@pytest.mark.parametrize("d", [32, 96, 1152])
+def test_stress_set_drives_the_query_rounding_term_near_its_worst_case(d: int) -> None:
+    """Query 128 + i against row 384 + i: every element's float16 rounding errs by EPS the same way, so the
+    GEMM's error is ~EPS |q| |x|, i.e. EPS / (gemm_error_rel / 1.0625) of the bound: the check has teeth
+    (a GEMM that rounded the queries twice as coarsely would exceed the limit at d <= 96)."""
+    rows, q = _core._cuda_bound_stress_set(d)
+    rel = twin(rows[:2], q[:8], 1, 1, "fp16-gemm")[4]["error_bound"]  # gemm_error_rel(D), margin included
+    got = bound_check(rows, q[128:136], row_start=384, tile_rows=8)
+    assert got["ok"]
+    assert got["ratio"] > 0.9 * EPS / rel
+    assert got["row"] - 384 == got["query"]  # the paired row
+
+
+def test_bound_check_reads_an_injected_error_exactly() -> None:
+    """The adversarial emulation puts every approximate score at exact +- 0.95 / 1.0625 of e."""
+    rows, q = _core._cuda_bound_stress_set(40)
+    got = bound_check(rows, q, "adversarial", seed=5)
+    assert got["ratio"] == pytest.approx(0.95 / 1.0625, rel=1e-3)  # exact + e rounds to float32
+    assert got["ok"]
+
+
+def test_bound_check_arguments() -> None:
+    rows, q = _core._cuda_bound_stress_set(8)
+    with pytest.raises(ValueError, match="1 to 512 queries"):
+        bound_check(rows, np.concatenate([q, q, q])[:513])
+    with pytest.raises(ValueError, match="1 to 512 queries"):
+        bound_check(rows, q[:0])
+    with pytest.raises(ValueError, match=r"row_start must be in \[0, 512\)"):
+        bound_check(rows, q, row_start=512)
+    with pytest.raises(ValueError, match="compares a GEMM"):
+        bound_check(rows, q, "exact")
+    got = bound_check(rows, q[:3], row_start=500)  # the tile is cut at the last row
+    assert (got["queries"], got["rows"]) == (3, 12) and 500 <= got["row"] < 512

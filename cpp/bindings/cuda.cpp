@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <string>
@@ -26,6 +27,12 @@ namespace georag::bindings {
 namespace {
 
 using namespace pybind11::literals;
+
+py::dict bound_check_dict(const cuda_detail::BoundCheck& c) {
+  return py::dict("ratio"_a = c.ratio, "limit"_a = c.limit, "ok"_a = c.ratio < c.limit, "query"_a = c.query,
+                  "row"_a = c.row, "approx"_a = c.approx, "exact"_a = c.exact, "bound"_a = c.bound,
+                  "queries"_a = c.queries, "rows"_a = c.rows);
+}
 
 // The CPU twin of the CUDA search (every build): the device's selection and certification code on the host.
 void register_twin(py::module_& m) {
@@ -64,6 +71,43 @@ void register_twin(py::module_& m) {
       "bound_scale"_a = 1.0,
       "Test hook: the CUDA search's certified selection run on the host (see cpp/src/cuda/certified.hpp).");
   m.def(
+      "_cuda_twin_bound_check",
+      [](const py::array& rows, const py::array& queries, const std::string& approx, bool normalize,
+         int64_t row_start, int64_t tile_rows, std::size_t l2_bytes, uint64_t seed) {
+        if (!has_dtype(rows, py::dtype("float16"))) throw py::type_error("rows must be float16");
+        HalfMatrix h = as_half_matrix(rows, "rows", -1);
+        Matrix q = as_matrix(queries, "queries", h.cols);
+        cuda_detail::TwinOptions opt;
+        opt.approx = approx;
+        opt.tile_rows = tile_rows;
+        opt.l2_bytes = l2_bytes;
+        opt.seed = seed;
+        cuda_detail::BoundCheck c;
+        {
+          py::gil_scoped_release release;
+          c = cuda_detail::cuda_twin_bound_check(h.data, h.rows, h.cols, normalize, q.data, q.rows, row_start, opt);
+        }
+        return bound_check_dict(c);
+      },
+      "rows"_a, "queries"_a, "approx"_a = "fp16-gemm", "normalize"_a = false, "row_start"_a = 0, "tile_rows"_a = 0,
+      "l2_bytes"_a = std::size_t{50} << 20, "seed"_a = 0,
+      "Test hook: the device bound check (CudaFlatIndex._bound_check) with the twin's emulated GEMM.");
+  m.def(
+      "_cuda_bound_stress_set",
+      [](int64_t d) {
+        std::vector<uint16_t> rows;
+        std::vector<float> queries;
+        int64_t nr = 0, nq = 0;
+        cuda_detail::bound_stress_set(d, &rows, &queries, &nr, &nq);
+        py::array_t<uint16_t> r({nr, d});
+        std::copy(rows.begin(), rows.end(), r.mutable_data());
+        py::array_t<float> q({nq, d});
+        std::copy(queries.begin(), queries.end(), q.mutable_data());
+        return py::make_tuple(r.attr("view")(py::dtype("float16")), q);
+      },
+      "d"_a,
+      "The bound check's stress set (rows float16, queries float32), as CudaFlatIndex's GEMM self-check uses it.");
+  m.def(
       "cuda_memory_estimate",
       [](int64_t n, int64_t d, int64_t batch, int64_t k_near, int64_t k_far, std::size_t l2_bytes) {
         if (n < 0 || d <= 0 || batch <= 0 || k_near < 0 || k_far < 0 || k_near > INT_MAX || k_far > INT_MAX)
@@ -95,9 +139,20 @@ py::tuple cuda_search(const CudaFlatIndex& self, const py::array& queries, int64
   CudaSearchParams cuda;
   cuda.gemm_min_batch = gemm_min_batch;
   auto out = make_output(q.rows, k_near, k_far);
+  const int before = self.gemm_check_state();
   {
     py::gil_scoped_release release;
     self.search(q.data, q.rows, params, out.view, restricted ? &ranges : nullptr, cuda);
+  }
+  if (before != 2 && self.gemm_check_state() == 2) {  // the GEMM self-check failed in this search: say so once
+    const auto c = self.gemm_self_check();
+    py::module_::import("warnings")
+        .attr("warn")("CudaFlatIndex: on this GPU the tensor-core GEMM's error reached " + std::to_string(c.ratio) +
+                          " of the certified bound (limit " + std::to_string(c.limit) +
+                          "), so the bound's assumption about cuBLAS does not hold here; this index now scores "
+                          "every batch with the exact kernel (same results, slower). Please report the GPU, "
+                          "driver and cuBLAS version.",
+                      py::module_::import("builtins").attr("RuntimeWarning"), 2);
   }
   // The fifth element mirrors FlatIndex.search (host scratch bytes); the CUDA path reports 0.
   return py::make_tuple(out.near_ids, out.near_scores, out.far_ids, out.far_scores, std::size_t{0});
@@ -134,6 +189,26 @@ void register_cuda(py::module_& m) {
            "vectors"_a, "normalize"_a = true, "device"_a = 0)
       .def("search", &cuda_search, "queries"_a, "k_near"_a = 16, "k_far"_a = 16, "row_ranges"_a = py::none(),
            "tile_rows"_a = 0, "gemm_min_batch"_a = 0)
+      .def(
+          "bound_check",
+          [](const CudaFlatIndex& self, const py::array& queries, int64_t row_start, int64_t tile_rows) {
+            Matrix q = as_matrix(queries, "queries", self.dim());
+            cuda_detail::BoundCheck c;
+            {
+              py::gil_scoped_release release;
+              c = self.bound_check(q.data, q.rows, row_start, tile_rows);
+            }
+            return bound_check_dict(c);
+          },
+          "queries"_a, "row_start"_a = 0, "tile_rows"_a = 0,
+          "Test hook: the GEMM tile against the exact tile for these queries over one tile of rows from row_start; "
+          "the largest |approx - exact| / e (must stay below limit = 1 / 1.0625).")
+      .def_property_readonly("gemm_self_check",
+                             [](const CudaFlatIndex& self) -> py::object {
+                               const int state = self.gemm_check_state();
+                               if (state == 0) return py::none();
+                               return bound_check_dict(self.gemm_self_check());
+                             })
       .def_property_readonly("row_bytes", &CudaFlatIndex::row_bytes)
       .def_property_readonly("workspace_bytes", &CudaFlatIndex::workspace_bytes)
       .def_property_readonly("ntotal", &CudaFlatIndex::size)

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "georag/cuda_twin.hpp"
 #include "georag/search.hpp"
 
 namespace georag {
@@ -36,7 +37,12 @@ struct CudaSearchParams {
 //
 // Concurrency: each index owns one non-blocking CUDA stream, one workspace grown on demand and pinned host
 // buffers; searches on ONE index are serialized by a mutex (they share them). Separate indexes search
-// concurrently on their own streams. No call synchronizes the whole device.
+// concurrently on their own streams. A search waits only for its own stream (cudaStreamSynchronize), never
+// calls cudaDeviceSynchronize, EXCEPT that growing the workspace does: when a search needs more workspace than
+// the index holds (its first search, or a larger batch, k or tile than before), cudaFree / cudaMalloc /
+// cudaHostAlloc (and cudaFreeHost) synchronize implicitly with all work on the device, other indexes' and other
+// libraries' included. Warm the workspace with one search of the largest shape before concurrent use. The
+// first GEMM search also runs the GEMM self-check (flat_index_cuda.cu), which allocates and frees a little.
 class CudaFlatIndex {
  public:
   // float32 rows: validated and (with `normalize`) L2-normalized as FlatIndex does (same errors), rounded to
@@ -55,6 +61,16 @@ class CudaFlatIndex {
   // Device bytes held by the rows and per-row arrays, and by the current workspace.
   std::size_t row_bytes() const;
   std::size_t workspace_bytes() const;
+
+  // Test hook (the bound check, certified.hpp kBoundCheckLimit): for nq (1 to 512) queries and one score tile of
+  // rows from row_start (tile_rows rows, 0 = the GEMM path's automatic tile), scores the tile with the GEMM and
+  // with the exact kernel and returns the largest |approx - exact| / e (must stay below 1 / 1.0625).
+  cuda_detail::BoundCheck bound_check(const float* queries, int64_t nq, int64_t row_start = 0,
+                                      int64_t tile_rows = 0) const;
+  // The GEMM self-check run before this index's first GEMM search: 0 not yet run, 1 passed, 2 failed (the index
+  // then uses the exact kernel only); and its measurement (meaningful when the state is 1 or 2).
+  int gemm_check_state() const;
+  cuda_detail::BoundCheck gemm_self_check() const;
 
   // Same contract as FlatIndex::search (outputs are host buffers; ids, order, ties and padding identical).
   void search(const float* queries, int64_t nq, const SearchParams& params, const SearchOutput& out,

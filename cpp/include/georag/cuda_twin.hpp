@@ -31,11 +31,37 @@ struct TwinStats {
   double error_bound = 0;  // gemm_error_rel(D) for this width
 };
 
+// The result of a bound check (cpp/src/cuda/certified.hpp, pair_bound_ratio): the largest |approx - exact| / e
+// over one query block x one tile of rows, and the pair where it was reached. ratio >= limit: the GEMM's
+// error is not within the certified bound on that device (the GEMM path must not be trusted there).
+struct BoundCheck {
+  double ratio = 0;
+  double limit = 0;        // 1 / 1.0625
+  int64_t query = -1;      // the pair of the largest ratio: query (in the block) and global row id
+  int64_t row = -1;
+  float approx = 0;        // its approximate and exact scores (scaled as the selection scales them) and e
+  float exact = 0;
+  float bound = 0;
+  int64_t queries = 0;     // the pairs measured: queries x rows
+  int64_t rows = 0;
+};
+
 // The CUDA search's certified selection run on the host over float16 rows (n x d) as the device holds them
 // (normalize: per-row scales as FlatIndex(float16) computes them). Same validation, plan and output contract.
 TwinStats cuda_twin_search(const uint16_t* rows, int64_t n, int64_t d, bool normalize, const float* queries,
                            int64_t nq, const SearchParams& params, const SearchOutput& out,
                            const std::vector<RowRange>* ranges, const TwinOptions& opt);
+
+// The bound check of the twin: the emulated GEMM tile ("fp16-gemm" or "adversarial", as TwinOptions) against
+// the exact tile over rows [row_start, row_start + tile) of the packed rows, for up to 512 queries (one
+// GEMM query block); the same ratio function as the device's. Test hook: shows the ratio code and the
+// stress set (bound_stress_set) behave as the device check expects, on machines without a GPU.
+BoundCheck cuda_twin_bound_check(const uint16_t* rows, int64_t n, int64_t d, bool normalize, const float* queries,
+                                 int64_t nq, int64_t row_start, const TwinOptions& opt);
+
+// The bound check's stress set (rows.hpp bound_stress_set): float16 rows (rows x d), float32 queries.
+void bound_stress_set(int64_t d, std::vector<uint16_t>* rows, std::vector<float>* queries, int64_t* nrows,
+                      int64_t* nqueries);
 
 }  // namespace georag::cuda_detail
 

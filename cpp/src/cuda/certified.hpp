@@ -70,10 +70,8 @@
 
 #if defined(__CUDA_ARCH__)
 #define GEORAG_UNROLL _Pragma("unroll")
-#define GEORAG_UNROLL2 _Pragma("unroll 2")
 #else
 #define GEORAG_UNROLL
-#define GEORAG_UNROLL2
 #endif
 
 namespace georag::cuda_detail {
@@ -168,7 +166,12 @@ GEORAG_UNROLL
   for (int g = 0; g < G; ++g)
 GEORAG_UNROLL
     for (int l = 0; l < 8; ++l) acc[g][l] = 0.f;
-GEORAG_UNROLL2
+#if defined(__CUDA_ARCH__)
+// Two steps in flight for G <= 5; one for more queries, where a second step's loads push exact_tile past the
+// 128 registers of __launch_bounds__(256, 2) and spill (ptxas, sm_90: G = 8 spilled 160 bytes with 2).
+// The order of the FMAs is the same either way.
+#pragma unroll(G <= 5 ? 2 : 1)
+#endif
   for (int64_t t = 8 * h; t < stride; t += 16) {
     float xv[8];
     load8_half(x + t, xv);
@@ -271,6 +274,40 @@ template <>
 GEORAG_HD float rank_value<NearOrder>(uint32_t k) { return ascending_value(k); }
 template <>
 GEORAG_HD float rank_value<FarOrder>(uint32_t k) { return ascending_value(~k); }
+
+// ---- the bound check (the device's self-check and the _bound_check test hook; the twin runs it too) ----------
+
+// The assumption of step 2 above (every float32 addition inside cuBLAS / the tensor cores errs by at most
+// 2^-21 relative) is the one part of the bound no CPU test can check. The bound check measures, for one query
+// block and one tile of rows, the ratio |approx - exact| / e of every pair with the scores scaled and e
+// computed exactly as select_slice scales and computes them. With the assumption true, every ratio is below
+// 1 / 1.0625 (e carries the 1.0625 margin on top of the bracket); a ratio at or above it means the GEMM
+// path must not be trusted on that device.
+constexpr double kBoundCheckLimit = 1.0 / 1.0625;
+
+GEORAG_HD float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// The ratio of one pair: approx and exact are the unscaled tile values (GEMM and exact_tile), j the column.
+// NaN or Inf (a broken GEMM) gives +Inf, so it is never mistaken for a small ratio.
+GEORAG_HD float pair_bound_ratio(float approx, float exact, float R, float F, const float* norm, const float* scale,
+                                 int64_t j) {
+  const float a = scale ? mul_rn(approx, scale[j]) : approx;
+  const float x = scale ? mul_rn(exact, scale[j]) : exact;
+  const float diff = add_rn(a, -x);
+  const float r = div_rn(diff < 0.f ? -diff : diff, row_error(R, F, norm, scale, j));
+  return r <= 3.0e38f ? r : bits_float(0x7f800000u);  // false for NaN
+}
+
+// A key whose largest value names the largest ratio (a ratio >= 0 orders as its bits) and its pair.
+GEORAG_HD uint64_t ratio_key(float ratio, uint32_t pair) {
+  return (static_cast<uint64_t>(float_bits(ratio)) << 32) | pair;
+}
 
 // ---- one slice of a score tile: which columns must be (re-)scored and pushed ----------------------------
 

@@ -17,8 +17,17 @@
 //    tile sized to half the L2), select_tile (many blocks per query) keeps every column within the certified
 //    bound of a threshold, rescore computes those exactly, merge pushes them into the running top k.
 // One non-blocking stream per index; the workspace (score tile, candidate lists, heaps) and pinned buffers are
-// allocated once and grown only when a search needs more; one cudaStreamSynchronize per query block (the
-// results must reach the host); never cudaDeviceSynchronize. Searches on one index are serialized (mutex).
+// allocated once and grown only when a search needs more (cudaMalloc / cudaFree / cudaHostAlloc then
+// synchronize implicitly, see cuda.hpp); one cudaStreamSynchronize per query block (the results must reach
+// the host); never cudaDeviceSynchronize. Searches on one index are serialized (mutex).
+//
+// The GEMM self-check: the first search of an index that takes the GEMM path first measures the GEMM's error
+// against the exact scores on a built-in stress set (rows.cpp bound_stress_set: 256 queries x 512 rows of the
+// index's width, random and cancellation-heavy pairs and a query-rounding adversary; certified.hpp
+// pair_bound_ratio). If the largest |GEMM - exact| / e reaches 1 / 1.0625, the hardware or cuBLAS breaks the
+// bound's assumption on this device: the index then never uses the GEMM path again (every search streams the
+// rows exactly, slower but still exact) and the Python binding warns once. Its cost, once per index: one
+// 256 x 512 GEMM, one exact tile, a 1.2 MB upload and two stream syncs.
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
@@ -51,7 +60,9 @@ using cuda_detail::DeviceGuard;
 namespace {
 
 constexpr std::size_t kBuildChunkBytes = std::size_t{32} << 20;  // float16 bytes per upload chunk
-constexpr int kRescoreBlocksPerList = 8;
+constexpr int kRescoreMaxBlocksPerList = 64;
+
+enum GemmCheck : int { kGemmUnchecked = 0, kGemmTrusted = 1, kGemmRefused = 2 };
 
 // A grow-only device allocation.
 struct DevMem {
@@ -104,10 +115,14 @@ struct HostMem {
 struct CudaFlatIndex::State {
   cudaStream_t stream = nullptr;
   std::size_t l2_bytes = 0;
+  int sm_count = 1;
+  int gemm_check = kGemmUnchecked;  // the GEMM self-check's verdict
+  cuda_detail::BoundCheck gemm_self_check;
   DevMem rows, norm, scale;
   // The workspace of a search.
   DevMem q, q16, tile, cand_cols, cand_scores, cand_count, thresholds, sizes, near_s, near_i, far_s, far_i;
   DevMem cublas_ws;
+  DevMem chk_rows, chk_norm, chk_best;  // the bound check: stress rows and norms (self-check), its result key
   HostMem h_q, h_out;
   cublasHandle_t handle = nullptr;
 
@@ -128,7 +143,7 @@ struct CudaFlatIndex::State {
       handle = nullptr;
     }
     for (DevMem* m : {&rows, &norm, &scale, &q, &q16, &tile, &cand_cols, &cand_scores, &cand_count, &thresholds,
-                      &sizes, &near_s, &near_i, &far_s, &far_i, &cublas_ws})
+                      &sizes, &near_s, &near_i, &far_s, &far_i, &cublas_ws, &chk_rows, &chk_norm, &chk_best})
       m->release();
     h_q.release();
     h_out.release();
@@ -136,6 +151,186 @@ struct CudaFlatIndex::State {
     stream = nullptr;
   }
 };
+
+namespace {
+
+namespace cd = cuda_detail;
+using State = CudaFlatIndex::State;
+
+// A launch or cuBLAS error thrown below may leave work queued on the stream that reads or writes the pinned and
+// device buffers: wait for it before they can be reused or freed by the next search.
+struct DrainOnThrow {
+  cudaStream_t stream;
+  int pending = std::uncaught_exceptions();
+  ~DrainOnThrow() {
+    if (std::uncaught_exceptions() > pending) (void)cudaStreamSynchronize(stream);
+  }
+};
+
+// Grows the workspace for a plan (never shrinks it) and, on the GEMM path, sets up the cuBLAS handle once.
+void reserve_workspace(State& s, const cd::SearchPlan& plan, int64_t stride, int kn, int kf,
+                       const cd::CublasApi* blas) {
+  const auto qbs = static_cast<std::size_t>(plan.query_block), Ts = static_cast<std::size_t>(plan.tile_ld);
+  const auto st = static_cast<std::size_t>(stride);
+  s.q.reserve(qbs * st * 4, "allocate the queries on the GPU");
+  s.tile.reserve(qbs * Ts * 4, "allocate the score tile");
+  s.cand_cols.reserve(2 * qbs * Ts * 4, "allocate the candidate lists");
+  s.cand_scores.reserve(2 * qbs * Ts * 4, "allocate the candidate lists");
+  s.cand_count.reserve(2 * qbs * 4, "allocate the candidate counts");
+  s.thresholds.reserve(2 * qbs * 4, "allocate the thresholds");
+  s.sizes.reserve(2 * qbs * 4, "allocate the heap sizes");
+  s.near_s.reserve(std::max<std::size_t>(qbs * kn * 4, 4), "allocate the nearest heaps");
+  s.near_i.reserve(std::max<std::size_t>(qbs * kn * 8, 8), "allocate the nearest heaps");
+  s.far_s.reserve(std::max<std::size_t>(qbs * kf * 4, 4), "allocate the farthest heaps");
+  s.far_i.reserve(std::max<std::size_t>(qbs * kf * 8, 8), "allocate the farthest heaps");
+  s.h_q.reserve(qbs * st * 4, "allocate the pinned query buffer");
+  const std::size_t out_bytes = qbs * (static_cast<std::size_t>(kn) + kf) * 12 + 8;
+  s.h_out.reserve(std::max<std::size_t>(out_bytes, 32), "allocate the pinned result buffer");
+  if (!plan.gemm) return;
+  s.q16.reserve(qbs * st * 2, "allocate the float16 queries on the GPU");
+  if (s.handle) return;
+  // kept only once fully set up: a handle on the legacy stream would race the index's
+  s.cublas_ws.reserve(cd::kCublasWorkspace, "allocate the cuBLAS workspace");
+  cublasHandle_t h = nullptr;
+  cd::check_cublas(blas->create(&h), "create a cuBLAS handle");
+  try {
+    cd::check_cublas(blas->set_stream(h, s.stream), "bind cuBLAS to the index's stream");
+    cd::check_cublas(blas->set_workspace(h, s.cublas_ws.p, s.cublas_ws.bytes), "give cuBLAS its workspace");
+    cd::check_cublas(blas->set_math_mode(h, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH |
+                                                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+                     "set cuBLAS's math mode");
+  } catch (...) {
+    (void)blas->destroy(h);
+    throw;
+  }
+  s.handle = h;
+}
+
+// b normalized queries (stride floats apart) to s.q through the pinned buffer, and as float16(2^14 q) to s.q16
+// on the GEMM path. The pinned buffer must be free (the previous block's results were synchronized).
+void upload_queries(State& s, const float* qn, int64_t b, int64_t stride, bool gemm) {
+  const std::size_t bytes = static_cast<std::size_t>(b) * static_cast<std::size_t>(stride) * 4;
+  std::memcpy(s.h_q.p, qn, bytes);
+  check(cudaMemcpyAsync(s.q.p, s.h_q.p, bytes, cudaMemcpyHostToDevice, s.stream), "copy the queries to the GPU");
+  if (!gemm) return;
+  const int64_t count = b * stride;
+  cd::prescale_queries<<<static_cast<unsigned>(std::min<int64_t>((count + 255) / 256, 4096)), 256, 0, s.stream>>>(
+      s.q.as<float>(), count, s.q16.as<__half>());
+  check(cudaGetLastError(), "launch the query conversion");
+}
+
+// The GEMM score tile: out[q * ld + j] = 2^-14 sum_e q16[q][e] x[j][e] for cols rows x b queries (s.q16).
+void gemm_tile(State& s, const cd::CublasApi& blas, const uint16_t* xt, int64_t cols, int64_t b, int64_t stride,
+               float* out, int64_t ld) {
+  const float alpha = cd::kQueryPostscale, beta = 0.f;
+  cd::check_cublas(blas.gemm_ex(s.handle, CUBLAS_OP_T, CUBLAS_OP_N, cols, b, stride, &alpha, xt, CUDA_R_16F, stride,
+                                s.q16.p, CUDA_R_16F, stride, &beta, out, CUDA_R_32F, ld, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT),
+                   "score a tile (GemmEx)");
+}
+
+// The exact score tile: out[q * ld + j] = the exact unscaled dot products of rows [0, cols) of xt with the b
+// queries of q (stride floats apart), up to kMaxExactGroup queries per launch.
+void exact_tile(State& s, const uint16_t* xt, int64_t cols, int64_t stride, const float* q, int64_t b, float* out,
+                int64_t ld) {
+  const auto grid = static_cast<unsigned>((2 * cols + cd::kExactThreads - 1) / cd::kExactThreads);
+  for (int64_t g0 = 0; g0 < b; g0 += cd::kMaxExactGroup) {
+    const int g = static_cast<int>(std::min<int64_t>(cd::kMaxExactGroup, b - g0));
+    const float* qg = q + g0 * stride;
+    float* out_g = out + g0 * ld;
+#define GEORAG_EXACT_CASE(G)                                                                               \
+  case G:                                                                                                  \
+    cd::exact_tile<G><<<grid, cd::kExactThreads, 0, s.stream>>>(xt, cols, stride, qg, stride, out_g, ld); \
+    break;
+    switch (g) {
+      GEORAG_EXACT_CASE(1)
+      GEORAG_EXACT_CASE(2)
+      GEORAG_EXACT_CASE(3)
+      GEORAG_EXACT_CASE(4)
+      GEORAG_EXACT_CASE(5)
+      GEORAG_EXACT_CASE(6)
+      GEORAG_EXACT_CASE(7)
+      default:
+        GEORAG_EXACT_CASE(8)
+    }
+#undef GEORAG_EXACT_CASE
+    check(cudaGetLastError(), "launch the exact scoring kernel");
+  }
+}
+
+// The bound check of one query block (b <= the plan's query_block normalized queries) against one tile of
+// cols rows (x, norm, scale: the tile's first row; scale may be null): the GEMM tile into s.tile, the exact
+// tile into s.cand_scores (2 * query_block * ld floats, unused between searches), the largest ratio on the
+// device, then the values at that pair. The workspace must be reserved for a GEMM plan with these b and ld.
+// NOT RUN ON A GPU by the project yet.
+cd::BoundCheck measure_bound(State& s, const cd::CublasApi& blas, const float* qn, int64_t b, int64_t stride,
+                             const uint16_t* x, const float* norm, const float* scale, int64_t cols, int64_t ld,
+                             int64_t id0) {
+  DrainOnThrow drain_on_throw{s.stream};
+  const float R = cd::block_error_rel(qn, b, stride), F = static_cast<float>(cd::gemm_error_floor(stride));
+  upload_queries(s, qn, b, stride, true);
+  gemm_tile(s, blas, x, cols, b, stride, s.tile.as<float>(), ld);
+  exact_tile(s, x, cols, stride, s.q.as<float>(), b, s.cand_scores.as<float>(), ld);
+  s.chk_best.reserve(8, "allocate the bound check's result");
+  check(cudaMemsetAsync(s.chk_best.p, 0, 8, s.stream), "clear the bound check's result");
+  const int64_t pairs = b * cols;
+  cd::bound_ratio_max<<<static_cast<unsigned>(std::min<int64_t>((pairs + 255) / 256, 1024)), 256, 0, s.stream>>>(
+      s.tile.as<float>(), s.cand_scores.as<float>(), ld, cols, b, R, F, norm, scale,
+      s.chk_best.as<unsigned long long>());
+  check(cudaGetLastError(), "launch the bound check");
+  auto* h = s.h_out.as<char>();  // pinned, >= 32 bytes; free (no search is running: the caller holds the lock)
+  check(cudaMemcpyAsync(h, s.chk_best.p, 8, cudaMemcpyDeviceToHost, s.stream), "copy the bound check back");
+  check(cudaStreamSynchronize(s.stream), "run the bound check");
+  uint64_t key = 0;
+  std::memcpy(&key, h, 8);
+  const int64_t pair = static_cast<int64_t>(key & 0xffffffffu), i = pair / cols, j = pair % cols;
+  float* v = s.h_out.as<float>();  // approx, exact, norm, scale of that pair
+  v[3] = 1.f;
+  check(cudaMemcpyAsync(v, s.tile.as<float>() + i * ld + j, 4, cudaMemcpyDeviceToHost, s.stream), "copy back");
+  check(cudaMemcpyAsync(v + 1, s.cand_scores.as<float>() + i * ld + j, 4, cudaMemcpyDeviceToHost, s.stream),
+        "copy back");
+  check(cudaMemcpyAsync(v + 2, norm + j, 4, cudaMemcpyDeviceToHost, s.stream), "copy back");
+  if (scale) check(cudaMemcpyAsync(v + 3, scale + j, 4, cudaMemcpyDeviceToHost, s.stream), "copy back");
+  check(cudaStreamSynchronize(s.stream), "run the bound check");
+  cd::BoundCheck c;
+  c.ratio = cd::bits_float(static_cast<uint32_t>(key >> 32));
+  c.limit = cd::kBoundCheckLimit;
+  c.query = i;
+  c.row = id0 + j;
+  c.approx = scale ? cd::mul_rn(v[0], v[3]) : v[0];
+  c.exact = scale ? cd::mul_rn(v[1], v[3]) : v[1];
+  c.bound = cd::row_error(R, F, v + 2, scale ? v + 3 : nullptr, 0);
+  c.queries = b;
+  c.rows = cols;
+  return c;
+}
+
+// The GEMM self-check (see the top of this file): once per index, before its first GEMM search.
+void run_gemm_self_check(State& s, const cd::CublasApi& blas, int64_t d, int64_t stride) {
+  const cd::StressSet set = cd::bound_stress_set(d);
+  std::vector<uint16_t> x(static_cast<std::size_t>(set.rows * stride));
+  std::vector<float> norm(static_cast<std::size_t>(set.rows));
+  cd::pack_rows_f16(set.x.data(), set.rows, d, stride, false, 0, {x.data(), nullptr, norm.data()});
+  std::vector<float> qn(static_cast<std::size_t>(set.queries * stride));
+  normalize_queries(set.q.data(), set.queries, d, stride, qn.data());
+  const cd::SearchPlan plan = cd::make_plan(set.queries, 1, 1, set.rows, stride, 0, 1, s.l2_bytes);
+  reserve_workspace(s, plan, stride, 1, 1, &blas);
+  s.chk_rows.reserve(x.size() * 2, "allocate the self-check's rows");
+  s.chk_norm.reserve(norm.size() * 4, "allocate the self-check's rows");
+  // Pageable sources: measure_bound synchronizes the stream before x and norm go out of scope.
+  check(cudaMemcpyAsync(s.chk_rows.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice, s.stream),
+        "copy the self-check's rows");
+  check(cudaMemcpyAsync(s.chk_norm.p, norm.data(), norm.size() * 4, cudaMemcpyHostToDevice, s.stream),
+        "copy the self-check's rows");
+  s.gemm_self_check = measure_bound(s, blas, qn.data(), set.queries, stride, s.chk_rows.as<uint16_t>(),
+                                    s.chk_norm.as<float>(), nullptr, std::min(plan.tile_cols, set.rows),
+                                    plan.tile_ld, 0);
+  s.gemm_check = s.gemm_self_check.ratio < cd::kBoundCheckLimit ? kGemmTrusted : kGemmRefused;
+  s.chk_rows.release();
+  s.chk_norm.release();
+}
+
+}  // namespace
 
 bool cuda_device_available(std::string* why) {
   int count = 0;
@@ -187,6 +382,8 @@ CudaFlatIndex::CudaFlatIndex(const void* src, bool half, int64_t n, int64_t d, b
   int l2 = 0;
   check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device_), "query the L2 size");
   s.l2_bytes = static_cast<std::size_t>(l2);
+  check(cudaDeviceGetAttribute(&s.sm_count, cudaDevAttrMultiProcessorCount, device_), "query the SM count");
+  s.sm_count = std::max(s.sm_count, 1);
   check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "create the index's stream");
   const auto rows_n = static_cast<std::size_t>(n);
   const std::size_t row_bytes = static_cast<std::size_t>(stride_) * sizeof(uint16_t);
@@ -256,9 +453,39 @@ CudaFlatIndex::~CudaFlatIndex() {
   if (!st_) return;
   int previous = 0;
   if (cudaGetDevice(&previous) != cudaSuccess) return;  // runtime already torn down (interpreter exit)
-  (void)cudaSetDevice(device_);
-  st_->release_all();
-  (void)cudaSetDevice(previous);
+  try {
+    DeviceGuard guard(device_);  // restores the thread's context exactly (cuda_check.hpp)
+    st_->release_all();
+  } catch (...) {  // the device cannot be made current (driver shutting down): the process frees it all
+  }
+}
+
+int CudaFlatIndex::gemm_check_state() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return st_->gemm_check;
+}
+
+cuda_detail::BoundCheck CudaFlatIndex::gemm_self_check() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return st_->gemm_self_check;
+}
+
+cuda_detail::BoundCheck CudaFlatIndex::bound_check(const float* queries, int64_t nq, int64_t row_start,
+                                                   int64_t tile_rows) const {
+  if (tile_rows < 0) throw std::invalid_argument("tile_rows must be >= 0 (0 = automatic)");
+  cd::check_bound_check_args(nq, n_, row_start, stride_);
+  std::vector<float> qn(static_cast<std::size_t>(nq) * static_cast<std::size_t>(stride_));
+  normalize_queries(queries, nq, d_, stride_, qn.data());
+  std::lock_guard<std::mutex> lock(mutex_);
+  State& s = *st_;
+  const cd::SearchPlan plan = cd::make_plan(nq, 1, 1, n_ - row_start, stride_, tile_rows, 1, s.l2_bytes);
+  const cd::CublasApi& blas = cd::cublas();
+  DeviceGuard guard(device_);
+  reserve_workspace(s, plan, stride_, 1, 1, &blas);
+  const auto at = static_cast<std::size_t>(row_start);
+  return measure_bound(s, blas, qn.data(), nq, stride_, s.rows.as<uint16_t>() + at * static_cast<std::size_t>(stride_),
+                       s.norm.as<float>() + at, normalize_ ? s.scale.as<float>() + at : nullptr,
+                       std::min(plan.tile_cols, n_ - row_start), plan.tile_ld, row_start);
 }
 
 std::size_t CudaFlatIndex::row_bytes() const { return st_->rows.bytes + st_->norm.bytes + st_->scale.bytes; }
@@ -297,75 +524,25 @@ void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams&
 
   std::lock_guard<std::mutex> lock(mutex_);  // one search at a time per index: they share stream and workspace
   State& s = *st_;
-  const cd::SearchPlan plan =
+  cd::SearchPlan plan =
       cd::make_plan(nq, kn, kf, longest, stride_, params.tile_rows, cuda.gemm_min_batch, s.l2_bytes);
   const cd::CublasApi* blas = plan.gemm ? &cd::cublas() : nullptr;  // MissingCublas when it cannot be loaded
   DeviceGuard guard(device_);
-  const int64_t qbmax = plan.query_block, T = plan.tile_cols;
-  const auto qbs = static_cast<std::size_t>(qbmax), Ts = static_cast<std::size_t>(T);
-  const auto st = static_cast<std::size_t>(stride_);
-
-  // ---- workspace: grown only when this search needs more ----
-  s.q.reserve(qbs * st * 4, "allocate the queries on the GPU");
-  s.tile.reserve(qbs * Ts * 4, "allocate the score tile");
-  s.cand_cols.reserve(2 * qbs * Ts * 4, "allocate the candidate lists");
-  s.cand_scores.reserve(2 * qbs * Ts * 4, "allocate the candidate lists");
-  s.cand_count.reserve(2 * qbs * 4, "allocate the candidate counts");
-  s.thresholds.reserve(2 * qbs * 4, "allocate the thresholds");
-  s.sizes.reserve(2 * qbs * 4, "allocate the heap sizes");
-  s.near_s.reserve(std::max<std::size_t>(qbs * kn * 4, 4), "allocate the nearest heaps");
-  s.near_i.reserve(std::max<std::size_t>(qbs * kn * 8, 8), "allocate the nearest heaps");
-  s.far_s.reserve(std::max<std::size_t>(qbs * kf * 4, 4), "allocate the farthest heaps");
-  s.far_i.reserve(std::max<std::size_t>(qbs * kf * 8, 8), "allocate the farthest heaps");
-  s.h_q.reserve(qbs * st * 4, "allocate the pinned query buffer");
-  const std::size_t out_bytes = qbs * (static_cast<std::size_t>(kn) + kf) * 12 + 8;
-  s.h_out.reserve(std::max<std::size_t>(out_bytes, 16), "allocate the pinned result buffer");
-  if (plan.gemm) {
-    s.q16.reserve(qbs * st * 2, "allocate the float16 queries on the GPU");
-    if (!s.handle) {  // kept only once fully set up: a handle on the legacy stream would race the index's
-      s.cublas_ws.reserve(cd::kCublasWorkspace, "allocate the cuBLAS workspace");
-      cublasHandle_t h = nullptr;
-      cd::check_cublas(blas->create(&h), "create a cuBLAS handle");
-      try {
-        cd::check_cublas(blas->set_stream(h, s.stream), "bind cuBLAS to the index's stream");
-        cd::check_cublas(blas->set_workspace(h, s.cublas_ws.p, s.cublas_ws.bytes), "give cuBLAS its workspace");
-        cd::check_cublas(blas->set_math_mode(h, static_cast<cublasMath_t>(
-                                                    CUBLAS_DEFAULT_MATH |
-                                                    CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
-                         "set cuBLAS's math mode");
-      } catch (...) {
-        (void)blas->destroy(h);
-        throw;
-      }
-      s.handle = h;
-    }
+  if (plan.gemm && s.gemm_check == kGemmUnchecked) run_gemm_self_check(s, *blas, d_, stride_);
+  if (plan.gemm && s.gemm_check == kGemmRefused) {  // the GEMM broke its bound here: stream the rows exactly
+    plan = cd::make_plan(nq, kn, kf, longest, stride_, params.tile_rows, INT64_MAX, s.l2_bytes);
+    blas = nullptr;
   }
+  const int64_t qbmax = plan.query_block, T = plan.tile_cols, ld = plan.tile_ld;
+  reserve_workspace(s, plan, stride_, kn, kf, blas);
   const float F = plan.gemm ? static_cast<float>(cd::gemm_error_floor(stride_)) : 0.f;
-  const float alpha = cd::kQueryPostscale, beta = 0.f;
-
-  // A launch or cuBLAS error thrown below may leave work queued on the stream that reads or writes the
-  // pinned and device buffers: wait for it before they can be reused or freed by the next search.
-  struct DrainOnThrow {
-    cudaStream_t stream;
-    int pending = std::uncaught_exceptions();
-    ~DrainOnThrow() {
-      if (std::uncaught_exceptions() > pending) (void)cudaStreamSynchronize(stream);
-    }
-  } drain_on_throw{s.stream};
+  DrainOnThrow drain_on_throw{s.stream};
   for (int64_t q0 = 0; q0 < nq; q0 += qbmax) {
     const int64_t b = std::min(qbmax, nq - q0);
     const float* qh = qn.data() + q0 * stride_;
     float R = 0.f;
     if (plan.gemm) R = cd::block_error_rel(qh, b, stride_);
-    std::memcpy(s.h_q.p, qh, static_cast<std::size_t>(b) * st * 4);
-    check(cudaMemcpyAsync(s.q.p, s.h_q.p, static_cast<std::size_t>(b) * st * 4, cudaMemcpyHostToDevice, s.stream),
-          "copy the queries to the GPU");
-    if (plan.gemm) {
-      const int64_t count = b * stride_;
-      cd::prescale_queries<<<static_cast<unsigned>(std::min<int64_t>((count + 255) / 256, 4096)), 256, 0,
-                             s.stream>>>(s.q.as<float>(), count, s.q16.as<__half>());
-      check(cudaGetLastError(), "launch the query conversion");
-    }
+    upload_queries(s, qh, b, stride_, plan.gemm);
     const auto pair_blocks = static_cast<unsigned>((2 * b + 127) / 128);
     cd::reset_heaps<<<pair_blocks, 128, 0, s.stream>>>(b, kn, kf, s.sizes.as<int>(), s.thresholds.as<float>(),
                                                        s.cand_count.as<uint32_t>());
@@ -375,40 +552,14 @@ void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams&
       for (int64_t t0 = r.start; t0 < r.end; t0 += T) {
         const int64_t cols = std::min(T, r.end - t0);
         const uint16_t* xt = s.rows.as<uint16_t>() + t0 * stride_;
-        // ---- the score tile: [query][column], T floats apart ----
-        if (plan.gemm) {
-          cd::check_cublas(blas->gemm_ex(s.handle, CUBLAS_OP_T, CUBLAS_OP_N, cols, b, stride_, &alpha, xt,
-                                         CUDA_R_16F, stride_, s.q16.p, CUDA_R_16F, stride_, &beta, s.tile.p,
-                                         CUDA_R_32F, T, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                           "score a tile (GemmEx)");
-        } else {
-          const auto grid = static_cast<unsigned>((2 * cols + cd::kExactThreads - 1) / cd::kExactThreads);
-          for (int64_t g0 = 0; g0 < b; g0 += cd::kMaxExactGroup) {
-            const int g = static_cast<int>(std::min<int64_t>(cd::kMaxExactGroup, b - g0));
-            const float* qg = s.q.as<float>() + g0 * stride_;
-            float* out_g = s.tile.as<float>() + g0 * T;
-#define GEORAG_EXACT_CASE(G)                                                                                 \
-  case G:                                                                                                    \
-    cd::exact_tile<G><<<grid, cd::kExactThreads, 0, s.stream>>>(xt, cols, stride_, qg, stride_, out_g, T); \
-    break;
-            switch (g) {
-              GEORAG_EXACT_CASE(1)
-              GEORAG_EXACT_CASE(2)
-              GEORAG_EXACT_CASE(3)
-              GEORAG_EXACT_CASE(4)
-              GEORAG_EXACT_CASE(5)
-              GEORAG_EXACT_CASE(6)
-              GEORAG_EXACT_CASE(7)
-              default:
-                GEORAG_EXACT_CASE(8)
-            }
-#undef GEORAG_EXACT_CASE
-            check(cudaGetLastError(), "launch the exact scoring kernel");
-          }
-        }
+        // ---- the score tile: [query][column], ld floats apart ----
+        if (plan.gemm)
+          gemm_tile(s, *blas, xt, cols, b, stride_, s.tile.as<float>(), ld);
+        else
+          exact_tile(s, xt, cols, stride_, s.q.as<float>(), b, s.tile.as<float>(), ld);
         // ---- select, re-score (GEMM path), merge ----
         cd::TileArgs a{s.tile.as<float>(),
-                       T,
+                       ld,
                        cols,
                        t0,
                        normalize_ ? s.scale.as<float>() + t0 : nullptr,
@@ -421,15 +572,30 @@ void CudaFlatIndex::search(const float* queries, int64_t nq, const SearchParams&
                        s.cand_cols.as<int32_t>(),
                        s.cand_scores.as<float>(),
                        s.cand_count.as<uint32_t>(),
-                       T,
+                       ld,
                        s.thresholds.as<float>()};
         const dim3 sel_grid(static_cast<unsigned>((cols + cd::kSliceCols - 1) / cd::kSliceCols),
                             static_cast<unsigned>(b), 2);
         cd::select_tile<<<sel_grid, cd::kSelectThreads, 0, s.stream>>>(a);
         check(cudaGetLastError(), "launch the selection kernel");
         if (plan.gemm) {
-          cd::rescore<<<dim3(kRescoreBlocksPerList, static_cast<unsigned>(b), 2), cd::kRescoreThreads, 0,
-                        s.stream>>>(a, xt, stride_, s.q.as<float>());
+          // The grid: the candidate counts live on the device (a host read would cost a sync per tile), and
+          // the kernel's grid-stride loop covers any count with any grid, so only the speed depends on it.
+          // Blocks per (query, side) list: enough for the candidates a list usually gets, at most
+          // slices x (2k + 32) (each slice passes at most 2k + 32 columns directly; beyond that its certified
+          // limit keeps about k plus the rows within 2e of it), 128 candidates per block step; but no more
+          // than about 4 blocks per SM over the whole grid (b x 2 lists), since blocks past that only wait.
+          // E.g. on 132 SMs: b = 512, k = 16: 1 block per list, 1024 in all (was 8192); b = 8, k = 2048,
+          // a 65536-row tile: min(65536 / 128 = 512, 4 x 132 / 16 = 33) = 33 per list, 528 in all (was 128).
+          // Measured nowhere yet.
+          const int64_t slices = (cols + cd::kSliceCols - 1) / cd::kSliceCols;
+          const int64_t expect = std::min<int64_t>(cols, slices * (2 * static_cast<int64_t>(std::max(kn, kf)) + 32));
+          const int64_t per_step = cd::kRescoreThreads / 2;
+          const int64_t fill = (4 * static_cast<int64_t>(s.sm_count) + 2 * b - 1) / (2 * b);
+          const auto blocks = static_cast<unsigned>(
+              std::clamp<int64_t>(std::min((expect + per_step - 1) / per_step, fill), 1, kRescoreMaxBlocksPerList));
+          cd::rescore<<<dim3(blocks, static_cast<unsigned>(b), 2), cd::kRescoreThreads, 0, s.stream>>>(
+              a, xt, stride_, s.q.as<float>());
           check(cudaGetLastError(), "launch the re-scoring kernel");
         }
         cd::merge<<<pair_blocks, 128, 0, s.stream>>>(a, s.near_s.as<float>(), s.near_i.as<int64_t>(),

@@ -82,12 +82,13 @@ SearchPlan make_plan(int64_t nq, int kn, int kf, int64_t longest_range, int64_t 
     p.tile_cols = kExactTileCols;
   }
   p.tile_cols = std::max<int64_t>(1, std::min(p.tile_cols, longest_range));
+  p.tile_ld = (p.tile_cols + 7) / 8 * 8;  // a user's tile_rows = 333 scores 333 rows into rows of 336 floats
   p.slices = (p.tile_cols + kSliceCols - 1) / kSliceCols;
   return p;
 }
 
 std::size_t workspace_bytes(const SearchPlan& p, int64_t stride, int kn, int kf) {
-  const auto qb = static_cast<std::size_t>(p.query_block), t = static_cast<std::size_t>(p.tile_cols);
+  const auto qb = static_cast<std::size_t>(p.query_block), t = static_cast<std::size_t>(p.tile_ld);
   std::size_t b = qb * t * 4;                             // score tile
   b += 2 * qb * t * (4 + 4) + 2 * qb * 4 * 3;             // candidate lists (worst case: a whole tile), counts
   b += qb * static_cast<std::size_t>(stride) * (4 + 2);   // queries: float32 and float16
@@ -133,6 +134,118 @@ SearchExtent search_extent(const std::vector<RowRange>* ranges, int64_t n, int64
   e.kn = heap_capacity(k_near, searchable, "k_near");
   e.kf = heap_capacity(k_far, searchable, "k_far");
   return e;
+}
+
+namespace {
+
+uint64_t stress_next(uint64_t& s) {  // splitmix64
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+double stress_uniform(uint64_t& s) { return static_cast<double>(stress_next(s) >> 11) * 0x1p-53; }
+double stress_gauss(uint64_t& s) {
+  const double u = std::max(stress_uniform(s), 1e-300), v = stress_uniform(s);
+  return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+}
+double stress_sign(uint64_t& s) { return (stress_next(s) & 1u) ? 1.0 : -1.0; }
+
+}  // namespace
+
+StressSet bound_stress_set(int64_t d) {
+  if (d <= 0) throw std::invalid_argument("the embedding dimension must be > 0, got " + std::to_string(d));
+  StressSet st;
+  st.rows = 512;
+  st.queries = 256;
+  const auto du = static_cast<std::size_t>(d);
+  std::vector<double> xr(static_cast<std::size_t>(st.rows) * du), qr(static_cast<std::size_t>(st.queries) * du);
+  uint64_t rng = 0x5eed0f5eed0f5eedull + static_cast<uint64_t>(d);
+  auto row = [&](int64_t r) { return xr.data() + static_cast<std::size_t>(r) * du; };
+  auto query = [&](int64_t i) { return qr.data() + static_cast<std::size_t>(i) * du; };
+  auto unit = [&](double* v) {
+    double ss = 0;
+    for (std::size_t j = 0; j < du; ++j) ss += v[j] * v[j];
+    const double inv = ss > 0 ? 1 / std::sqrt(ss) : 1;
+    for (std::size_t j = 0; j < du; ++j) v[j] *= inv;
+  };
+  const double a = 1 / std::sqrt(static_cast<double>(d));
+  // rows [0, 128): random unit rows
+  for (int64_t r = 0; r < 128; ++r) {
+    for (std::size_t j = 0; j < du; ++j) row(r)[j] = stress_gauss(rng);
+    unit(row(r));
+  }
+  // rows [128, 256): +a then -a over halves (even r) or sign blocks of 1..64 elements (odd r), 1% noise
+  for (int64_t r = 128; r < 256; ++r) {
+    const int64_t block = int64_t{1} << (r % 7);
+    for (int64_t j = 0; j < d; ++j) {
+      const bool plus = (r % 2 == 0) ? 2 * j < d : (j / block) % 2 == 0;
+      row(r)[j] = (plus ? a : -a) * (1 + 0.01 * stress_gauss(rng));
+    }
+  }
+  // rows [256, 384): one large pair +B (element 0) and -B' (element d - 1) over small noise
+  for (int64_t r = 256; r < 384; ++r) {
+    const double noise = 0.01 * std::ldexp(1.0, -static_cast<int>(r % 8));
+    for (std::size_t j = 0; j < du; ++j) row(r)[j] = noise * a * stress_gauss(rng);
+    row(r)[0] = 0.7;
+    if (d > 1) row(r)[du - 1] = -0.7 * (1 + std::ldexp(stress_gauss(rng), -8));
+  }
+  // queries [0, 64): random; [64, 112): a random query minus its projection on a row of [0, 256), plus 1e-4
+  // noise; [112, 120): constant (against the sign-block rows); [120, 128): the large pair over small noise
+  for (int64_t i = 0; i < 112; ++i)
+    for (std::size_t j = 0; j < du; ++j) query(i)[j] = stress_gauss(rng);
+  for (int64_t i = 64; i < 112; ++i) {
+    const double* x = row(static_cast<int64_t>(stress_next(rng) % 256));
+    double dot = 0, xx = 0;
+    for (std::size_t j = 0; j < du; ++j) dot += query(i)[j] * x[j], xx += x[j] * x[j];
+    for (std::size_t j = 0; j < du; ++j) query(i)[j] += -dot / xx * x[j] + 1e-4 * stress_gauss(rng);
+  }
+  for (int64_t i = 112; i < 120; ++i)
+    for (std::size_t j = 0; j < du; ++j) query(i)[j] = 1 + 0.01 * (i - 112) * stress_gauss(rng);
+  for (int64_t i = 120; i < 128; ++i) {
+    for (std::size_t j = 0; j < du; ++j) query(i)[j] = 0.01 * a * stress_gauss(rng);
+    query(i)[0] = 0.7;
+    if (d > 1) query(i)[du - 1] = 0.7;
+  }
+  // queries [128, 256) and rows [384, 512): the query-rounding adversary. Elements j >= 1 of the query are
+  // s_j 2^e_j (1 + eps) with eps = 2^-11 - 2^-17: 2^14 q_j rounds to float16 s_j 2^(e_j + 14), an error of
+  // eps relative (0.94 u), always towards zero; the row holds -s_j 2^e_j, so every product's error has the
+  // same sign. Element 0 fills the query's norm up to 1 (so normalizing moves no element by more than a few
+  // float32 units, far from the float16 rounding boundary at 2^-11 relative).
+  const double eps = std::ldexp(1.0, -11) - std::ldexp(1.0, -17);
+  for (int64_t i = 128; i < 256; ++i) {
+    double* q = query(i);
+    double* x = row(384 + (i - 128));
+    double left = 0.999;  // the part of |q|^2 still to give out
+    for (int64_t j = d - 1; j >= 1; --j) {
+      const double target = std::sqrt(left / static_cast<double>(j));
+      const double p = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(target))) - static_cast<int>(stress_next(rng) % 2));
+      const double s = stress_sign(rng);
+      q[j] = s * p * (1 + eps);
+      x[j] = -s * p;
+      left -= q[j] * q[j];
+    }
+    q[0] = std::sqrt(std::max(left + 0.001, 1e-6));
+    x[0] = -q[0];
+  }
+  st.x.resize(xr.size());
+  st.q.resize(qr.size());
+  for (std::size_t i = 0; i < xr.size(); ++i) st.x[i] = float_to_half_rn(static_cast<float>(xr[i]));
+  for (std::size_t i = 0; i < qr.size(); ++i) st.q[i] = static_cast<float>(qr[i]);
+  return st;
+}
+
+void check_bound_check_args(int64_t nq, int64_t n, int64_t row_start, int64_t stride) {
+  if (nq < 1 || nq > kMaxGemmQueries)
+    throw std::invalid_argument("a bound check takes 1 to " + std::to_string(kMaxGemmQueries) +
+                                " queries (one GEMM query block), got " + std::to_string(nq));
+  if (n < 1) throw std::invalid_argument("a bound check needs an index with at least one row");
+  if (row_start < 0 || row_start >= n)
+    throw std::invalid_argument("row_start must be in [0, " + std::to_string(n) + "), got " +
+                                std::to_string(row_start));
+  if (stride > kMaxGemmLength)
+    throw std::invalid_argument("rows of " + std::to_string(stride) +
+                                " padded elements never take the GEMM path: nothing to check");
 }
 
 float block_error_rel(const float* q, int64_t b, int64_t stride) {

@@ -37,7 +37,10 @@ void pack_rows_f32(const float* src, int64_t count, int64_t d, int64_t stride, b
 struct SearchPlan {
   bool gemm = false;        // tensor-core GEMM + certified re-scoring; else the exact streaming kernel
   int64_t query_block = 1;  // queries per device pass
-  int64_t tile_cols = 1;    // rows per score tile
+  int64_t tile_cols = 1;    // rows per score tile (the step from one tile to the next)
+  int64_t tile_ld = 8;      // floats between two queries' rows of the score tile (also each candidate list's
+                            // capacity): tile_cols rounded up to a multiple of 8, so that cuBLAS's ldc keeps
+                            // every row of the float32 tile 32-byte aligned (tensor-core kernels want it)
   int64_t slices = 1;       // selection blocks per (query, side) and tile
 };
 
@@ -66,6 +69,26 @@ SearchExtent search_extent(const std::vector<RowRange>* ranges, int64_t n, int64
 // R of the certified bound for a block of b normalized queries (stride floats apart): gemm_error_rel(stride)
 // times the block's largest query norm, computed in float64 and rounded up.
 float block_error_rel(const float* q, int64_t b, int64_t stride);
+
+// The bound check's stress set for rows of d elements (deterministic): `rows` float16 rows (rows x d) and
+// `queries` float32 queries (queries x d), every one finite and non-zero. Rows: random unit rows, rows of
+// large opposite-sign halves or sign blocks (partial sums grow to ~|q||x|/2 and cancel), rows with one
+// large opposite-sign pair over small noise (exponent gaps inside one tensor-core group), and rows of powers
+// of two. Queries: random, nearly orthogonal to a row (exact score ~0), constant or large-pair queries
+// against the cancelling rows, and query i in [128, 256) paired with row 384 + (i - 128): every element's
+// float16 rounding of 2^14 q errs by ~0.47 of a float16 unit in the direction that adds up over the pair,
+// which drives the query-rounding term of the bound (u |q| |x|) to ~94% of its worst case.
+struct StressSet {
+  int64_t rows = 0;
+  int64_t queries = 0;
+  std::vector<uint16_t> x;
+  std::vector<float> q;
+};
+StressSet bound_stress_set(int64_t d);
+
+// The arguments of a bound check (device and twin, same messages): 1 to kMaxGemmQueries queries, a non-empty
+// index, 0 <= row_start < n, a row length the GEMM path accepts.
+void check_bound_check_args(int64_t nq, int64_t n, int64_t row_start, int64_t stride);
 
 // Device bytes of the workspace of a plan (score tile, candidate lists, queries, heaps), for the docs/tests.
 std::size_t workspace_bytes(const SearchPlan& p, int64_t stride, int kn, int kf);

@@ -9,6 +9,7 @@
 //   rescore          : the GEMM path's candidates re-scored exactly (two threads per candidate)
 //   merge            : one thread per (query, side) pushes the tile's candidates into the running top k
 //   drain            : sorted output, best first, as the CPU's drain_sorted
+//   bound_ratio_max  : the bound check: the largest |GEMM - exact| / e over two score tiles
 #pragma once
 
 #include <cuda_fp16.h>
@@ -80,8 +81,13 @@ __global__ void prescale_queries(const float* __restrict__ q, int64_t count, __h
 
 // Exact scores of rows [0, rows) of a tile (x: its first row; rows `stride` halves apart) against G queries:
 // out[g * ld + row] = the exact unscaled dot product (bit-identical to the CPU's). Two threads per row.
+// __launch_bounds__(256, 2): at most 128 registers a thread, so two blocks (16 warps) fit on an SM. Without
+// the second argument exact_tile<8> took 150 registers (one block per SM, 8 warps to hide the latency of a
+// stream of 16-byte loads); with it, and half_lanes unrolling its loop by 2 only for G <= 5, ptxas (CUDA 13.0,
+// sm_90) fits every G in <= 128 registers with no spill (G = 8: 128, G = 1: 53).
+// Measured on no GPU yet: whether 16 warps at 128 registers beat 8 at 150 is the smoke script's to say.
 template <int G>
-__global__ void __launch_bounds__(kExactThreads)
+__global__ void __launch_bounds__(kExactThreads, 2)
     exact_tile(const uint16_t* __restrict__ x, int64_t rows, int64_t stride, const float* __restrict__ q,
                int64_t qstride, float* __restrict__ out, int64_t ld) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 2;
@@ -94,6 +100,29 @@ __global__ void __launch_bounds__(kExactThreads)
     const float other = __shfl_xor_sync(0xffffffffu, live ? part[g] : 0.f, 1);
     if (live && h == 0) out[g * ld + row] = add_rn(part[g], other);
   }
+}
+
+// The bound check (certified.hpp pair_bound_ratio): the largest ratio key over the b x cols pairs of two score
+// tiles (GEMM and exact, both ld floats per query), folded into *best with one 64-bit atomicMax per warp
+// (*best must start at 0). Grid-stride: any grid covers every pair.
+__global__ void __launch_bounds__(256)
+    bound_ratio_max(const float* __restrict__ approx, const float* __restrict__ exact, int64_t ld, int64_t cols,
+                    int64_t b, float R, float F, const float* __restrict__ norm, const float* __restrict__ scale,
+                    unsigned long long* best) {
+  unsigned long long mine = 0;
+  const int64_t pairs = b * cols;
+  for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < pairs;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t q = p / cols, j = p % cols;
+    const float r = pair_bound_ratio(approx[q * ld + j], exact[q * ld + j], R, F, norm, scale, j);
+    const unsigned long long key = ratio_key(r, static_cast<uint32_t>(p));
+    mine = key > mine ? key : mine;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const unsigned long long other = __shfl_xor_sync(0xffffffffu, mine, o);
+    mine = other > mine ? other : mine;
+  }
+  if ((threadIdx.x & 31u) == 0) atomicMax(best, mine);
 }
 
 // Everything the per-tile kernels of one query block need.
@@ -138,7 +167,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_tile(TileArgs a) {
     select_slice<FarOrder>(ex, sh, in, out);
 }
 
-// grid (X, qb, 2 sides): the candidates of the GEMM path re-scored exactly: fl(exact dot x scale), the same
+// grid (X, qb, 2 sides), any X >= 1 (grid-stride): the candidates of the GEMM path re-scored exactly: fl(exact dot x scale), the same
 // arithmetic as exact_tile (two threads per candidate, one shuffle for the last tree level).
 __global__ void __launch_bounds__(kRescoreThreads)
     rescore(TileArgs a, const uint16_t* __restrict__ x, int64_t stride, const float* __restrict__ q) {

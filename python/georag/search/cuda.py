@@ -78,6 +78,10 @@ class CudaFlatIndex(CoreBacked):
     smaller batches stream the rows once with an exact kernel and need no cuBLAS. The GEMM path loads cuBLAS
     at its first use: ``pip install nvidia-cublas`` (MissingDependencyError otherwise).
 
+    Before its first GEMM search an index checks the GEMM's error on this GPU against the certified bound
+    (a built-in stress set, :attr:`gemm_self_check`); if the bound's assumption about the tensor cores fails,
+    the index warns once (RuntimeWarning) and uses the exact kernel only: same results, slower.
+
     Each index has its own CUDA stream and workspace; concurrent searches on one index are serialized.
     Raises MissingDependencyError when ``georag._core`` was built without CUDA or no device is usable.
     ``search`` and ``search_raw`` take two tuning keywords: ``tile_rows`` (rows per device tile; default 0,
@@ -96,6 +100,31 @@ class CudaFlatIndex(CoreBacked):
         """Builds the index from an (N, d) float32 or float16 array on CUDA device ``device``."""
         core = cuda_core()
         self._core = core.CudaFlatIndex(vectors, normalize=normalize, device=device)
+
+    def _bound_check(
+        self, queries: npt.NDArray[np.float32], row_start: int = 0, tile_rows: int = 0
+    ) -> dict[str, float | int | bool]:
+        """Test hook: the measured error of the tensor-core GEMM on this GPU.
+
+        Scores one tile of rows (from ``row_start``; ``tile_rows`` rows, 0 = the GEMM path's automatic tile)
+        for 1 to 512 ``queries`` with the GEMM AND with the exact kernel, and returns the largest
+        ``|approx - exact| / e`` over the pairs (``ratio``), with ``e`` the certified bound the selection uses
+        (cpp/src/cuda/certified.hpp), the pair where it was reached (``query``, ``row``, ``approx``,
+        ``exact``, ``bound``), ``limit`` (1 / 1.0625) and ``ok`` (``ratio < limit``). A ratio at or above
+        the limit means the GEMM breaks the bound's assumption on this GPU.
+        ``georag._core._cuda_bound_stress_set`` gives rows and queries that push the ratio towards its
+        worst case.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        return dict(self._core.bound_check(q, row_start=row_start, tile_rows=tile_rows))
+
+    @property
+    def gemm_self_check(self) -> dict[str, float | int | bool] | None:
+        """The GEMM self-check run before this index's first GEMM search (None until then): the bound check
+        on a built-in stress set. When it fails (``ok`` False) the index uses the exact kernel only and warned
+        once (RuntimeWarning)."""
+        res = self._core.gemm_self_check
+        return None if res is None else dict(res)
 
     @property
     def device(self) -> int:
