@@ -17,7 +17,7 @@ from georag.encoder import load_encoder
 from georag.errors import ConfigError, InputError, LLMError, StoreError
 from georag.llm.prompts import format_coordinates
 from georag.locate import api, run
-from georag.locate.geolocator import LLMFailureBudgetError
+from georag.locate.budget import LLMFailureBudgetError
 from georag.store.store import GeoStore
 from openai_standin import StandIn, answer
 from store_fixtures import unit_rows

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from georag.config import Config, PromptVariant, load_config
 from georag.errors import ConfigError, GeoRagError, InputError
+from georag.locate.budget import FailureBudget
 from georag.types import Prediction
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from georag.encoder.encoder import Encoder
     from georag.llm.client import LLMClient
     from georag.locate.exclusion import QueryTruth
-    from georag.locate.geolocator import FailureBudget
     from georag.store.store import GeoStore
 
 ImageInput = Any
@@ -144,8 +144,6 @@ class GeolocatorAPI:
         ``llm.max_failures`` photos whose every LLM request failed, counted over the whole call (as
         `georag locate` counts them over its run), however many chunks the stream is read in.
         """
-        from georag.locate.geolocator import FailureBudget
-
         geo = self._at_depth(top_k)
         budget = FailureBudget(self.config.llm.max_failures)
         for chunk in chunks(named_sources(images, ids), STREAM_CHUNK):

@@ -97,7 +97,7 @@ def run(
     Before any photo, a route that asks an LLM checks it (the client's ``check``: the server answers and
     serves the model): `georag.llm.backends.LLMCheckError` otherwise. During the run, more photos whose
     every LLM request failed than ``config.llm.max_failures`` (default 0; -1: never) stop it with
-    `georag.locate.geolocator.LLMFailureBudgetError`, the photos written so far kept (re-run to resume).
+    `georag.locate.budget.LLMFailureBudgetError`, the photos written so far kept (re-run to resume).
     Raises GeoRagError (ConfigError for impossible settings), OSError; KeyboardInterrupt stops the run with
     the finished photos kept.
     """
