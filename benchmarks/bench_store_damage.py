@@ -10,8 +10,9 @@ a few of each):
                       entries, ``--seeds`` trials each
   manifest fuzzing    ``--fuzz`` seeded random mutations of the manifest (JSON edits and text edits)
   2 MiB shard         a bit flipped in the half of a shard the quick open check does not read, the search
-                      asked about that very row: opened quick (the default), and opened with verify="full"
-                      (what `georag serve --verify full` or the background check gives)
+                      asked about that very row: opened quick (the default; the search compares the row
+                      with the CRC32 its metadata records), and opened with verify="full" (what `georag
+                      serve --verify full` or the background check gives)
   kill -9 build       `georag index build --from-embeddings` killed at a random moment once it has begun
                       to commit shards, then resumed
   kill -9 reorder     `georag index submaps --by country --reorder` killed at a random moment once it has

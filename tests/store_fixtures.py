@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from encoder_fixtures import SHARED_IMAGES
+from georag.store.files import quick_fingerprint, write_bytes
+from georag.store.metadata import EMBEDDINGS_SHA256, ROW_CRC32, to_parquet_bytes
 
 SHARED = SHARED_IMAGES.parents[1]
 IM2GPS3K_CSV = SHARED / "im2gps3k" / "im2gps3k_places365.csv"
@@ -60,3 +66,26 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length in float64 (the reference the store's normalization is checked against)."""
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def rewrite_metadata(store: Path, shard: int, change: Callable[[pa.Table], pa.Table]) -> None:
+    """Rewrites shard ``shard``'s metadata file as ``change`` makes its table, and its manifest entry to
+    match (a consistent edit: only the file's content tells)."""
+    m = json.loads((store / "manifest.json").read_text())
+    rel = m["shards"][shard]["metadata"]
+    table = pq.read_table(store / rel)
+    bound = table.schema.metadata[EMBEDDINGS_SHA256].decode()
+    sha, size = write_bytes(store / rel, to_parquet_bytes(change(table), bound))
+    m["files"][rel] = {"sha256": sha, "bytes": size, "quick": quick_fingerprint(store / rel)}
+    (store / "manifest.json").write_text(json.dumps(m))
+
+
+def without_row_checksums(store: Path) -> None:
+    """Makes ``store`` what a georag of store format version 1 wrote: metadata files without the row
+    checksum column, and format version 1."""
+    m = json.loads((store / "manifest.json").read_text())
+    for i in range(len(m["shards"])):
+        rewrite_metadata(store, i, lambda table: table.drop_columns([ROW_CRC32]))
+    m = json.loads((store / "manifest.json").read_text())
+    m["format_version"] = 1
+    (store / "manifest.json").write_text(json.dumps(m))

@@ -81,7 +81,7 @@ def test_faiss_flat_satisfies_the_protocol_and_matches_brute_force() -> None:
 def test_cuda_index_implements_the_protocol() -> None:
     # Its instances need a device (see test_cuda.py and the store test below); the class is checked here.
     assert IndexBase in CudaFlatIndex.__mro__ and Index in CudaFlatIndex.__mro__
-    assert CudaFlatIndex.tuning_keywords == ("tile_rows",)
+    assert CudaFlatIndex.tuning_keywords == ("tile_rows", "gemm_min_batch")
 
 
 def test_an_incomplete_index_is_not_mistaken_for_none() -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -288,10 +289,18 @@ def test_a_store_does_not_mix_encoders(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_metadata_is_stored_with_the_documented_schema(real_store: Path) -> None:
-    from georag.store.metadata import SCHEMA
+    import pyarrow.parquet as pq
+
+    from georag.store.metadata import ROW_CRC32, SCHEMA, STORED_SCHEMA, row_crc32
 
     store = GeoStore.open(real_store)
     assert store.metadata.schema.equals(SCHEMA, check_metadata=False)
+    for info in store.manifest.shards:  # the files also hold each row's CRC32, of its bytes in the .npy
+        stored = pq.read_table(real_store / info.metadata)
+        assert stored.schema.equals(STORED_SCHEMA, check_metadata=False)
+        rows = np.load(real_store / info.embeddings)
+        assert stored.column(ROW_CRC32).to_pylist() == [zlib.crc32(r.tobytes()) for r in rows]
+        assert row_crc32(rows).tolist() == stored.column(ROW_CRC32).to_pylist()
     row = store.rows([5]).to_pylist()[0]
     assert row["source"] == "im2gps3k" and row["row_id"] == 5 and row["country"] is None
     assert isinstance(store.metadata, pa.Table)

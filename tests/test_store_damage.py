@@ -3,8 +3,9 @@
 The damage matrix (every file kind x bit flip / truncation / deletion / swap / swapped or duplicated manifest
 entries) and 240 seeded manifest mutations run through `damage_campaign.judge`: no traceback, no silent
 wrong answer, and `verify` never says OK about a store that `open` refuses. Then the regressions of each
-class one by one: cross-references, hostile manifests, damage the quick check cannot see, and a run's
-settings file. benchmarks/bench_store_damage.py runs the larger campaign, with kill -9.
+class one by one: cross-references, hostile manifests, damage the quick check cannot see (a full check
+finds it; row checksums refuse it at search time), and a run's settings file.
+benchmarks/bench_store_damage.py runs the larger campaign, with kill -9.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -24,10 +27,15 @@ import damage_campaign as dc
 from georag.cli import main
 from georag.errors import OutputError, StoreError
 from georag.locate.output import PredictionWriter
+from georag.store.build import BuildRequest, build_source
 from georag.store.files import quick_fingerprint
+from georag.store.metadata import ROW_CRC32
+from georag.store.partition import make_submaps
+from georag.store.rowcheck import STORED_NORM_TOLERANCE
 from georag.store.store import GeoStore
 from georag.store.verify import verify_store
 from georag.types import Prediction
+from store_fixtures import rewrite_metadata, without_row_checksums, write_csv
 
 pytest.importorskip("faiss")
 
@@ -267,7 +275,7 @@ def test_damage_the_quick_check_cannot_see_is_caught_by_a_full_check(tmp_path: P
     assert check.wait(60) and check.state == "passed"
     assert intact.integrity() == {
         "check": "full", "state": "passed", "checked_bytes": check.total_bytes,
-        "total_bytes": check.total_bytes, "problems": [],
+        "total_bytes": check.total_bytes, "problems": [], "row_checksums": True,
     }  # fmt: skip
 
     shard = store / intact.manifest.shards[0].embeddings
@@ -278,7 +286,7 @@ def test_damage_the_quick_check_cannot_see_is_caught_by_a_full_check(tmp_path: P
         f.write(b"\x00\x7c")  # one float16 value becomes +Inf
     assert quick_fingerprint(shard) == fingerprint  # the limit of the quick check, on purpose
     quick = GeoStore.open(store)
-    assert quick.integrity() == {"check": "quick", "state": "passed"}
+    assert quick.integrity() == {"check": "quick", "state": "passed", "row_checksums": True}
     with pytest.raises(StoreError, match=rf"{shard} was changed after the store was written \(its SHA-256"):
         GeoStore.open(store, verify="full")
     assert verify_store(store).problems == [
@@ -305,6 +313,7 @@ def test_a_damaged_row_a_search_meets_names_its_shard_file(base: dc.Baseline, st
         with pytest.raises(StoreError) as met:
             s.search(query, 3, 3, index=index)
         assert str(met.value).startswith(f"{shard}: row 5 (store row {row}) has norm 2.99")
+        assert "not a normalized embedding: the file is damaged" in str(met.value)
         assert f"run `georag index verify {store}`" in str(met.value)
 
 
@@ -313,8 +322,8 @@ def test_served_rows_are_checked_once_and_a_new_damaged_one_is_still_met(
 ) -> None:
     s = GeoStore.open(store)
     read: list[int] = []
-    embeddings = s.embeddings
-    monkeypatch.setattr(s, "embeddings", lambda rows: read.append(len(rows)) or embeddings(rows))
+    stored_rows = s.stored_rows
+    monkeypatch.setattr(s, "stored_rows", lambda rows: read.append(len(rows)) or stored_rows(rows))
     first = s.embeddings([0])
     read.clear()
     res = s.search(first, 4, 4)
@@ -333,6 +342,184 @@ def test_served_rows_are_checked_once_and_a_new_damaged_one_is_still_met(
     named = rf"^{shard}: row {info.rows - 1} \(store row {row}\) has norm (2\.99|3\.00)"
     with pytest.raises(StoreError, match=named):
         s.search(query, 3, 3)
+
+
+# Row checksums: the CRC32 of every row, in its shard's metadata, compared with each row a search serves.
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The intact 2 MiB one-shard store (`dc.big_store`): copy it to damage it."""
+    return dc.big_store(tmp_path_factory.mktemp("big"))
+
+
+def _copy(store: Path, to: Path) -> Path:
+    shutil.copytree(store, to)
+    return to
+
+
+def _row_in_a_gap(s: GeoStore) -> tuple[Path, int, int]:
+    """The shard file of the one-shard store ``s``, a row wholly in a range its quick fingerprint does not
+    read, and the row's first byte."""
+    shard = s.path / s.manifest.shards[0].embeddings
+    width = s.dim * 2
+    header = shard.stat().st_size - s.ntotal * width
+    lo, hi = dc.quick_gaps(shard)[3]
+    row = -(-(lo - header) // width)
+    assert header + (row + 1) * width <= hi
+    return shard, row, header + row * width
+
+
+def _flip(path: Path, at: int, bit: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ (1 << bit)]))
+
+
+def test_a_flipped_bit_anywhere_in_a_row_is_refused_even_where_the_norm_keeps(
+    big: Path, tmp_path: Path
+) -> None:
+    store = _copy(big, tmp_path / "store")
+    shard, row, at = _row_in_a_gap(GeoStore.open(store))
+    query = GeoStore.open(big).embeddings([row])
+    fingerprint = quick_fingerprint(shard)
+    width, by_checksum = GeoStore.open(store).dim * 2, 0
+    for offset in (0, 1, width // 2, width // 2 + 1, width - 2, width - 1):
+        for bit in range(8):
+            _flip(shard, at + offset, bit)
+            assert quick_fingerprint(shard) == fingerprint  # outside the blocks the quick check reads
+            damaged = GeoStore.open(store)
+            norm = float(np.linalg.norm(damaged.embeddings([row]).astype(np.float64)))
+            with pytest.raises(StoreError, match=rf"^{shard}: row {row} \(store row {row}\) has ") as met:
+                damaged.search(query, 5, 5)
+            if abs(norm - 1.0) <= STORED_NORM_TOLERANCE["float16"]:  # the norm check alone would serve it
+                assert "has other bytes than were written (CRC32 " in str(met.value), (offset, bit)
+                assert f"run `georag index verify {store}`" in str(met.value)
+                by_checksum += 1
+            else:
+                assert "not a normalized embedding" in str(met.value), (offset, bit)
+            _flip(shard, at + offset, bit)
+    assert by_checksum >= 24  # every low mantissa bit, and more
+
+
+def test_a_store_built_before_row_checksums_opens_searches_and_says_so(big: Path, tmp_path: Path) -> None:
+    store = _copy(big, tmp_path / "store")
+    without_row_checksums(store)
+    intact, old = GeoStore.open(big), GeoStore.open(store)
+    shard, row, at = _row_in_a_gap(old)
+    query = intact.embeddings([row])
+    assert old.manifest.format_version == 1 and old.metadata.equals(intact.metadata)
+    assert dc.same(dc.neighbors(old.search(query, 5, 5)), dc.neighbors(intact.search(query, 5, 5)))
+    note = "the store was built before row checksums: a search checks their norms only"
+    status = old.integrity()
+    assert status["row_checksums"] is False and status["note"].startswith(note)
+    report = verify_store(store)
+    assert report.ok and len(report.notes) == 1 and report.notes[0].startswith(note)
+    shown = _cli("index", "verify", str(store))
+    assert shown.exit_code == 0 and f"NOTE     {note}" in shown.output
+    _flip(shard, at, 0)  # the lowest mantissa bit of the row's first value: the norm keeps
+    res = GeoStore.open(store).search(query, 5, 5)  # served, as before row checksums: the limit they close
+    assert res.near_ids[0, 0] == row
+    assert not verify_store(store).ok
+
+
+def test_rows_added_to_an_old_store_have_checksums_and_the_rest_are_named(
+    store: Path, tmp_path: Path
+) -> None:
+    without_row_checksums(store)
+    before = GeoStore.open(store).ntotal
+    lat, lon = np.linspace(-40, 40, 20), np.linspace(-100, 100, 20)
+    rows = [{"IMG_ID": f"t{i}.jpg", "LAT": f"{lat[i]:.4f}", "LON": f"{lon[i]:.4f}"} for i in range(20)]
+    np.save(tmp_path / "third.npy", np.random.default_rng(4).standard_normal((20, dc.D)).astype(np.float32))
+    req = BuildRequest(
+        store=store, dataset="im2gps3k", metadata=write_csv(tmp_path / "third.csv", rows),
+        encoder="toy/model", embeddings=tmp_path / "third.npy", source="third",
+    )  # fmt: skip
+    build_source(req, add=True)
+    s = GeoStore.open(store)
+    assert s.manifest.format_version == 2 and s.row_checksums.missing == before
+    note = s.integrity()["note"]
+    assert note.startswith(f"{before} of its {before + 20} rows were built before row checksums")
+    assert verify_store(store).notes == [note]
+    old, new = s.manifest.shards[0], s.manifest.shards[-1]
+    queries = s.embeddings([old.first_row, new.first_row])
+    for info in (old, new):  # the lowest mantissa bit of its first row's first value, under the open store
+        shard = store / info.embeddings
+        _flip(shard, shard.stat().st_size - info.rows * s.dim * 2, 0)
+    assert s.search(queries[:1], 3, 3).near_ids[0, 0] == old.first_row  # served: no checksum to compare
+    with pytest.raises(
+        StoreError, match=rf"^{store / new.embeddings}: row 0 .* other bytes than were written"
+    ):
+        s.search(queries[1:], 3, 3)
+
+
+def _crc_column(values: pa.Array) -> Any:
+    """A change of a metadata table: its row checksum column replaced by ``values`` (their type, nullable
+    when they hold a null)."""
+
+    def change(table: pa.Table) -> pa.Table:
+        field = pa.field(ROW_CRC32, values.type, nullable=values.null_count > 0)
+        return table.set_column(table.num_columns - 1, field, values[: table.num_rows])
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("values", "has"),
+    [
+        (pa.array(np.arange(16), type=pa.int64()), "emb_crc32 int64 not null, a store's"),
+        (pa.array([None, *range(1, 16)], type=pa.uint32()), "emb_crc32 uint32, a store's"),
+    ],
+    ids=["another type", "a row without one"],
+)
+def test_the_metadata_check_refuses_a_row_checksum_column_of_another_type_or_with_gaps(
+    store: Path, values: pa.Array, has: str
+) -> None:
+    rewrite_metadata(store, 2, _crc_column(values))
+    rel = _manifest(store)["shards"][2]["metadata"]
+    with pytest.raises(
+        StoreError, match=rf"^{store / rel} does not have the store's metadata columns: .*{has}"
+    ):
+        GeoStore.open(store)
+    report = verify_store(store)
+    assert report.state == "DAMAGED" and report.problems[0].startswith(f"{rel}: ")
+
+
+def test_a_row_checksum_that_is_not_its_rows_is_refused_by_search_and_verify(store: Path) -> None:
+    info = _manifest(store)["shards"][2]
+    crc = pq.read_table(store / info["metadata"]).column(ROW_CRC32).to_numpy().copy()
+    crc[0] ^= 1  # row 0's recorded checksum is not its own
+    rewrite_metadata(store, 2, _crc_column(pa.array(crc)))
+    s = GeoStore.open(store)  # the metadata is consistent with the manifest: only the rows tell
+    row = info["first_row"]
+    named = rf"^{store / info['embeddings']}: row 0 \(store row {row}\) has other bytes than were written"
+    with pytest.raises(StoreError, match=named):
+        s.search(s.embeddings([row]), 3, 3)
+    assert verify_store(store).problems == [
+        f"{info['metadata']}: row 0 has CRC32 {crc[0] ^ 1:08x} but the metadata records {crc[0]:08x} "
+        f"({info['embeddings']}): a search refuses that row"
+    ]
+
+
+@pytest.mark.parametrize("version", [0, 3, True, "2"])
+def test_only_store_format_versions_1_and_2_are_read(store: Path, version: object) -> None:
+    m = _manifest(store)
+    m["format_version"] = version
+    _save(store, m)
+    with pytest.raises(StoreError, match="this georag reads versions 1, 2"):
+        GeoStore.open(store)
+
+
+def test_reorder_refuses_a_row_whose_checksum_does_not_match(big: Path, tmp_path: Path) -> None:
+    store = _copy(big, tmp_path / "store")
+    s = GeoStore.open(store)
+    shard, row, at = _row_in_a_gap(s)
+    _flip(shard, at, 0)  # unseen by the quick check of the reorder's open, and by the row's norm
+    with pytest.raises(StoreError, match=rf"^{shard}: row {row} .* other bytes than were written"):
+        make_submaps(store, "country", reorder=True)
+    assert GeoStore.open(store).manifest.shards == s.manifest.shards  # nothing committed
 
 
 def test_a_bad_row_in_the_index_sample_names_its_shard_file(store: Path) -> None:

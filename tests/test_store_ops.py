@@ -17,10 +17,11 @@ from georag.search.flat import FlatIndex
 from georag.store.ann import build_ann
 from georag.store.build import BuildRequest, build_source
 from georag.store.inspect import verify_store
+from georag.store.metadata import row_crc32
 from georag.store.partition import make_submaps
 from georag.store.store import GeoStore
 from reference import check_neighbors
-from store_fixtures import real_rows, unit_rows, write_csv
+from store_fixtures import real_rows, unit_rows, without_row_checksums, write_csv
 
 D = 24
 
@@ -251,6 +252,29 @@ def test_reorder_makes_each_submap_one_range_and_keeps_every_row(
     country = after.submaps("country")
     assert all(set(codes[s:e]) == {n} for n in country.names for s, e in country.ranges(n))
     assert verify_store(path).ok and not verify_store(path).unlisted
+
+
+def test_reorder_moves_each_rows_checksum_with_it_and_gives_an_old_store_checksums(
+    built: tuple[Path, np.ndarray, list], tmp_path: Path
+) -> None:
+    path, _, _ = built
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    without_row_checksums(old)
+    before = GeoStore.open(path)
+    assert before.row_checksums.missing == 0
+    crc_of = dict(
+        zip(before.metadata.column("image_id").to_pylist(), before.row_checksums.values, strict=True)
+    )
+    for store in (path, old):
+        make_submaps(store, "kmeans", k=8, reorder=True)
+        after = GeoStore.open(store)
+        assert after.manifest.format_version == 2 and after.row_checksums.missing == 0
+        moved = [crc_of[i] for i in after.metadata.column("image_id").to_pylist()]
+        assert np.array_equal(after.row_checksums.values, moved)  # each row's checksum moved with it
+        assert np.array_equal(row_crc32(after.stored_rows(np.arange(after.ntotal))), moved)
+        report = verify_store(store)
+        assert report.ok and not report.notes and after.integrity()["row_checksums"] is True
 
 
 def _pairs(store: GeoStore) -> set[tuple[str, tuple[float, ...]]]:

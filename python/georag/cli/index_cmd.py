@@ -323,6 +323,8 @@ def verify_cmd(store: Path, expect_sha256: str | None) -> None:
         click.echo(f"UNFINISHED {line}")
     for rel in report.unlisted:
         click.echo(f"unlisted {rel} (left by an interrupted step; the next writer to the store deletes it)")
+    for line in report.notes:
+        click.echo(f"NOTE     {line}")
     expected = expect_sha256 is not None and report.manifest_sha256 == expect_sha256.strip().lower()
     matched = " (the expected hash)" if expected else ""
     click.echo(f"manifest.json SHA-256 {report.manifest_sha256}{matched}")

@@ -24,8 +24,17 @@ from georag.encoder.identity import model_fingerprint
 from georag.errors import StoreError
 from georag.progress import progress as progress_display
 from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_jsonl, write_npy
-from georag.store.manifest import DTYPES, MANIFEST, FileEntry, Manifest, ShardInfo, SourceInfo, check_name
-from georag.store.metadata import shard_table, to_parquet_bytes
+from georag.store.manifest import (
+    DTYPES,
+    FORMAT_VERSION,
+    MANIFEST,
+    FileEntry,
+    Manifest,
+    ShardInfo,
+    SourceInfo,
+    check_name,
+)
+from georag.store.metadata import row_crc32, shard_table, to_parquet_bytes, with_row_crc32
 from georag.store.writing import is_leftover_only, remove_leftovers, store_lock
 
 if TYPE_CHECKING:
@@ -355,7 +364,8 @@ def _commit(
     start: int,
     end: int,
 ) -> None:
-    """Writes one shard's files, then the manifest that lists them (the commit point)."""
+    """Writes one shard's files (the metadata with each row's CRC32), then the manifest that lists them (the
+    commit point; a store of format version 1 becomes version 2, since this shard has row checksums)."""
     stem = f"shards/{src.name}-{start // manifest.shard_rows:06d}"
     if f"{stem}.npy" in manifest.files:
         raise StoreError(f"{stem}.npy is already a committed file of the store; refusing to overwrite it")
@@ -363,7 +373,7 @@ def _commit(
     first_row = manifest.num_rows
     rows = part.rows.astype(manifest.dtype)
     npy = write_npy(store / f"{stem}.npy", rows)
-    table = shard_table(records.table, part.take, first_row, src.name)
+    table = with_row_crc32(shard_table(records.table, part.take, first_row, src.name), row_crc32(rows))
     entries: dict[str, tuple[str, int]] = {
         f"{stem}.npy": npy,
         f"{stem}.parquet": write_bytes(store / f"{stem}.parquet", to_parquet_bytes(table, npy[0])),
@@ -388,6 +398,7 @@ def _commit(
     src.next_input = end
     src.rows += len(part.take)
     src.failed += len(part.failures)
+    manifest.format_version = FORMAT_VERSION
     manifest.save(store)
 
 

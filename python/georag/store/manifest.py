@@ -22,7 +22,11 @@ from georag.store.jsonread import parse_json, read_bounded
 from georag.store.references import check_references
 
 FORMAT = "georag-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version a writer of shards records. 2: a shard's metadata file holds each row's CRC32
+(`georag.store.metadata.ROW_CRC32`), a column that readers of version 1 refuse; 1: without it."""
+READ_VERSIONS = (1, 2)
+"""The versions this georag reads (a version-2 store may hold version-1 shards: rows added or not)."""
 MANIFEST = "manifest.json"
 DTYPES = ("float16", "float32")
 FOLDERS = ("shards", "sources", "ann", "submaps")
@@ -193,7 +197,8 @@ class Manifest:
     format: str = FORMAT
     """Always "georag-store"."""
     format_version: int = FORMAT_VERSION
-    """Bumped on an incompatible change."""
+    """Bumped on an incompatible change (see `FORMAT_VERSION`); a version-1 store becomes version 2 when a
+    writer adds shards to it (`index add`, `index submaps --reorder`)."""
 
     @property
     def num_rows(self) -> int:
@@ -267,9 +272,10 @@ class Manifest:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise StoreError(f"{origin} is not a georag store manifest")
         version = raw.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS or isinstance(version, bool):
             raise StoreError(
-                f"{origin} has store format version {version}; this georag reads version {FORMAT_VERSION}"
+                f"{origin} has store format version {_short(version)}; this georag reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}"
             )
         try:
             m = cls(
@@ -285,6 +291,7 @@ class Manifest:
                 ann={k: AnnInfo(**v) for k, v in raw["ann"].items()},
                 submaps={k: SubmapInfo(**v) for k, v in raw["submaps"].items()},
                 encoder_fingerprint=raw.get("encoder_fingerprint", ""),
+                format_version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"{origin} is malformed ({type(exc).__name__}: {_short(str(exc))})") from exc

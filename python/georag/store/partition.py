@@ -11,8 +11,9 @@ import pyarrow as pa
 
 from georag.errors import StoreError
 from georag.store.files import quick_fingerprint, sha256_file, write_bytes, write_npy
-from georag.store.manifest import FileEntry, Manifest, ShardInfo, SubmapInfo, check_name
-from georag.store.metadata import SCHEMA, to_parquet_bytes
+from georag.store.manifest import FORMAT_VERSION, FileEntry, Manifest, ShardInfo, SubmapInfo, check_name
+from georag.store.metadata import to_parquet_bytes, with_row_crc32
+from georag.store.rowcheck import check_crc32
 from georag.store.store import GeoStore
 from georag.store.submaps import (
     Submaps,
@@ -118,23 +119,25 @@ def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int6
 
     Nothing is committed here (the caller saves the manifest once); returns the old shard files, which the
     caller deletes after its commit. New shards are named ``_r-<random>`` ("_" cannot start a source name,
-    so no later build can collide with them).
+    so no later build can collide with them). Each row's bytes move unchanged with its metadata: its CRC32
+    is recomputed from them, and where the old shard recorded one they must match (a row damaged where the
+    open's quick check did not look is refused, not carried into the new shards with fresh checksums). A
+    store of format version 1 thus gets row checksums (version 2).
     """
     new_shards: list[ShardInfo] = []
     for j, start in enumerate(range(0, len(perm), manifest.shard_rows)):
         take = perm[start : start + manifest.shard_rows]
         stem = fresh_name(manifest, "shards", f"_r{j:06d}", ".npy").removesuffix(".npy")
-        emb = store.embeddings(take).astype(manifest.dtype)
+        emb = store.stored_rows(take)
+        crc = check_crc32(store, take, emb)
         meta = store.rows(take).set_column(
             0, "row_id", pa.array(np.arange(start, start + len(take), dtype=np.int64))
         )
         npy = write_npy(store.path / f"{stem}.npy", emb)
+        parquet = to_parquet_bytes(with_row_crc32(meta, crc), npy[0])
         for rel, (sha, size) in (
             (f"{stem}.npy", npy),
-            (
-                f"{stem}.parquet",
-                write_bytes(store.path / f"{stem}.parquet", to_parquet_bytes(meta.cast(SCHEMA), npy[0])),
-            ),
+            (f"{stem}.parquet", write_bytes(store.path / f"{stem}.parquet", parquet)),
         ):
             manifest.files[rel] = FileEntry(sha, size, quick_fingerprint(store.path / rel))
         new_shards.append(
@@ -150,4 +153,5 @@ def _rewrite_rows(store: GeoStore, manifest: Manifest, perm: npt.NDArray[np.int6
         )
     old = [p for s in manifest.shards for p in (s.embeddings, s.metadata)]
     manifest.shards = new_shards
+    manifest.format_version = FORMAT_VERSION
     return old

@@ -15,9 +15,9 @@ import pyarrow as pa
 
 from georag.errors import GeoRagError, MissingDependencyError, StoreError
 from georag.store.manifest import Manifest, Verify
-from georag.store.metadata import empty_table, read_checked, shard_table_problem
+from georag.store.metadata import empty_table, read_checked, shard_table_problem, split_row_crc32
 from georag.store.partitions import StorePartitions
-from georag.store.rowcheck import ServedRows, sample_error
+from georag.store.rowcheck import RowChecksums, ServedRows, sample_error
 from georag.types import Neighbors
 
 if TYPE_CHECKING:
@@ -55,12 +55,15 @@ class GeoStore:
         metadata: pa.Table,
         shards: list[npt.NDArray[Any]],
         index_name: str = "exact",
+        row_checksums: RowChecksums | None = None,
     ) -> None:
         """Use :meth:`open`."""
         self.path = path
         self.manifest = manifest
         self.metadata = metadata
         self._shards = shards
+        self.row_checksums = row_checksums or RowChecksums([(len(a), None) for a in shards])
+        """The CRC32 of each row as written, where its shard's metadata records one (searches check them)."""
         self._flat: FlatIndex | None = None
         self._cuda: CudaFlatIndex | None = None
         self._ann: dict[str, FaissIndex] = {}
@@ -91,7 +94,8 @@ class GeoStore:
         ``verify``, every cross-reference of the manifest is checked (`georag.store.references`) and each
         shard's metadata rows are matched to the shard (row ids from its first row, its row count, its
         source). A long-running reader that opened with "quick" can hash the rest later:
-        :meth:`verify_in_background`; :meth:`integrity` says what was checked.
+        :meth:`verify_in_background`; :meth:`integrity` says what was checked. The CRC32 of every row the
+        metadata records (stores of format version 2 on) is kept, and compared with each row a search serves.
 
         ``index``: what :meth:`search` uses by default (``store.index_name``): "exact" (default; the C++ core
         on the CPU), "cuda" (the exact search on a GPU) or the name of a faiss index of the store. Only the
@@ -123,10 +127,9 @@ class GeoStore:
         for rel in manifest.files:
             if rel.startswith(("shards/", "sources/")):
                 manifest.check_file(root, rel, "none" if rel.endswith(".parquet") else verify)
-        tables = [_read_shard_table(root, manifest, i) for i in range(len(manifest.shards))]
-        metadata = pa.concat_tables(tables) if tables else empty_table()
+        metadata, checksums = _read_metadata(root, manifest)
         shards = [_open_shard(root, manifest, i) for i in range(len(manifest.shards))]
-        store = cls(root, manifest, metadata, shards, index)
+        store = cls(root, manifest, metadata, shards, index, checksums)
         store._verified = verify
         return store
 
@@ -160,10 +163,15 @@ class GeoStore:
     def integrity(self) -> dict[str, Any]:
         """What was checked of the store's files, JSON-ready for a readiness answer: ``check`` "quick",
         "full" or "none" (the open's ``verify``) and ``state`` "passed"; or, once :meth:`verify_in_background`
-        ran, its status (``check`` "full", ``state`` "running" / "passed" / "failed", bytes, problems)."""
+        ran, its status (``check`` "full", ``state`` "running" / "passed" / "failed", bytes, problems). Then
+        ``row_checksums``: True when every row has one (a search compares each row it serves with it);
+        False with a ``note`` for a store (or rows) built before row checksums."""
         if self._background is not None:
-            return self._background.status()
-        return {"check": self._verified, "state": "passed"}
+            status = self._background.status()
+        else:
+            status = {"check": self._verified, "state": "passed"}
+        note = self.row_checksums.note()
+        return {**status, "row_checksums": note is None, **({"note": note} if note else {})}
 
     def __repr__(self) -> str:
         sources = ", ".join(f"{s.name}={s.rows}" for s in self.manifest.sources)
@@ -188,12 +196,19 @@ class GeoStore:
 
     def embeddings(self, rows: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """The float32 embeddings of the given row ids (any order, repeats allowed)."""
+        return self._gather(rows, np.dtype(np.float32))
+
+    def stored_rows(self, rows: npt.ArrayLike) -> npt.NDArray[Any]:
+        """The given rows as stored: the store's dtype, the shard files' bytes (what row checksums cover)."""
+        return self._gather(rows, np.dtype(self.manifest.dtype))
+
+    def _gather(self, rows: npt.ArrayLike, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         ids = np.asarray(rows, dtype=np.int64).ravel()
         if ids.size and (ids.min() < 0 or ids.max() >= self.ntotal):
             raise StoreError(f"row ids must be in [0, {self.ntotal}), got {ids.min()}..{ids.max()}")
         starts = np.array([s.first_row for s in self.manifest.shards], dtype=np.int64)
         shard = np.searchsorted(starts, ids, side="right") - 1
-        out = np.empty((ids.size, self.dim), dtype=np.float32)
+        out = np.empty((ids.size, self.dim), dtype=dtype)
         for j in np.unique(shard):
             sel = np.flatnonzero(shard == j)
             out[sel] = self._shards[int(j)][ids[sel] - starts[j]]
@@ -323,8 +338,8 @@ class GeoStore:
         ``submap=(partition, name)``, e.g. ``("country", "FR")``: only that submap's rows (not with
         ``row_ranges``). ``index``: the index by name (see :meth:`index`); default ``index_name``.
         ``num_threads``: worker threads of the exact index for this call (None: its default); the other
-        indexes refuse it (TypeError). Every row returned is checked (finite, unit norm): a damaged one is a
-        StoreError naming its shard file (`georag.store.rowcheck`), never an answer.
+        indexes refuse it (TypeError). Every row returned is checked (finite, unit norm, its recorded CRC32):
+        a damaged one is a StoreError naming its shard file (`georag.store.rowcheck`), never an answer.
         """
         if submap is not None:
             if row_ranges is not None:
@@ -373,8 +388,18 @@ def check_encoder(store: GeoStore, model_id: str, dim: int) -> None:
         )
 
 
+def _read_metadata(root: Path, manifest: Manifest) -> tuple[pa.Table, RowChecksums]:
+    """Every shard's metadata (`georag.store.metadata.SCHEMA`) in row order, and the rows' checksums."""
+    read = [split_row_crc32(_read_shard_table(root, manifest, i)) for i in range(len(manifest.shards))]
+    metadata = pa.concat_tables([table for table, _ in read]) if read else empty_table()
+    checksums = RowChecksums([(table.num_rows, crc) for table, crc in read])
+    if checksums.missing:
+        log.info("%s: %s", root, checksums.note())
+    return metadata, checksums
+
+
 def _read_shard_table(root: Path, manifest: Manifest, i: int) -> pa.Table:
-    """Shard ``i``'s metadata, hashed, parsed and matched to the shard (StoreError naming the file)."""
+    """Shard ``i``'s metadata file, hashed, parsed and matched to the shard (StoreError naming the file)."""
     info = manifest.shards[i]
     table = read_checked(root / info.metadata, manifest.files[info.metadata].sha256)
     sha = manifest.files[info.embeddings].sha256

@@ -3,7 +3,9 @@
 It checks at least what `GeoStore.open` checks, so a store that ``open`` refuses is never reported OK: the
 manifest's form and cross-references (`georag.store.references`), every listed file's size, SHA-256 and the
 quick fingerprint ``open`` compares, each shard's array header and metadata rows (row ids from the shard's
-first row, its row count and source), and unfinished sources.
+first row, its row count and source), every row's CRC32 against the one its metadata records (what a
+search compares), and unfinished sources. It notes rows built before row checksums
+(`georag.store.rowcheck.unchecked_note`): not a problem, but a search checks only their norms.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
 from georag.errors import StoreError
 from georag.progress import progress as progress_display
 from georag.store.files import quick_fingerprint, sha256_file
-from georag.store.manifest import FOLDERS, Manifest
-from georag.store.metadata import read_checked, shard_table_problem
+from georag.store.manifest import FOLDERS, Manifest, ShardInfo
+from georag.store.metadata import ROW_CRC32, read_checked, row_crc32, shard_table_problem
+from georag.store.rowcheck import unchecked_note
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class VerifyReport:
     """Files in the store's folders that the manifest does not list (leftovers of an interrupted step)."""
     manifest_sha256: str | None = None
     """SHA-256 of the manifest file that was checked (None when an open store's manifest was given)."""
+    notes: list[str] = field(default_factory=list)
+    """What a reader should know that is not a problem: rows without a row checksum (built before them)."""
 
     @property
     def ok(self) -> bool:
@@ -83,7 +91,11 @@ def verify_store(
     if stop is not None and stop():
         report.problems.append("the check was stopped before it finished")
         return report
-    _check_shards(root, manifest, report, damaged)
+    unchecked = _check_shards(root, manifest, report, damaged)
+    note = unchecked_note(unchecked, manifest.num_rows)
+    if note is not None:
+        report.notes.append(note)
+        log.warning("%s: %s", root, note)
     report.unfinished = [
         f"{s.name}: {s.next_input} of {s.input_rows} items; re-run its build command to resume it"
         for s in manifest.sources
@@ -133,25 +145,66 @@ def _check_files(
     return damaged
 
 
-def _check_shards(root: Path, manifest: Manifest, report: VerifyReport, damaged: set[str]) -> None:
-    """Each intact shard's array header and metadata rows against the manifest."""
+def _check_shards(root: Path, manifest: Manifest, report: VerifyReport, damaged: set[str]) -> int:
+    """Each intact shard's array header, metadata rows and row checksums against the manifest; returns the
+    rows of intact metadata files that record no row checksums."""
+    unchecked = 0
     for s in manifest.shards:
-        if s.embeddings not in damaged:
-            try:
-                arr = np.load(root / s.embeddings, mmap_mode="r" if s.rows else None, allow_pickle=False)
-                if arr.shape != (s.rows, manifest.dim) or arr.dtype != np.dtype(manifest.dtype):
-                    report.problems.append(
-                        f"{s.embeddings}: holds {arr.dtype} {arr.shape}, expected {s.rows} rows"
-                    )
-            except (OSError, ValueError) as exc:
-                report.problems.append(f"{s.embeddings}: not a readable .npy ({exc})")
-        if s.metadata not in damaged:
-            try:
-                table = read_checked(root / s.metadata, manifest.files[s.metadata].sha256)
-            except StoreError as exc:
-                report.problems.append(f"{s.metadata}: {exc}")
-                continue
-            sha = manifest.files[s.embeddings].sha256
-            problem = shard_table_problem(table, s.first_row, s.rows, s.source, sha)
-            if problem is not None:
-                report.problems.append(f"{s.metadata}: {problem}")
+        arr = None if s.embeddings in damaged else _shard_array(root, manifest, s, report)
+        table = None if s.metadata in damaged else _shard_table(root, manifest, s, report)
+        if table is None:
+            continue
+        if ROW_CRC32 not in table.column_names:
+            unchecked += s.rows
+        elif arr is not None and (problem := _row_crc32_problem(arr, table)) is not None:
+            report.problems.append(f"{s.metadata}: {problem} ({s.embeddings}): a search refuses that row")
+    return unchecked
+
+
+def _shard_array(
+    root: Path, manifest: Manifest, s: ShardInfo, report: VerifyReport
+) -> npt.NDArray[Any] | None:
+    """The shard's embeddings, memory-mapped, when the file is a .npy of the manifest's shape and dtype."""
+    try:
+        arr: npt.NDArray[Any] = np.load(
+            root / s.embeddings, mmap_mode="r" if s.rows else None, allow_pickle=False
+        )
+    except (OSError, ValueError) as exc:
+        report.problems.append(f"{s.embeddings}: not a readable .npy ({exc})")
+        return None
+    if arr.shape != (s.rows, manifest.dim) or arr.dtype != np.dtype(manifest.dtype):
+        report.problems.append(f"{s.embeddings}: holds {arr.dtype} {arr.shape}, expected {s.rows} rows")
+        return None
+    return arr
+
+
+def _shard_table(root: Path, manifest: Manifest, s: ShardInfo, report: VerifyReport) -> pa.Table | None:
+    """The shard's metadata, when it is the metadata of that shard."""
+    try:
+        table = read_checked(root / s.metadata, manifest.files[s.metadata].sha256)
+    except StoreError as exc:
+        report.problems.append(f"{s.metadata}: {exc}")
+        return None
+    problem = shard_table_problem(table, s.first_row, s.rows, s.source, manifest.files[s.embeddings].sha256)
+    if problem is not None:
+        report.problems.append(f"{s.metadata}: {problem}")
+        return None
+    return table
+
+
+_CRC_ROWS = 1 << 14
+"""Rows whose CRC32s are computed at once (a bounded slice of the memory-mapped shard)."""
+
+
+def _row_crc32_problem(arr: npt.NDArray[Any], table: pa.Table) -> str | None:
+    """Which row of ``arr`` does not have the CRC32 ``table`` records for it, or None."""
+    recorded = table.column(ROW_CRC32).to_numpy()
+    for start in range(0, len(arr), _CRC_ROWS):
+        actual = row_crc32(arr[start : start + _CRC_ROWS])
+        bad = np.flatnonzero(actual != recorded[start : start + _CRC_ROWS])
+        if bad.size:
+            i = start + int(bad[0])
+            return (
+                f"row {i} has CRC32 {int(actual[bad[0]]):08x} but the metadata records {int(recorded[i]):08x}"
+            )
+    return None
