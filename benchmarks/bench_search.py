@@ -19,6 +19,12 @@ N > 200k without --hnsw) against the exact FlatIndex, for B=256 queries.
 
 Each competitor's index lives only while it is measured, so the peak memory is the float16 rows, the
 float32 FlatIndex and one other index.
+
+``--f16-paths`` measures instead georag's own float16 batch paths against each other, run interleaved
+(paired medians): certified SGEMM (``use_amx=False, blas_min_batch=1``: what a CPU without AMX runs from
+``blas_min_batch`` queries), the streaming float16 kernel, AMX (where the CPU has it), and the float32
+index (default dispatch); after checking that the three float16 paths return the same ids and scores.
+Run it with GEORAG_KERNEL=avx2 OPENBLAS_CORETYPE=Haswell to approximate an AVX2-only CPU on an AVX-512 one.
 """
 
 from __future__ import annotations
@@ -357,13 +363,19 @@ def time_exact(
     return rows
 
 
-def bench_shape(faiss: Any, n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Everything for one (N, d); the database and every index are freed on return."""
+def normalized_half(n: int, d: int) -> npt.NDArray[np.float16]:
+    """The seeded (n, d) database of normalized float16 rows, generated chunk by chunk."""
     log(f"N={n} d={d}: generating {n * d * 2 / 1e9:.2f} GB of normalized float16 rows ...")
     half = np.empty((n, d), dtype=np.float16)
     for i in range(0, n, 1 << 15):
         m = min(1 << 15, n - i)
         half[i : i + m] = unit_rows(random_matrix(m, d, seed=n * 7919 + d + i))
+    return half
+
+
+def bench_shape(faiss: Any, n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything for one (N, d); the database and every index are freed on return."""
+    half = normalized_half(n, d)
     chunks = (half[i : i + (1 << 16)] for i in range(0, n, 1 << 16))
     fi = FlatIndex.from_chunks(chunks, n, d, normalize=False, num_threads=args.threads)
     log(f"N={n} d={d}: measuring read bandwidth and SGEMM rate ...")
@@ -381,6 +393,63 @@ def bench_shape(faiss: Any, n: int, d: int, args: argparse.Namespace) -> dict[st
     _trim_heap()
     recall_rows = [] if args.no_recall else measure_recall(fi, n, d, args)
     return {"floor": floor, "rows": rows, "recall": recall_rows}
+
+
+# The float16 batch paths, forced (see FlatIndex's docstring).
+F16_PATHS: dict[str, dict[str, int]] = {
+    "sgemm": {"use_amx": False, "blas_min_batch": 1},
+    "stream": {"amx_min_batch": 10**9, "blas_min_batch": 10**9},
+    "amx": {"amx_min_batch": 1},
+}
+
+
+def bench_f16_paths(n: int, d: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--f16-paths for one (N, d): the float16 paths and the float32 index, timed interleaved per B."""
+    from georag import _core
+
+    half = normalized_half(n, d)
+    fh = FlatIndex.from_normalized(half, num_threads=args.threads)
+    chunks = (half[i : i + (1 << 16)] for i in range(0, n, 1 << 16))
+    fi = FlatIndex.from_chunks(chunks, n, d, normalize=False, num_threads=args.threads)
+    paths = {k: v for k, v in F16_PATHS.items() if k != "amx" or _core.amx_status() == "available"}
+    rows = []
+    for b in args.b:
+        q = unit_rows(random_matrix(b, d, seed=1000 + b))
+        results = {name: fh.search_raw(q, K, K, **p) for name, p in paths.items()}
+        for name, got in results.items():  # the paths are exact: the same ids and scores, bit for bit
+            if not all(np.array_equal(x, y) for x, y in zip(got[:4], results["stream"][:4], strict=True)):
+                raise AssertionError(f"B={b}: the {name} path differs from the streaming kernel")
+        fns: list[Search] = [lambda p=p, q=q: fh.search(q, K, K, **p) for p in paths.values()]
+        log(f"N={n} d={d} B={b}: float16 {', '.join(paths)} and float32, interleaved ...")
+        times = paired_median_s([*fns, lambda q=q: fi.search(q, K, K)], args.repeats)
+        ms = {f"f16_{name}_ms": 1e3 * t for name, t in zip(paths, times, strict=False)}
+        row = {"N": n, "d": d, "B": b, **ms, "f32_ms": 1e3 * times[-1]}
+        row["stream_over_sgemm"] = row["f16_stream_ms"] / row["f16_sgemm_ms"]
+        log("  " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k.endswith("_ms")))
+        rows.append(row)
+    return rows
+
+
+def f16_paths_markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    forced = ("GEORAG_KERNEL", "OPENBLAS_CORETYPE")
+    env = " ".join(f"{k}={os.environ[k]}" for k in forced if os.environ.get(k))
+    lines = [
+        f"Command: `{' '.join([env, 'python', *sys.argv]).strip()}`",
+        "",
+        f"Machine: {machine['platform']}, {machine['affinity']} cores available, georag kernel "
+        f"{machine['georag_kernel']}, AMX: {machine['amx']}. k = {K} near and {K} far; medians of the "
+        "four searches run interleaved (paired). The float16 paths were checked equal, ids and scores.",
+        "",
+        "| N | d | B | f16 SGEMM-certified (ms) | f16 streaming (ms) | f16 AMX (ms) | f32 (ms) "
+        "| streaming / SGEMM (x) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['N']} | {r['d']} | {r['B']} | {r['f16_sgemm_ms']:.1f} | {r['f16_stream_ms']:.1f} "
+            f"| {_fmt(r.get('f16_amx_ms'), 1)} | {r['f32_ms']:.1f} | {r['stream_over_sgemm']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- output
@@ -457,6 +526,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hnsw", action="store_true", help=f"build HNSW32 also for N > {HNSW_MAX_N}")
     p.add_argument("--ef-search", type=int, default=128, help="HNSW efSearch (default 128)")
     p.add_argument("--no-recall", action="store_true", help="skip the approximate-recall part")
+    p.add_argument(
+        "--f16-paths",
+        action="store_true",
+        help="only georag's float16 paths (certified SGEMM, streaming, AMX) and float32, paired",
+    )
     args = p.parse_args(argv)
     defaults = (
         {"n": [20_000], "d": [768], "b": [1, 16, 256], "repeats": 3}
@@ -471,8 +545,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def main_f16_paths(args: argparse.Namespace) -> int:
+    from georag import _core
+
+    machine = {
+        "platform": platform.platform(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "georag_kernel": _core.kernel_name(),
+        "amx": _core.amx_status(),
+        "blas": _core.blas_info(),
+    }
+    log(f"machine: {machine}")
+    rows = [row for n in args.n for d in args.d for row in bench_f16_paths(n, d, args)]
+    print(f16_paths_markdown(rows, machine))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "machine": machine, "k": K, "rows": rows}, f, indent=2)
+        log(f"wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.f16_paths:
+        return main_f16_paths(args)
     import faiss
 
     if args.threads:

@@ -1,9 +1,13 @@
-"""float16 rows: copied (FlatIndex(half)), searched in place (FlatIndex.from_normalized), and the AMX path.
+"""float16 rows: copied (FlatIndex(half)), searched in place (FlatIndex.from_normalized), and the two
+certified batch paths (AMX tiles, SGEMM tiles).
 
 The references: numpy float64 brute force (tests/reference.py), and a float32 FlatIndex over the same values,
 which the float16 paths must match bit for bit (same sums in the same order; see cpp/src/kernels_impl.hpp).
-The AMX path (batches of at least ``amx_min_batch`` queries) must give exactly what the streaming float16
-kernel gives, on adversarial rows too: that is the test of its certified error bound (cpp/src/amx.cpp).
+The AMX path (batches of at least ``amx_min_batch`` queries, where the CPU has AMX) and the certified SGEMM
+path (batches of at least ``blas_min_batch`` queries without AMX; forced here with ``use_amx=False``) must
+give exactly what the streaming float16 kernel gives, on adversarial rows too: that is the test of their
+certified error bounds (cpp/src/amx.cpp, cpp/src/certified_sgemm.cpp). With the bounds scaled to 0 (a
+test-only hook) the same adversarial searches differ: the tests can see a missing bound.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ from georag import FlatIndex, _core
 from georag.types import Neighbors
 from reference import check_neighbors, data
 
-STREAM = {"amx_min_batch": 10**9}  # the exact float16 kernel at every batch size
+STREAM = {"amx_min_batch": 10**9, "blas_min_batch": 10**9}  # the exact float16 kernel at every batch size
 AMX = {"amx_min_batch": 1}  # AMX tiles + exact re-scoring wherever the CPU allows
+SGEMM = {"use_amx": False, "blas_min_batch": 1}  # SGEMM tiles + exact re-scoring, as without AMX
 F32_KERNEL = {"blas_min_batch": 10**9}  # the float32 register-blocked kernel (same summation order)
+HAVE_AMX = _core.amx_status() == "available"
+# The certified paths; "amx" is skipped where the CPU has no AMX (it would only re-run the others there).
+CERTIFIED = [
+    pytest.param(AMX, id="amx", marks=pytest.mark.skipif(not HAVE_AMX, reason=_core.amx_status())),
+    pytest.param(SGEMM, id="sgemm"),
+]
 
 
 def unit_half(db: npt.NDArray[np.float32]) -> npt.NDArray[np.float16]:
@@ -50,6 +61,7 @@ def test_in_place_float16_equals_float32_over_the_same_values_on_both_paths(d: i
     assert index.in_place and index.nbytes == 0 and index.dtype == "float16"
     assert_same(index.search_raw(q, 16, 12, **STREAM), want)
     assert_same(index.search_raw(q, 16, 12, **AMX), want)
+    assert_same(index.search_raw(q, 16, 12, **SGEMM), want)
     check_neighbors(Neighbors(*want[:4]), half.astype(np.float32), q, 16, 12, normalize_db=False)
 
 
@@ -60,7 +72,7 @@ def test_row_ranges_across_segments_and_thread_counts() -> None:
     want = reference_of(half, q, 9, 9, row_ranges=ranges)
     index = FlatIndex.from_normalized([half[:3000], half[3000:]])
     for threads in (1, 2, 3):
-        for path in (STREAM, AMX):
+        for path in (STREAM, AMX, SGEMM):
             got = index.search_raw(q, 9, 9, row_ranges=ranges, num_threads=threads, tile_rows=256, **path)
             assert_same(got, want)
 
@@ -71,17 +83,20 @@ def test_copied_float16_rows_are_kept_half_size_and_match_the_float64_reference(
     index = FlatIndex(raw)
     assert index.dtype == "float16" and not index.in_place and index.nbytes == 2000 * 40 * 2 + 2000 * 4
     np.testing.assert_array_equal(index.vectors(), raw)
-    for path in (STREAM, AMX):
+    for path in (STREAM, AMX, SGEMM):
         res = index.search(q, 10, 10, **path)
         check_neighbors(res, raw.astype(np.float32), q, 10, 10)  # normalized float64 reference
     assert_same(index.search_raw(q, 10, 10, **STREAM), index.search_raw(q, 10, 10, **AMX))
+    assert_same(index.search_raw(q, 10, 10, **STREAM), index.search_raw(q, 10, 10, **SGEMM))
     f32 = FlatIndex(raw.astype(np.float32)).search(q, 10, 10)
     np.testing.assert_allclose(index.search(q, 10, 10).near_scores, f32.near_scores, atol=1e-6)
 
 
 def _adversarial(d: int, seed: int) -> npt.NDArray[np.float16]:
-    """Rows made to sit inside the bf16 error band of each other: near-ties one float16 ulp apart, exact
-    duplicates, rows orthogonal to the queries' main direction, and sign-flipped twins."""
+    """Rows made to sit inside the error band of each other: near-ties one float16 ulp apart, exact
+    duplicates, rows orthogonal to the queries' main direction, sign-flipped twins, and permuted twins: 64
+    permutations of one all-positive row, whose scores against a constant query are equal in real arithmetic
+    and differ only by float32 rounding (the SGEMM path's bound is about the rounding of a sum alone)."""
     rng = np.random.default_rng(seed)
     base = unit_half(rng.standard_normal((40, d), dtype=np.float32))
     rows = [base]
@@ -97,38 +112,93 @@ def _adversarial(d: int, seed: int) -> npt.NDArray[np.float16]:
     rows.append(-base[:20])
     small = unit_half(rng.standard_normal((200, d), dtype=np.float32)) * np.float16(1.0)
     rows.append(small)
+    positive = unit_half(np.abs(rng.standard_normal((1, d), dtype=np.float32)))[0]
+    perms = np.stack([positive[rng.permutation(d)] for _ in range(64)])
+    rows += [perms, -perms]  # the near AND the far top-k of a constant query are all rounding ties
     return np.ascontiguousarray(np.concatenate(rows))
 
 
-@pytest.mark.parametrize("d", [32, 96, 1152])
-def test_amx_certified_rescoring_is_exact_on_adversarial_rows(d: int) -> None:
-    half = _adversarial(d, seed=d)
-    rng = np.random.default_rng(d + 1)
+def _adversarial_queries(half: npt.NDArray[np.float16], b: int, seed: int) -> npt.NDArray[np.float32]:
+    """b queries: 2 constant ones (against the permuted twins), queries ON database rows (their near-ties
+    are the whole top-k), axis queries (many exact zeros and exact ties), then random ones."""
+    d = half.shape[1]
+    rng = np.random.default_rng(seed)
     q = np.concatenate(
         [
-            half[:8].astype(np.float32),  # queries ON database rows: their near-ties are the whole top-k
-            np.eye(d, dtype=np.float32)[:8],  # axis queries: many exact zeros and exact ties
-            rng.standard_normal((20, d), dtype=np.float32),
+            np.ones((2, d), np.float32),
+            half[: b // 4].astype(np.float32),
+            np.eye(d, dtype=np.float32)[: min(b // 4, d)],
         ]
     )
-    index = FlatIndex.from_normalized(half)
-    want = reference_of(half, q, 16, 16)
+    return np.concatenate([q, rng.standard_normal((b - len(q), d), dtype=np.float32)])
+
+
+@pytest.mark.parametrize("path", CERTIFIED)
+@pytest.mark.parametrize("b", [16, 33, 256])
+@pytest.mark.parametrize("d", [32, 96, 1152])
+def test_certified_rescoring_is_exact_on_adversarial_rows(d: int, b: int, path: dict[str, int]) -> None:
+    half = _adversarial(d, seed=d)
+    q = _adversarial_queries(half, b, seed=d + 1)
+    n = len(half)
+    index = FlatIndex.from_normalized([half[: n // 2 + 7], half[n // 2 + 7 :]])  # two segments
     for k in (1, 16, 40):
-        assert_same(index.search_raw(q, k, k, **AMX), reference_of(half, q, k, k))
-    assert_same(index.search_raw(q, 16, 16, **AMX), want)
-    assert_same(index.search_raw(q, 16, 16, **STREAM), want)
+        want = reference_of(half, q, k, k)
+        assert_same(index.search_raw(q, k, k, **STREAM), want)
+        assert_same(index.search_raw(q, k, k, **path), want)
+    ranges = [(3, n // 3), (n // 2 - 50, n // 2 + 40), (n // 2, n // 2 + 100), (n - 140, n)]
+    want = reference_of(half, q, 16, 16, row_ranges=ranges)
+    assert_same(index.search_raw(q, 16, 16, row_ranges=ranges, tile_rows=512, **path), want)
 
 
-def test_amx_rescoring_with_per_row_scales_over_a_wide_dynamic_range() -> None:
+@pytest.mark.parametrize("path", CERTIFIED)
+@pytest.mark.parametrize("b", [16, 33, 256])
+def test_certified_rescoring_with_per_row_scales_over_a_wide_range(b: int, path: dict[str, int]) -> None:
     rng = np.random.default_rng(11)
     d = 64
     base = rng.standard_normal((1500, d), dtype=np.float32)
     scale = np.exp(rng.uniform(np.log(1e-3), np.log(6e2), size=(1500, 1))).astype(np.float32)
     raw = (base * scale).astype(np.float16)
     raw[raw.shape[0] // 2 :: 7] = raw[0]  # many exact duplicates of row 0
-    q = rng.standard_normal((48, d), dtype=np.float32)
+    q = rng.standard_normal((b, d), dtype=np.float32)
     index = FlatIndex(raw)  # scores = exact float32 dot x (1 / norm) of each row
-    assert_same(index.search_raw(q, 16, 16, **AMX), index.search_raw(q, 16, 16, **STREAM))
+    for k in (1, 16, 40):
+        assert_same(index.search_raw(q, k, k, **path), index.search_raw(q, k, k, **STREAM))
+
+
+@pytest.mark.parametrize("path", CERTIFIED)
+def test_without_the_bound_the_adversarial_rows_differ(path: dict[str, int]) -> None:
+    """The test of the tests: with the certified bound scaled to 0 (the approximate score alone decides
+    which pairs are re-scored) the adversarial searches above give other ids somewhere (where depends on
+    the BLAS's summation order, so several shapes are tried)."""
+    differing = 0
+    for d in (32, 96, 1152):
+        half = _adversarial(d, seed=d)
+        q = _adversarial_queries(half, 33, seed=d + 1)
+        index = FlatIndex.from_normalized(half)
+        for k in (1, 16, 40):
+            want = index.search_raw(q, k, k, **STREAM)
+            before = _core._set_certify_bound_scale(0.0)
+            try:
+                unbounded = index.search_raw(q, k, k, **path)
+            finally:
+                _core._set_certify_bound_scale(before)
+            assert before == 1.0
+            differing += sum(int((x != y).sum()) for x, y in zip(want[:3:2], unbounded[:3:2], strict=True))
+            assert_same(index.search_raw(q, k, k, **path), want)  # the bound restored: exact again
+    assert differing > 0
+
+
+def test_without_amx_large_float16_batches_take_the_sgemm_path_by_default() -> None:
+    """use_amx=False with the default thresholds: streaming below blas_min_batch, certified SGEMM from it
+    (the SGEMM path's per-thread workspace shows in the reported scratch bytes); the same answers."""
+    db, q = data(3000, 48, 256, seed=4)
+    half = unit_half(db)
+    index = FlatIndex.from_normalized(half)
+    small = index.search_raw(q[:255], 8, 8, use_amx=False)
+    large = index.search_raw(q, 8, 8, use_amx=False)
+    assert large[4] > small[4] + 256 * 48 * 4  # the widened rows of one chunk, at least
+    assert_same(large, index.search_raw(q, 8, 8, **STREAM))
+    assert_same(small, index.search_raw(q[:255], 8, 8, **STREAM))
 
 
 def test_amx_status_is_reported() -> None:

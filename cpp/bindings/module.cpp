@@ -14,6 +14,10 @@ using namespace pybind11::literals;
 namespace georag::bindings {
 void register_cuda(py::module_& m);
 }  // namespace georag::bindings
+namespace georag::detail {  // cpp/src/certify.hpp: the test-only multiplier of the certified error bounds
+float certify_bound_scale();
+void set_certify_bound_scale(float scale);
+}  // namespace georag::detail
 
 namespace {
 
@@ -27,7 +31,7 @@ using georag::bindings::make_output;
 
 py::tuple search(const FlatIndex& self, const py::array& queries, int64_t k_near, int64_t k_far,
                  const py::object& row_ranges, int num_threads, int64_t blas_min_batch, int64_t tile_rows,
-                 int64_t amx_min_batch) {
+                 int64_t amx_min_batch, bool use_amx) {
   Matrix q = as_matrix(queries, "queries", self.dim());
   std::vector<georag::RowRange> ranges;
   const bool restricted = as_ranges(row_ranges, &ranges);
@@ -38,6 +42,7 @@ py::tuple search(const FlatIndex& self, const py::array& queries, int64_t k_near
   params.blas_min_batch = blas_min_batch;
   params.tile_rows = tile_rows;
   params.amx_min_batch = amx_min_batch;
+  params.use_amx = use_amx;
   auto out = make_output(q.rows, k_near, k_far);
   georag::SearchFootprint fp;
   {
@@ -114,7 +119,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("filled", &FlatIndex::filled)
       .def("search", &search, "queries"_a, "k_near"_a = 16, "k_far"_a = 16, "row_ranges"_a = py::none(),
            "num_threads"_a = 0, "blas_min_batch"_a = georag::SearchParams{}.blas_min_batch,
-           "tile_rows"_a = 0, "amx_min_batch"_a = georag::SearchParams{}.amx_min_batch)
+           "tile_rows"_a = 0, "amx_min_batch"_a = georag::SearchParams{}.amx_min_batch,
+           "use_amx"_a = georag::SearchParams{}.use_amx)
       .def_property_readonly("dtype",
                              [](const FlatIndex& self) {
                                return self.row_type() == georag::RowType::f16 ? "float16" : "float32";
@@ -152,5 +158,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("amx_status", &FlatIndex::amx_status,
         "'available', or why batches over float16 rows cannot use AMX-BF16 tiles here.");
   m.def("blas_info", &georag::blas_info, "The BLAS library the core was built with.");
+  m.def(
+      "_set_certify_bound_scale",
+      [](float scale) {
+        const float before = georag::detail::certify_bound_scale();
+        georag::detail::set_certify_bound_scale(scale);
+        return before;
+      },
+      "scale"_a,
+      "TEST ONLY: multiplies the certified error bounds of the AMX and SGEMM float16 paths (process-wide; "
+      "returns the previous value). Below 1 the results are no longer guaranteed exact; the tests use 0 to "
+      "show that their bit-equality checks catch a missing bound.");
   georag::bindings::register_cuda(m);
 }

@@ -6,7 +6,8 @@
 // which is itself an exact score. With a bound e on |approximate - exact|, that needs approximate + e >=
 // threshold; every pair passing that test is re-scored exactly (dot_f16, bit-identical to scan_f16) and
 // pushed as the small-batch path would push it, so both paths give the same ids and scores bit for bit.
-// The far heap is the mirror image (approximate - e <= threshold).
+// The far heap is the mirror image (approximate - e <= threshold). That step (certify_block) is shared with
+// the certified SGEMM path of CPUs without AMX: see certify.hpp; this file proves the AMX bound e.
 //
 // THE BOUND. Let q be a normalized float32 query, x a float16 row (exactly representable in float32), s a
 // per-row scale (1 for normalized rows), u = 2^-8 (bf16 unit roundoff, round-to-nearest-even conversions)
@@ -26,6 +27,8 @@
 // float32 and inflated by 1 + (d + 8) v to cover their own rounding. amx_error_bound returns the bracket
 // times 1.0625 as a margin; the tests check it on adversarial rows (near-ties, duplicates, orthogonal rows).
 #include "amx.hpp"
+
+#include "certify.hpp"
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -155,19 +158,15 @@ AmxQueries amx_pack_queries(const float* queries, int64_t nq, int64_t d, int64_t
   const int64_t groups = (nq + kQueryBlock - 1) / kQueryBlock * 2;  // 16-query column blocks
   const int64_t steps = q.kpad / kStep;
   q.packed.assign(static_cast<std::size_t>(groups * steps * kTileElems), 0);
-  double max_sq = 0.0;
   for (int64_t j = 0; j < nq; ++j) {
     const float* qj = queries + j * qstride;
     const int64_t g = j / 16, n = j % 16;
-    double sq = 0.0;
     for (int64_t k = 0; k < d; ++k) {
-      sq += static_cast<double>(qj[k]) * qj[k];
       const int64_t c = k / kStep, kk = (k % kStep) / 2, e = k % 2;
       q.packed[static_cast<std::size_t>(((g * steps + c) * 16 + kk) * 32 + n * 2 + e)] = to_bf16(qj[k]);
     }
-    max_sq = std::max(max_sq, sq);
   }
-  q.max_norm = static_cast<float>(std::sqrt(max_sq) * (1 + 1e-6));
+  q.max_norm = certify_max_query_norm(queries, nq, d, qstride);
   return q;
 }
 
@@ -178,8 +177,8 @@ void amx_scan_f16(const uint16_t* x, int64_t stride, int64_t d, int64_t row0, in
   _tile_loadconfig(&config);
   const int64_t kpad = q.kpad, steps = kpad / kStep, nq = q.nq;
   const int64_t qblocks = (nq + kQueryBlock - 1) / kQueryBlock;
-  const float rel = static_cast<float>(amx_error_bound(d)) * q.max_norm;
-  const float floor = static_cast<float>(amx_error_floor(d));
+  const float rel = static_cast<float>(amx_error_bound(d)) * q.max_norm * certify_bound_scale();
+  const float floor = static_cast<float>(amx_error_floor(d)) * certify_bound_scale();
   // Software pipeline, one row block deep: the tiles of block i run and store their scores, block i + 1 is
   // converted, and only then are block i's scores read back (the conversion hides the wait for the tile
   // stores). The conversion is NOT interleaved with the tile steps: a tile load waits for every older
@@ -191,7 +190,6 @@ void amx_scan_f16(const uint16_t* x, int64_t stride, int64_t d, int64_t row0, in
   uint16_t* const buf = rows.front().v;
   std::vector<float> scores(static_cast<std::size_t>(qblocks * kRowBlock * kQueryBlock));  // [qb][row][query]
   float norms[2][kRowBlock];
-  alignas(64) float tn[kQueryBlock], tf[kQueryBlock];
 
   convert_rows(x + row0 * stride, stride, d, kpad, std::min(kRowBlock, row1 - row0), 0, kRowBlock, buf, norms[0]);
   for (int64_t r0 = row0, cur = 0; r0 < row1; r0 += kRowBlock, cur ^= 1) {
@@ -238,41 +236,9 @@ void amx_scan_f16(const uint16_t* x, int64_t stride, int64_t d, int64_t row0, in
       eps[i] = (rel * norms[cur][i] + floor) * sc[i];
     }
     for (int64_t b = 0; b < qblocks; ++b) {
-      const int64_t qb = b * kQueryBlock, nb = std::min(kQueryBlock, nq - qb);
-      const float* out = scores.data() + b * kRowBlock * kQueryBlock;
-      for (int64_t j = 0; j < kQueryBlock; ++j) {
-        tn[j] = j < nb ? sel.near[qb + j].threshold() : std::numeric_limits<float>::infinity();
-        tf[j] = j < nb ? sel.far[qb + j].threshold() : -std::numeric_limits<float>::infinity();
-      }
-      const int halves = nb > 16 ? 2 : 1;  // a block of <= 16 queries stored one tile column only
-      for (int64_t i = 0; i < m; ++i) {
-        const __m512 s = _mm512_set1_ps(sc[i]), e = _mm512_set1_ps(eps[i]);
-        uint32_t near_mask = 0, far_mask = 0;
-        for (int h = 0; h < halves; ++h) {
-          const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(out + i * kQueryBlock + 16 * h), s);
-          near_mask |= static_cast<uint32_t>(
-                           _mm512_cmp_ps_mask(_mm512_add_ps(v, e), _mm512_load_ps(tn + 16 * h), _CMP_GE_OQ))
-                       << (16 * h);
-          far_mask |= static_cast<uint32_t>(
-                          _mm512_cmp_ps_mask(_mm512_sub_ps(v, e), _mm512_load_ps(tf + 16 * h), _CMP_LE_OQ))
-                      << (16 * h);
-        }
-        for (uint32_t both = near_mask | far_mask; both; both &= both - 1) {
-          const int j = __builtin_ctz(both);
-          const int64_t qi = qb + j, id = id0 + r0 + i;
-          const float score = exact(xr + i * stride, d, q.f32 + qi * q.qstride) * sc[i];
-          if (near_mask >> j & 1u) {
-            auto& h = sel.near[qi];
-            if (NearOrder::may_enter(score, h.threshold())) h.push(score, id);
-            tn[j] = h.threshold();
-          }
-          if (far_mask >> j & 1u) {
-            auto& h = sel.far[qi];
-            if (FarOrder::may_enter(score, h.threshold())) h.push(score, id);
-            tf[j] = h.threshold();
-          }
-        }
-      }
+      const int64_t qb = b * kQueryBlock;
+      certify_block(scores.data() + b * kRowBlock * kQueryBlock, kQueryBlock, m, std::min(kQueryBlock, nq - qb),
+                    qb, xr, stride, d, id0 + r0, sc, eps, q.f32, q.qstride, sel, exact);
     }
   }
   _tile_release();

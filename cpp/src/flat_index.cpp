@@ -18,6 +18,7 @@
 
 #include "amx.hpp"
 #include "blas.hpp"
+#include "certified_sgemm.hpp"
 #include "half.hpp"
 #include "georag/search.hpp"
 #include "georag/topk.hpp"
@@ -326,8 +327,12 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
 
   if (params.amx_min_batch < 0) throw std::invalid_argument("amx_min_batch must be >= 0 (0 = always)");
   const bool half = type_ == RowType::f16;
-  const bool use_amx = half && nq >= params.amx_min_batch && detail::amx_support().ok;
-  const bool use_blas = !half && nq >= std::max<int64_t>(params.blas_min_batch, 1);
+  // float16 rows: AMX tiles where the CPU has them, else (or with use_amx off) certified SGEMM from
+  // blas_min_batch queries, else the streaming kernel. All three give the same ids and scores bit for bit.
+  const bool use_amx = half && params.use_amx && nq >= params.amx_min_batch && detail::amx_support().ok;
+  const bool blas_batch = nq >= std::max<int64_t>(params.blas_min_batch, 1);
+  const bool use_sgemm = half && !use_amx && blas_batch && d_ <= detail::kSgemmMaxDim;
+  const bool use_blas = !half && blas_batch;
   const int64_t qblock = std::min(nq, kBlasQueryBlock);
   int64_t tile = params.tile_rows;
   if (tile == 0)
@@ -363,14 +368,19 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
     amx_q = detail::amx_pack_queries(qn.p, nq, d_, stride_q);
     fp.bytes += amx_q.packed.size() * sizeof(uint16_t);
   }
+  const detail::SgemmQueries sgemm_q = use_sgemm ? detail::sgemm_queries(qn.p, nq, d_, stride_q)
+                                                 : detail::SgemmQueries{};
   const auto& kern = detail::kernels();
   std::atomic<std::size_t> next{0};
   const std::size_t score_floats = use_blas ? static_cast<std::size_t>(qblock) * tile : 0;
   fp.bytes += static_cast<std::size_t>(workers) * score_floats * sizeof(float);
+  if (use_sgemm) fp.bytes += static_cast<std::size_t>(workers) * detail::SgemmWorkspace::bytes_for(d_, nq);
   run_workers(workers, [&](int w) {
     WorkerHeaps& h = heaps[w];
     std::unique_ptr<AlignedBuffer> scores;
     if (use_blas) scores = std::make_unique<AlignedBuffer>(score_floats);
+    std::unique_ptr<detail::SgemmWorkspace> sgemm_ws;
+    if (use_sgemm) sgemm_ws = std::make_unique<detail::SgemmWorkspace>(d_, nq);
     for (std::size_t t = next++; t < tiles.size(); t = next++) {
       const Tile& tr = tiles[t];
       const int64_t first = tr.seg->first, r0 = tr.start - first, r1 = tr.end - first;
@@ -379,6 +389,9 @@ SearchFootprint FlatIndex::search(const float* queries, int64_t nq, const Search
         const auto* x = static_cast<const uint16_t*>(tr.seg->data);
         if (use_amx)
           detail::amx_scan_f16(x, stride_, d_, r0, r1, first, scale, amx_q, h.selectors(), kern.dot_f16);
+        else if (use_sgemm)
+          detail::sgemm_scan_f16(x, stride_, d_, r0, r1, first, scale, sgemm_q, h.selectors(), kern.dot_f16,
+                                 *sgemm_ws);
         else
           kern.scan_f16(x, stride_, d_, r0, r1, first, scale, qn.p, stride_q, nq, h.selectors());
         continue;

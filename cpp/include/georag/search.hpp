@@ -23,7 +23,9 @@ struct SearchParams {
   int num_threads = 0;  // worker threads; default 0 = the index's setting (all hardware threads if that is 0)
   // Batches of at least this many queries score tiles with BLAS SGEMM; smaller batches use georag's
   // register-blocked kernel, which streams the database once without BLAS packing. Default 256 (the
-  // measured crossover on a 2-core AVX-512 machine: the kernel wins below it, SGEMM above).
+  // measured crossover on a 2-core AVX-512 machine: the kernel wins below it, SGEMM above). float16 rows
+  // searched without AMX (see amx_min_batch, use_amx) take SGEMM too from this batch size: tiles widened to
+  // float32, with the exact re-scoring of certified_sgemm.cpp, so the scores stay the streaming kernel's.
   int64_t blas_min_batch = 256;
   // Database rows per work tile; default 0 = automatic (scores of one tile for a block of queries fit in L2).
   int64_t tile_rows = 0;
@@ -31,6 +33,9 @@ struct SearchParams {
   // the CPU and OS allow AMX; see amx_status()); smaller batches stream the rows through the exact float16
   // kernel. Default 16 (measured crossover here). Both give the same ids and scores bit for bit.
   int64_t amx_min_batch = 16;
+  // float16 rows: false searches as on a CPU without AMX (certified SGEMM from blas_min_batch queries, the
+  // streaming kernel below); for tests and benchmarks. Default true.
+  bool use_amx = true;
 };
 
 // The element type of an index's rows.

@@ -48,6 +48,9 @@ class FlatIndex(CoreBacked):
       bytes. Larger batches, where the CPU has AMX-BF16 (``georag._core.amx_status()``), score 32 x 32 tiles
       with bf16 tile instructions and re-score in float32 every pair whose approximate score lies within the
       proven error bound of a heap's threshold (see cpp/src/amx.cpp): the same ids and scores, bit for bit.
+      Without AMX (or with ``use_amx=False``), batches of at least ``blas_min_batch`` queries widen chunks
+      of 256-512 rows to float32, score them with SGEMM, and re-score the same way under the SGEMM error
+      bound (cpp/src/certified_sgemm.cpp): again bit for bit the streaming kernel's ids and scores.
 
     Every score block feeds both top-k selections while it is in cache; the (B, N) score matrix is never
     materialised. Results are deterministic for a given input and independent of the thread count: tile
@@ -55,12 +58,15 @@ class FlatIndex(CoreBacked):
     search, and several threads may search one index concurrently.
 
     ``search`` (the `georag.search.protocol.Index` contract; RuntimeError while the index is incomplete) and
-    ``search_raw`` take four tuning keywords: ``num_threads`` (worker threads of this call; default the
-    index's ``num_threads``), ``blas_min_batch`` (default 256), ``amx_min_batch`` (default 16) and
-    ``tile_rows`` (rows per tile; default 0, automatic).
+    ``search_raw`` take five tuning keywords: ``num_threads`` (worker threads of this call; default the
+    index's ``num_threads``), ``blas_min_batch`` (default 256), ``amx_min_batch`` (default 16),
+    ``tile_rows`` (rows per tile; default 0, automatic) and ``use_amx`` (default True; False searches
+    float16 rows as a CPU without AMX would, for tests and benchmarks). Forcing one float16 path:
+    streaming ``amx_min_batch=10**9, blas_min_batch=10**9``; certified SGEMM ``use_amx=False,
+    blas_min_batch=1``; AMX ``amx_min_batch=1`` (where ``amx_status()`` is "available").
     """
 
-    tuning_keywords = ("num_threads", "blas_min_batch", "tile_rows", "amx_min_batch")
+    tuning_keywords = ("num_threads", "blas_min_batch", "tile_rows", "amx_min_batch", "use_amx")
 
     def __init__(
         self,
