@@ -307,8 +307,9 @@ class ServeConfig:
     """Request bodies `georag serve` reads at once, from all clients; more are refused unread (503);
     default 128. An upload counts against ``max_requests + max_queue`` only once its body is in."""
     max_uploads_per_client: int = 8
-    """Request bodies `georag serve` reads at once from one client address (the TCP peer); more are
-    refused unread (429); default 8."""
+    """Request bodies `georag serve` reads at once from one client address (the TCP peer) while half of
+    ``max_uploads`` or more are being read; more are refused unread (429); default 8. Below half, one
+    address may read more (a gateway's burst is not refused while there is room)."""
     body_timeout_s: float = 5.0
     """Longest wait of `georag serve` for the next piece of a request body, and the grace before
     ``min_upload_bytes_per_s`` applies (408 otherwise); default 5 s."""

@@ -207,7 +207,8 @@ SHARED: dict[str, Shared] = {
         _s("--max-uploads", "serve.max_uploads", click.IntRange(min=1),
            "Request bodies read at once, from all clients; more are answered 503, unread."),
         _s("--max-uploads-per-client", "serve.max_uploads_per_client", click.IntRange(min=1),
-           "Request bodies read at once from one client address; more are answered 429, unread."),
+           "Request bodies read at once from one client address once half of --max-uploads are taken; "
+           "more are answered 429, unread."),
         _s("--body-timeout-s", "serve.body_timeout_s", POSITIVE,
            "Longest pause within a request body, and the grace before --min-upload-bytes-per-s (408)."),
         _s("--min-upload-bytes-per-s", "serve.min_upload_bytes_per_s", click.IntRange(min=1),

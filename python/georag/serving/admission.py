@@ -6,7 +6,9 @@ requests ready to run. Each refusal comes at once, the body unread:
 - a server already holding ``max_requests + max_queue`` requests whose body is in (waiting for one of the
   ``max_requests`` pipeline slots, or running): 503, before the body is read and again once it is in;
 - a client address (the TCP peer: a proxy in front is one client) already uploading
-  ``max_uploads_per_client`` bodies: 429;
+  ``max_uploads_per_client`` bodies while half of ``max_uploads`` or more are being read: 429 (below half,
+  one client may read more at once: a gateway sending a burst of requests from one address is not refused
+  while the server has room, and under pressure every address gets its share);
 - ``max_uploads`` bodies being read already, from all clients: 503.
 
 A body must keep coming: no pause longer than ``body_timeout_s`` between two pieces, and after that grace
@@ -76,11 +78,12 @@ class Admission:
     @contextmanager
     def upload(self, client: str) -> Iterator[None]:
         """Counts one body being read from ``client`` (an address); refuses it first where the server is
-        full (Busy), the client uploads its share already (TooManyUploads) or the server reads
-        ``max_uploads`` bodies (Busy)."""
+        full (Busy), the client uploads its share already while half the uploads or more are taken
+        (TooManyUploads) or the server reads ``max_uploads`` bodies (Busy)."""
         cfg = self.limits
         self.check_room()
-        if self.uploading[client] >= cfg.max_uploads_per_client:
+        pressed = self.uploads >= cfg.max_uploads // 2
+        if pressed and self.uploading[client] >= cfg.max_uploads_per_client:
             raise TooManyUploads(
                 f"too many uploads from one address at once (at most {cfg.max_uploads_per_client}): "
                 "retry once one has ended"
