@@ -23,13 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from timing import log
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from serve_process import Served, serve_process  # noqa: E402
+from timing import log  # noqa: E402
+
 IMAGES = REPO.parent / "shared" / "data" / "im2gps3k" / "images"
 META = REPO.parent / "shared" / "data" / "im2gps3k" / "im2gps3k_places365.csv"
 HOST = "127.0.0.1"
@@ -71,43 +70,11 @@ def photos(n: int = 300) -> list[bytes]:
     return [path.read_bytes() for path in sorted(IMAGES.iterdir())[:n]]
 
 
-@dataclass
-class Server:
-    port: int
-    pid: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
-def served(store: Path, work: Path, *args: str) -> Iterator[Server]:
+def served(store: Path, work: Path, *args: str) -> Iterator[Served]:
     """`georag serve --store STORE ARGS` on 127.0.0.1 and a free port, ready; stopped after."""
-    port = _free_port()
-    cli = [sys.executable, "-c", "from georag.cli import main; main()", "serve", "--store", str(store)]
-    with (work / "serve.log").open("ab") as out:
-        proc = subprocess.Popen([*cli, "--host", HOST, "--port", str(port), *args], stdout=out, stderr=out)
-    try:
-        end = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"georag serve did not start; see {work / 'serve.log'}")
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{port}/health/ready", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.3)
-        yield Server(port, proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process(["--store", str(store), *args], work / "serve.log", ready_s=300) as server:
+        yield server
 
 
 def process_stats(pid: int) -> tuple[int, int]:

@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +33,7 @@ from encoder_fixtures import SHARED_IMAGES
 from georag.serving.gallery import GalleryImages
 from georag.serving.page import STATIC
 from openai_standin import StandIn
+from serve_process import serve_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ANSWERS = [(48.8566, 2.3522), (41.9028, 12.4964), (48.8606, 2.3376), (40.4168, -3.7038), (48.853, 2.3499)]
@@ -166,16 +164,6 @@ def test_the_gallery_never_reads_outside_its_image_folder(tmp_path: Path) -> Non
 # The page in a real browser.
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
 def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, method="POST")
     try:
@@ -191,32 +179,11 @@ def served(locate_env: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     if CHROMIUM is None:
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
     pytest.importorskip("playwright", reason="needs Playwright (pip install playwright)")
-    from triton_server import free_ports
-
     log = tmp_path_factory.mktemp("map_page") / "serve.log"
     with StandIn(script=lambda body: SCRIPT["texts"]) as llm:
-        port = free_ports(1)[0]
-        base = f"http://127.0.0.1:{port}"
-        cli = [sys.executable, "-c", "from georag.cli import main; main()", "serve"]
-        args = ["--store", str(locate_env["store"]), "--llm", llm.url, "--samples", "5", "--port", str(port)]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [*cli, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        try:
-            end = time.monotonic() + 120
-            while _get(f"{base}/health/ready") != 200:
-                assert proc.poll() is None, f"georag serve exited early:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < end, f"not ready after 120 s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.2)
-            yield base
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        args = ["--store", str(locate_env["store"]), "--llm", llm.url, "--samples", "5"]
+        with serve_process(args, log) as server:
+            yield server.base
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from georag.serving.http_app import MULTIPART_ALLOWANCE
 from georag.serving.params import RequestParams, parse_params
 from georag.serving.pipeline import Pipeline
 from openai_standin import StandIn
+from serve_process import get, serve_process
 
 LEAKS = re.compile(r"/work|/tmp|/home|Traceback|File \"|0x[0-9a-f]{4,}|127\.0\.0\.1|\.py\b")
 BOUNDARY = "------------------------f1e6429ac0dbd139"
@@ -791,16 +792,6 @@ def _free_port() -> int:
     return free_ports(1)[0]
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
 def _raw_post(port: int, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
     """POSTs with exactly these headers and body bytes (no terminating chunk is added); the answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10.0)
@@ -817,20 +808,11 @@ def _raw_post(port: int, headers: dict[str, str], body: bytes) -> tuple[int, dic
 
 
 def test_the_cli_serves_over_http(locate_env: dict[str, Any], tmp_path: Path) -> None:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cli = [sys.executable, "-c", "from georag.cli import main; main()", "-v", "serve"]
-    args = ["--store", str(locate_env["store"]), "--port", str(port), "--max-image-mb", "1"]
+    args = ["--store", str(locate_env["store"]), "--max-image-mb", "1"]
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*cli, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        end = time.monotonic() + 120
-        while _get(f"{base}/health/ready") != 200:
-            assert proc.poll() is None, f"georag serve exited early:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < end, f"not ready after 120 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        assert _get(f"{base}/health/live") == 200
+    with serve_process(args, log, cli_options=("-v",)) as served:
+        port, base = served.port, served.base
+        assert get(f"{base}/health/live") == 200
         _, lat, lon, margin = _top1_by_brute_force(locate_env, locate_env["queries"][0])
         request = urllib.request.Request(f"{base}/v1/locate?id=q.jpg", data=_photo(locate_env), method="POST")
         with urllib.request.urlopen(request, timeout=30.0) as answer:
@@ -863,16 +845,9 @@ def test_the_cli_serves_over_http(locate_env: dict[str, Any], tmp_path: Path) ->
         head = b"%x\r\n%s\r\n" % (len(_OPENING), _OPENING)
         status, body = _raw_post(port, {"Transfer-Encoding": "chunked", **MULTIPART}, head + stream)
         assert (status, body["code"]) == (413, "INVALID_ARG") and "at most 1.0 MiB" in body["error"]
-        assert _get(f"{base}/health/ready") == 200, "the server goes on"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        assert get(f"{base}/health/ready") == 200, "the server goes on"
     text = log.read_text()
-    assert proc.returncode in (0, -signal.SIGTERM), text[-3000:]  # uvicorn re-raises the signal it got
+    assert served.returncode in (0, -signal.SIGTERM), text[-3000:]  # uvicorn re-raises the signal it got
     assert "georag serve: stopped" in text, "the lifespan shutdown ran (on_close)"
 
 

@@ -9,7 +9,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,8 @@ from fastapi.testclient import TestClient
 
 from georag.cli.serve_cmd import build_app
 from georag.serving.auth import authorized
-from test_serve import _free_port, _photo, serve_config
+from serve_process import serve_process
+from test_serve import _photo, serve_config
 
 KEY = "k" * 24
 
@@ -80,35 +80,11 @@ def _cli_server(
     env: dict[str, str] | None = None,
     context: ssl.SSLContext | None = None,
 ) -> Iterator[int]:
-    """`georag serve --store STORE --port P ARGS` in a process of its own, ready; yields P, stopped after."""
-    port = _free_port()
-    cli = [sys.executable, "-c", "from georag.cli import main; main()", "serve", "--store"]
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*cli, str(locate_env["store"]), "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    scheme = "https" if context is not None else "http"
-    try:
-        end = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None and time.monotonic() < end, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(
-                    f"{scheme}://127.0.0.1:{port}/health/ready", context=context, timeout=5
-                ):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+    """`georag serve --store STORE ARGS` in a process of its own, ready; yields its port, stopped after."""
+    with serve_process(
+        ["--store", str(locate_env["store"]), *args], tmp_path / "serve.log", env=env, context=context
+    ) as served:
+        yield served.port
 
 
 def test_tls_with_a_certificate_made_here(locate_env: dict[str, Any], tmp_path: Path) -> None:
